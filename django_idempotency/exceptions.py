@@ -1,0 +1,116 @@
+"""The exceptions raised by django-idempotency, rooted at :class:`IdempotencyError`.
+
+Each HTTP-facing error carries the status and problem type it maps to, so the
+doors can turn any of them into an RFC 9457 problem+json response without a
+lookup table of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class IdempotencyError(Exception):
+    """Base class of every error this package raises."""
+
+    status: int = 500
+    title: str = "Idempotency error"
+    type_slug: str = "error"
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+
+class InvalidKey(IdempotencyError):
+    """The Idempotency-Key header is empty, too long, malformed or of the wrong format."""
+
+    status = 400
+    title = "Invalid Idempotency-Key"
+    type_slug = "invalid-key"
+
+
+class KeyRequired(IdempotencyError):
+    """The endpoint requires an Idempotency-Key and the request has none."""
+
+    status = 400
+    title = "Idempotency-Key required"
+    type_slug = "key-required"
+
+
+class FingerprintMismatch(IdempotencyError):
+    """The key was first used with a different request (method, path, query or body)."""
+
+    status = 422
+    title = "Idempotency-Key reused with a different request"
+    type_slug = "fingerprint-mismatch"
+
+
+class RequestInProgress(IdempotencyError):
+    """A request with this key is still being processed (conflict mode ``reject``)."""
+
+    status = 409
+    title = "A request with this Idempotency-Key is in progress"
+    type_slug = "in-progress"
+
+    def __init__(self, detail: str = "", *, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+
+
+class IdempotencyTimeout(RequestInProgress):
+    """Waiting for the first caller with the same key took longer than the wait timeout."""
+
+    title = "Timed out waiting for the first request with this Idempotency-Key"
+    type_slug = "wait-timeout"
+
+
+class NotReplayable(IdempotencyError):
+    """The first response could not be stored (streaming or too large), so it cannot be replayed.
+
+    The action is not run again either: the record remembers why.
+    """
+
+    status = 422
+    title = "The original response cannot be replayed"
+    type_slug = "not-replayable"
+
+
+class IdempotencyUnavailable(IdempotencyError):
+    """Redis could not be reached (or answered too slowly) and the policy is fail-closed."""
+
+    status = 503
+    title = "Idempotency store unavailable"
+    type_slug = "unavailable"
+
+
+class ResultNotStored(IdempotencyError):
+    """Critical: the action ran but its result could not be stored.
+
+    Idempotency may be lost for this key: a later retry might run the action again.
+    ``value`` holds what the action returned, ``error`` what it raised (one of them).
+    """
+
+    status = 500
+    title = "Result could not be stored"
+    type_slug = "result-not-stored"
+
+    def __init__(
+        self, detail: str = "", *, value: Any = None, error: BaseException | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.value = value
+        self.error = error
+
+
+class ReplayedError(IdempotencyError):
+    """Stands in for a stored error whose class could not be rebuilt on replay."""
+
+    title = "Replayed error"
+    type_slug = "replayed-error"
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message

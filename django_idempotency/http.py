@@ -1,0 +1,131 @@
+"""HTTP details: request -> key, scope and fingerprint; response <-> stored payload.
+
+Nothing here talks to Redis or decides policy; :mod:`django_idempotency.service` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+
+from .exceptions import IdempotencyError, InvalidKey, RequestInProgress
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+#: Problem ``type`` URIs are tag URIs (RFC 4151): stable identifiers, not links.
+PROBLEM_TYPE_PREFIX = "tag:django-idempotency,2026:problem/"
+
+# Never replayed: per-client or per-connection headers (RFC 9110 §7.6.1 hop-by-hop),
+# and ones the server recomputes. Cookies live outside response.items() anyway.
+SKIPPED_HEADERS = frozenset(
+    {
+        "set-cookie",
+        "date",
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
+
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+_SF_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
+
+
+def parse_key(raw: str, *, max_length: int, key_format: re.Pattern[str] | None) -> str:
+    """The key from an ``Idempotency-Key`` header value, or :class:`InvalidKey`.
+
+    Accepts the Structured Field String form (``"abc"``, with ``\\"`` and ``\\\\``
+    escapes) and a bare token of visible ASCII.
+    """
+    value = raw.strip(" \t")
+    if value.startswith('"'):
+        match = _SF_STRING.fullmatch(value)
+        if match is None:
+            raise InvalidKey("The key is not a valid quoted string (RFC 8941 sf-string).")
+        key = re.sub(r"\\(.)", r"\1", match.group(1))
+    elif _VISIBLE_ASCII.fullmatch(value):
+        key = value
+    else:
+        raise InvalidKey(
+            "The key must be a quoted string or a token of visible ASCII characters."
+            if value
+            else "The key is empty."
+        )
+    if not key.strip():
+        raise InvalidKey("The key is empty.")
+    if len(key) > max_length:
+        raise InvalidKey(f"The key is longer than {max_length} characters.")
+    if key_format is not None and not key_format.fullmatch(key):
+        raise InvalidKey("The key does not have the format this endpoint requires.")
+    return key
+
+
+def default_scope(request: HttpRequest) -> str:
+    """``user:<pk>`` for an authenticated user, else ``anonymous``."""
+    user = getattr(request, "user", None)
+    if user is not None and getattr(user, "is_authenticated", False):
+        return f"user:{user.pk}"
+    return "anonymous"
+
+
+def default_fingerprint(request: HttpRequest) -> str:
+    """SHA-256 of method, path, query string and body (first 128 bits, hex)."""
+    digest = hashlib.sha256()
+    for part in (
+        (request.method or "").encode(),
+        request.path.encode(),
+        request.META.get("QUERY_STRING", "").encode("latin-1", "replace"),
+    ):
+        digest.update(b"%d:" % len(part))
+        digest.update(part)
+    digest.update(request.body)
+    return digest.hexdigest()[:32]
+
+
+def encode_response(response: HttpResponse) -> bytes:
+    """Status, kept headers and body bytes as one payload."""
+    headers = [[k, v] for k, v in response.items() if k.lower() not in SKIPPED_HEADERS]
+    head = json.dumps([response.status_code, headers], separators=(",", ":")).encode()
+    return head + b"\n" + response.content
+
+
+def decode_response(payload: bytes, replay_header: str) -> HttpResponse:
+    """Rebuild a stored response, marked with ``replay_header: true``."""
+    head, _, body = payload.partition(b"\n")
+    status, headers = json.loads(head)
+    response = HttpResponse(body, status=status)
+    for name, value in headers:
+        response[name] = value
+    response[replay_header] = "true"
+    return response
+
+
+def problem_response(error: IdempotencyError) -> HttpResponse:
+    """An RFC 9457 problem+json response describing ``error``."""
+    doc: dict[str, Any] = {
+        "type": PROBLEM_TYPE_PREFIX + error.type_slug,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+    }
+    response = HttpResponse(json.dumps(doc), status=error.status, content_type=PROBLEM_CONTENT_TYPE)
+    if isinstance(error, RequestInProgress):
+        response["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def rendered(response: HttpResponseBase) -> HttpResponseBase:
+    """Render a not-yet-rendered template (or DRF) response so its bytes can be stored."""
+    render = getattr(response, "render", None)
+    if callable(render) and not getattr(response, "is_rendered", True):
+        render()
+    return response

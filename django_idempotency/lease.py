@@ -1,0 +1,138 @@
+"""Lease renewal: one daemon thread per process keeps every running claim alive.
+
+A claim's record expires ``LOCK_TTL`` after its last renewal, so a crashed owner
+frees its keys; a slow but live owner must therefore renew. One thread renews all
+of the process's leases (pipelined per Redis client) at a third of their TTL,
+rather than one timer per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store import RedisStore, Slot
+
+logger = logging.getLogger("django_idempotency")
+
+
+class Lease:
+    """The claim on one record, held while its action runs."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        slot: Slot,
+        token: str,
+        lease_ms: int,
+        *,
+        fingerprint: str = "",
+        created_ms: int = 0,
+        on_lost: Callable[[Lease], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.slot = slot
+        self.token = token
+        self.lease_ms = lease_ms
+        self.fingerprint = fingerprint
+        self.created_ms = created_ms
+        self.on_lost = on_lost
+        self.lost = threading.Event()
+        self.due = time.monotonic() + self.interval
+
+    @property
+    def interval(self) -> float:
+        """Seconds between renewals: a third of the lease, so two may fail before expiry."""
+        return self.lease_ms / 3000
+
+
+class LeaseKeeper:
+    """Renews the leases it holds until they are dropped; one per process."""
+
+    def __init__(self) -> None:
+        self._leases: set[Lease] = set()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, lease: Lease) -> Lease:
+        """Start renewing ``lease``."""
+        with self._cond:
+            self._leases.add(lease)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="idempotency-lease-keeper", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return lease
+
+    def drop(self, lease: Lease) -> None:
+        """Stop renewing ``lease``."""
+        with self._cond:
+            self._leases.discard(lease)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    due = [lease for lease in self._leases if lease.due <= now]
+                    if due:
+                        break
+                    wait = min((lease.due for lease in self._leases), default=now + 60) - now
+                    self._cond.wait(wait)
+            self._renew(due)
+
+    def _renew(self, due: list[Lease]) -> None:
+        by_store: dict[RedisStore, list[Lease]] = defaultdict(list)
+        for lease in due:
+            by_store[lease.store].append(lease)
+        for store, leases in by_store.items():
+            started = time.monotonic()
+            try:
+                kept = store.renew([(x.slot.record_key, x.token, x.lease_ms) for x in leases])
+            except Exception:
+                # Redis trouble: try again soon; the lease expires if it lasts.
+                logger.warning(
+                    "could not renew %d idempotency lease(s)", len(leases), exc_info=True
+                )
+                for lease in leases:
+                    lease.due = time.monotonic() + min(lease.interval, 1.0)
+                continue
+            for lease, ok in zip(leases, kept, strict=True):
+                lease.due = started + lease.interval
+                if not ok:
+                    self._lose(lease)
+
+    def _lose(self, lease: Lease) -> None:
+        self.drop(lease)
+        lease.lost.set()
+        logger.error(
+            "idempotency lease lost for %s: another caller may run the action again",
+            lease.slot.record_key,
+        )
+        if lease.on_lost is not None:
+            lease.on_lost(lease)
+
+
+keeper = LeaseKeeper()
+
+
+def _after_fork() -> None:
+    # A forked child has no keeper thread and none of its parent's leases.
+    global keeper
+    keeper = LeaseKeeper()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def get_keeper() -> LeaseKeeper:
+    """The process's lease keeper."""
+    return keeper

@@ -1,0 +1,269 @@
+"""The Redis side: connection, key layout, record format and the Lua script calls.
+
+Key layout
+----------
+One idempotency record is one Redis string; its waiters share one short list::
+
+    {prefix}:{<id>}      the record (string)
+    {prefix}:{<id>}:w    the wake list (one element, pushed on completion or release)
+
+``<id>`` is 32 hex digits of SHA-256 over the door (``h`` for HTTP, ``r`` for
+``run()``), the scope and the client's key, each length-prefixed. Client input
+never reaches a Redis key name, so keys with ``:``, ``*`` or arbitrary bytes
+neither collide nor match another scope's SCAN pattern. The braces make ``<id>``
+the hash tag, so a record and its wake list share one Cluster slot.
+
+Record format
+-------------
+A header line of space-separated ASCII fields, a newline, then the payload::
+
+    <state> <owner> <fingerprint> <created_ms> <finished_ms> <door> <scope> <key>\\n<payload>
+
+``state`` is ``running``, ``done``, ``error`` or ``unreplayable``; ``owner`` is the
+fencing token while running, else ``-``; ``fingerprint`` is ``-`` when not
+compared; ``scope`` and ``key`` are percent-encoded so they hold no spaces. One
+string (not a hash) keeps a stored record at body size plus a small constant.
+
+Scripts (``lua/*.lua``), each one atomic step and one round trip
+----------------------------------------------------------------
+``claim``     no record: create it running with our token and a lease (ms TTL);
+              otherwise report mismatch / running (with lease left) / the record.
+``complete``  if our token still owns the record: write the final record with its
+              TTL and push the wake token. A late finisher writes nothing.
+``release``   if our token owns it: delete the record and push the wake token.
+``renew``     if our token owns it: extend the lease.
+
+Waiters block on ``BLMOVE wake wake`` (the same list as source and destination):
+the single element rotates, so every blocked waiter is woken by one push, and a
+waiter arriving after the push returns at once while the list lives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+import redis
+from redis.commands.core import Script
+
+RUNNING = "running"
+DONE = "done"
+ERROR = "error"
+UNREPLAYABLE = "unreplayable"
+STATES = (RUNNING, DONE, ERROR, UNREPLAYABLE)
+
+HTTP_DOOR = "h"
+RUN_DOOR = "r"
+
+#: What a failed Redis call raises; callers map it to fail-closed or fail-open.
+RedisError = redis.exceptions.RedisError
+
+
+def _load_script(name: str) -> str:
+    return resources.files("django_idempotency").joinpath(f"lua/{name}.lua").read_text()
+
+
+def record_id(door: str, scope: str | bytes, key: str | bytes) -> str:
+    """The hashed id of one record: no two (door, scope, key) triples share one."""
+    digest = hashlib.sha256()
+    for part in (door, scope, key):
+        raw = part.encode() if isinstance(part, str) else bytes(part)
+        digest.update(b"%d:" % len(raw))
+        digest.update(raw)
+    return digest.hexdigest()[:32]
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, as stored in records."""
+    return int(time.time() * 1000)
+
+
+def _enc(value: str | bytes) -> str:
+    # "-" stands for empty, so a literal "-" is escaped (quote() never escapes it).
+    if not value:
+        return "-"
+    encoded = quote(value, safe="")
+    return "%2D" if encoded == "-" else encoded
+
+
+def _dec(field: bytes) -> str:
+    if field == b"-":
+        return ""
+    return unquote_to_bytes(field).decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A parsed record, as read from Redis."""
+
+    state: str
+    owner: str
+    fingerprint: str
+    created_ms: int
+    finished_ms: int | None
+    door: str
+    scope: str
+    key: str
+    payload: bytes
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Record:
+        """Parse the stored bytes; raise ``ValueError`` when they are not a record."""
+        header, _, payload = raw.partition(b"\n")
+        fields = header.split(b" ")
+        if len(fields) != 8 or fields[0].decode() not in STATES:
+            raise ValueError("not an idempotency record")
+        state, owner, fp, t0, t1, door, scope, key = fields
+        return cls(
+            state=state.decode(),
+            owner=owner.decode(),
+            fingerprint=fp.decode(),
+            created_ms=int(t0),
+            finished_ms=None if t1 == b"-" else int(t1),
+            door=door.decode(),
+            scope=_dec(scope),
+            key=_dec(key),
+            payload=payload,
+        )
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one record lives: its Redis keys plus what its header repeats."""
+
+    record_key: str
+    wake_key: str
+    door: str
+    scope_field: str
+    key_field: str
+
+    def header(
+        self, state: str, owner: str, fingerprint: str, created_ms: int, finished_ms: int | None
+    ) -> bytes:
+        """The header line of a record in this slot."""
+        t1 = "-" if finished_ms is None else str(finished_ms)
+        return (
+            f"{state} {owner} {fingerprint or '-'} {created_ms} {t1} "
+            f"{self.door} {self.scope_field} {self.key_field}\n"
+        ).encode()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the claim script found: ``claimed``, ``mismatch``, ``running`` or ``stored``."""
+
+    outcome: str
+    lease_left_ms: int = 0
+    record: Record | None = None
+
+
+class RedisStore:
+    """All Redis I/O of the app; one instance per Redis client."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._claim = self._register("claim")
+        self._complete = self._register("complete")
+        self._release = self._register("release")
+        self._renew = self._register("renew")
+
+    def _register(self, name: str) -> Script:
+        return self.client.register_script(_load_script(name))  # type: ignore[no-any-return]
+
+    # -- key layout ---------------------------------------------------------------------
+
+    def slot(self, door: str, scope: str | bytes, key: str | bytes) -> Slot:
+        """The keys of the record for ``key`` in ``scope`` behind ``door``."""
+        rid = record_id(door, scope, key)
+        base = f"{self.prefix}:{{{rid}}}"
+        return Slot(base, base + ":w", door, _enc(scope), _enc(key))
+
+    @property
+    def record_pattern(self) -> str:
+        """SCAN MATCH pattern selecting every record (and no wake list)."""
+        return f"{self.prefix}:{{*}}"
+
+    # -- scripts ------------------------------------------------------------------------
+
+    def claim(
+        self, slot: Slot, token: str, fingerprint: str, lease_ms: int, created_ms: int
+    ) -> Claim:
+        """Run the claim script: one round trip."""
+        running = slot.header(RUNNING, token, fingerprint, created_ms, None)
+        reply = self._claim(
+            keys=[slot.record_key, slot.wake_key], args=[running, fingerprint or "-", lease_ms]
+        )
+        outcome = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        if outcome == "running":
+            return Claim(outcome, lease_left_ms=max(int(reply[1]), 0))
+        if outcome == "stored":
+            raw = reply[1] if isinstance(reply[1], bytes) else str(reply[1]).encode()
+            return Claim(outcome, record=Record.parse(raw))
+        return Claim(outcome)
+
+    def complete(self, slot: Slot, token: str, record: bytes, ttl_ms: int, wake_ms: int) -> bool:
+        """Store the final record if ``token`` still owns the slot; wake waiters."""
+        keys = [slot.record_key, slot.wake_key]
+        return bool(self._complete(keys=keys, args=[token, record, ttl_ms, wake_ms]))
+
+    def release(self, slot: Slot, token: str, wake_ms: int) -> bool:
+        """Delete the running record if ``token`` owns it; wake waiters."""
+        return bool(self._release(keys=[slot.record_key, slot.wake_key], args=[token, wake_ms]))
+
+    def renew(self, leases: list[tuple[str, str, int]]) -> list[bool]:
+        """Extend many leases ``(record_key, token, lease_ms)`` in one pipelined round trip."""
+        if len(leases) == 1:
+            record_key, token, ms = leases[0]
+            return [bool(self._renew(keys=[record_key], args=[token, ms]))]
+        pipe = self.client.pipeline(transaction=False)
+        for record_key, token, ms in leases:
+            self._renew(keys=[record_key], args=[token, ms], client=pipe)
+        return [bool(r) for r in pipe.execute()]
+
+    def wait(self, slot: Slot, timeout: float) -> bool:
+        """Block until the slot's owner completes or releases, or ``timeout`` passes.
+
+        One command however long it blocks. Returns whether a wake token arrived.
+        """
+        # BLMOVE takes whole-or-fractional seconds; 0 would mean "forever".
+        timeout = max(timeout, 0.01)
+        return (
+            self.client.blmove(slot.wake_key, slot.wake_key, timeout, "RIGHT", "LEFT") is not None
+        )
+
+    def read(self, slot: Slot) -> Record | None:
+        """The record in ``slot``, if any."""
+        raw = self.client.get(slot.record_key)
+        return None if raw is None else Record.parse(raw)
+
+
+# -- connections -------------------------------------------------------------------------
+
+_clients: dict[Any, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def connect(target: str | Callable[[], Any]) -> Any:
+    """A Redis client for the ``REDIS`` setting.
+
+    A django-redis cache alias goes through ``get_redis_connection``; a URL through
+    ``redis.Redis.from_url``; a factory is called. URL and factory clients are cached
+    so every service in the process shares one connection pool.
+    """
+    if isinstance(target, str) and "://" not in target:
+        from django_redis import get_redis_connection  # type: ignore[import-untyped]
+
+        return get_redis_connection(target)
+    with _clients_lock:
+        client = _clients.get(target)
+        if client is None:
+            client = redis.Redis.from_url(target) if isinstance(target, str) else target()
+            _clients[target] = client
+        return client

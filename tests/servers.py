@@ -1,0 +1,96 @@
+"""Start the test project under a real server (gunicorn or uvicorn) in a subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env(redis_url: str, db_path: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        REDIS_URL=redis_url,
+        TEST_DB_PATH=str(db_path),
+        PYTHONPATH=str(ROOT),
+        **extra,
+    )
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+    )
+
+
+@contextlib.contextmanager
+def serve(kind: str, env: dict[str, str], workers: int = 4) -> Iterator[int]:
+    """Run ``gunicorn`` (WSGI) or ``uvicorn`` (ASGI) on a free port; yield the port."""
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    if kind == "gunicorn":
+        cmd = [
+            str(bin_dir / "gunicorn"),
+            "tests.wsgi:application",
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--timeout",
+            "60",
+            "--log-level",
+            "warning",
+        ]
+    else:
+        cmd = [
+            str(bin_dir / "uvicorn"),
+            "tests.asgi:application",
+            "--workers",
+            str(workers),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, f"{kind} exited with {proc.returncode}"
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/middleware/")
+                conn.getresponse().read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"{kind} did not start"
+                time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

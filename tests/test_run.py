@@ -1,0 +1,336 @@
+"""The plain-Python door, run()/arun(), against real Redis, threads and processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from django_idempotency import (
+    IdempotencyTimeout,
+    IdempotencyUnavailable,
+    NotReplayable,
+    ReplayedError,
+    ResultNotStored,
+    arun,
+    run,
+)
+from django_idempotency.service import get_service
+
+from . import workers
+
+
+class Counter:
+    """A thread-safe call counter used as the action's side effect."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._lock = threading.Lock()
+
+    def bump(self) -> int:
+        with self._lock:
+            self.n += 1
+            return self.n
+
+
+class PaymentDeclined(Exception):
+    pass
+
+
+def test_second_call_replays_value_without_running_action():
+    counter = Counter()
+    first = run("order-1", lambda: {"charged": counter.bump()})
+    second = run("order-1", lambda: {"charged": counter.bump()})
+    assert first == second == {"charged": 1}
+    assert counter.n == 1
+
+
+def test_64_threads_with_one_key_run_the_action_once():
+    counter = Counter()
+    barrier = threading.Barrier(64)
+    results: list[Any] = []
+
+    def action() -> dict[str, Any]:
+        n = counter.bump()
+        time.sleep(0.2)
+        return {"run": n, "thread": threading.get_ident()}
+
+    def call() -> None:
+        barrier.wait()
+        results.append(run("shared", action))
+
+    threads = [threading.Thread(target=call) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert counter.n == 1
+    assert len(results) == 64
+    assert all(r == results[0] for r in results)
+
+
+def test_4_processes_with_one_key_run_the_action_once(redis_url, redis_client):
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Manager().Barrier(4)
+    with ctx.Pool(4) as pool:
+        results = pool.starmap(
+            workers.run_counted,
+            [(redis_url, "proc-key", "executions", 0.5, barrier)] * 4,
+        )
+    assert int(redis_client.get("executions")) == 1
+    assert all(r == results[0] for r in results)
+    assert len({r["pid"] for r in results}) == 1
+
+
+def test_error_is_stored_and_reraised_on_replay():
+    counter = Counter()
+
+    def declined() -> None:
+        counter.bump()
+        raise PaymentDeclined("card declined", 402)
+
+    with pytest.raises(PaymentDeclined) as first:
+        run("pay", declined)
+    with pytest.raises(PaymentDeclined) as replay:
+        run("pay", declined)
+    assert counter.n == 1
+    assert replay.value.args == first.value.args == ("card declined", 402)
+
+
+def test_should_ignore_error_releases_the_key_so_the_next_call_runs():
+    counter = Counter()
+
+    def flaky() -> str:
+        if counter.bump() == 1:
+            raise TimeoutError("gateway timeout")
+        return "ok"
+
+    with pytest.raises(TimeoutError):
+        run("flaky", flaky, should_ignore_error=lambda e: isinstance(e, TimeoutError))
+    assert run("flaky", flaky) == "ok"
+    assert counter.n == 2
+
+
+def test_error_whose_class_cannot_be_rebuilt_replays_as_replayed_error():
+    class LocalError(Exception):  # a <locals> class: not reachable on replay
+        pass
+
+    def fail() -> None:
+        raise LocalError("boom")
+
+    with pytest.raises(LocalError):
+        run("local", fail)
+    with pytest.raises(ReplayedError) as replay:
+        run("local", fail)
+    assert replay.value.type_name.endswith("LocalError")
+    assert replay.value.message == "boom"
+
+
+def test_callbacks_fire_for_success_error_and_both_replays():
+    seen: list[tuple[str, Any]] = []
+    callbacks: dict[str, Any] = {
+        "on_action_success": lambda k, v: seen.append(("success", v)),
+        "on_action_error": lambda k, e: seen.append(("error", str(e))),
+        "on_success_replay": lambda k, v: seen.append(("success_replay", v)),
+        "on_error_replay": lambda k, e: seen.append(("error_replay", str(e))),
+    }
+    run("cb-ok", lambda: 7, **callbacks)
+    run("cb-ok", lambda: 8, **callbacks)
+
+    def fail() -> None:
+        raise ValueError("nope")
+
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            run("cb-err", fail, **callbacks)
+    assert seen == [
+        ("success", 7),
+        ("success_replay", 7),
+        ("error", "nope"),
+        ("error_replay", "nope"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [("a:b", "a_b"), ("x:y:z", "x:y"), (b"\x00\xff", b"\x00\xfe"), ("*", "?")],
+)
+def test_distinct_keys_never_share_a_record(a, b):
+    assert run(a, lambda: "first") == "first"
+    assert run(b, lambda: "second") == "second"
+
+
+def test_namespaces_separate_equal_keys_even_with_colons():
+    assert run("k", lambda: 1, namespace="a:b") == 1
+    assert run("b:k", lambda: 2, namespace="a") == 2
+    assert run("k", lambda: 3, namespace="a:b") == 1
+
+
+def test_redis_keys_never_contain_the_client_key(redis_client):
+    run("secret-key-with-*-glob", lambda: 1)
+    names = [k.decode() for k in redis_client.keys("*")]
+    assert names and not any("secret" in n or "*" in n.split("{")[1] for n in names)
+
+
+def test_record_expires_after_ttl_and_action_runs_again(redis_client):
+    counter = Counter()
+    run("short", counter.bump, ttl=0.3)
+    assert redis_client.pttl(get_service().store.slot("r", "", "short").record_key) <= 300
+    time.sleep(0.45)
+    assert run("short", counter.bump, ttl=0.3) == 2
+
+
+def test_long_action_keeps_its_claim_through_renewal():
+    counter = Counter()
+    results: list[Any] = []
+
+    def slow() -> int:
+        n = counter.bump()
+        time.sleep(1.5)  # three times the lease below
+        return n
+
+    owner = threading.Thread(target=lambda: results.append(run("slow", slow, lock_ttl=0.5)))
+    owner.start()
+    time.sleep(0.1)
+    later = run("slow", slow, lock_ttl=0.5, wait_timeout=5)
+    owner.join()
+    assert counter.n == 1
+    assert results == [later] == [1]
+
+
+def test_late_finisher_whose_lease_was_lost_does_not_overwrite_new_owner(redis_client):
+    slot = get_service().store.slot("r", "", "fenced")
+    newer: list[Any] = []
+
+    def first_owner() -> str:
+        # Simulate the lease running out under a stalled owner; a new caller takes over.
+        redis_client.delete(slot.record_key)
+        newer.append(run("fenced", lambda: "second owner"))
+        return "first owner"
+
+    with pytest.raises(ResultNotStored) as critical:
+        run("fenced", first_owner)
+    assert critical.value.value == "first owner"
+    assert newer == ["second owner"]
+    assert run("fenced", lambda: "third") == "second owner"
+
+
+def test_waiter_is_woken_on_completion_not_by_polling():
+    done_at: list[float] = []
+
+    def owner_action() -> str:
+        time.sleep(0.3)
+        done_at.append(time.monotonic())
+        return "v"
+
+    owner = threading.Thread(target=run, args=("wake", owner_action))
+    owner.start()
+    time.sleep(0.05)
+    # The lease (5 s) is far longer than the action: only a wake-up ends the wait early.
+    assert run("wake", lambda: "never") == "v"
+    woke_at = time.monotonic()
+    owner.join()
+    assert woke_at - done_at[0] < 0.5  # a 1 s poll would have overshot
+
+
+def test_waiter_times_out_with_idempotency_timeout():
+    release = threading.Event()
+    owner = threading.Thread(target=run, args=("stuck", lambda: release.wait(5)))
+    owner.start()
+    time.sleep(0.05)
+    try:
+        with pytest.raises(IdempotencyTimeout):
+            run("stuck", lambda: "never", wait_timeout=0.2)
+    finally:
+        release.set()
+        owner.join()
+
+
+def test_sigkilled_owner_blocks_until_lease_expires_then_action_runs_again(redis_url, redis_client):
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=workers.run_forever, args=(redis_url, "crash", "started", 1.0))
+    proc.start()
+    deadline = time.monotonic() + 30
+    while not redis_client.get("started"):
+        assert time.monotonic() < deadline, "child never started its action"
+        time.sleep(0.02)
+    assert proc.pid is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    with pytest.raises(IdempotencyTimeout):
+        run("crash", lambda: "too early", wait_timeout=0.2)
+    # A waiter with enough patience sees the lease run out and runs the action itself.
+    assert run("crash", lambda: "second run", wait_timeout=5) == "second run"
+
+
+def test_unserializable_result_is_never_run_twice():
+    counter = Counter()
+    with pytest.raises(ResultNotStored) as critical:
+        run("obj", lambda: {counter.bump()})  # a set is not JSON
+    assert critical.value.value == {1}
+    with pytest.raises(NotReplayable):
+        run("obj", lambda: {counter.bump()})
+    assert counter.n == 1
+
+
+def test_keyboard_interrupt_releases_without_storing():
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run("ki", interrupted)
+    assert run("ki", lambda: "ran again") == "ran again"
+
+
+def test_arun_runs_a_coroutine_once_for_concurrent_callers():
+    counter = Counter()
+
+    async def action() -> int:
+        n = counter.bump()
+        await asyncio.sleep(0.2)
+        return n
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(arun("async", action) for _ in range(10)))
+
+    assert asyncio.run(main()) == [1] * 10
+    assert counter.n == 1
+
+
+def test_arun_replays_errors():
+    async def fail() -> None:
+        raise PaymentDeclined("no")
+
+    for _ in range(2):
+        with pytest.raises(PaymentDeclined):
+            asyncio.run(arun("async-err", fail))
+
+
+@pytest.mark.parametrize("bad", [0, -1, "5", True])
+def test_run_rejects_bad_durations(bad):
+    with pytest.raises(ValueError, match="ttl"):
+        run("k", lambda: 1, ttl=bad)
+
+
+def test_unreachable_redis_fails_closed_without_running(settings):
+    settings.IDEMPOTENCY = {"REDIS": "redis://127.0.0.1:1/0"}
+    counter = Counter()
+    with pytest.raises(IdempotencyUnavailable):
+        run("down", counter.bump)
+    assert counter.n == 0
+
+
+def test_unreachable_redis_fail_open_runs_and_warns(settings, caplog):
+    settings.IDEMPOTENCY = {"REDIS": "redis://127.0.0.1:1/0", "ON_REDIS_ERROR": "fail_open"}
+    counter = Counter()
+    with caplog.at_level(logging.WARNING, logger="django_idempotency"):
+        assert run("down", counter.bump) == 1
+    assert counter.n == 1
+    assert any("without idempotency" in r.getMessage() for r in caplog.records)

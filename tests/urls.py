@@ -1,0 +1,25 @@
+from typing import Any
+
+from django.contrib import admin
+from django.urls import include, path
+from rest_framework.routers import SimpleRouter
+
+from . import views
+
+router = SimpleRouter()
+router.register("charges", views.DRFChargeViewSet, basename="charge")
+
+urlpatterns: list[Any] = [
+    path("admin/", admin.site.urls),
+    path("middleware/", views.plain),
+    path("decorator/", views.decorated),
+    path("decorator-strict/", views.decorated_strict),
+    path("async/", views.decorated_async),
+    path("exempt/", views.exempt),
+    path("cbv/", views.ClassBased.as_view()),
+    path("drf/", views.DRFCharge.as_view()),
+    path("api/", include(router.urls)),
+    path("db/", views.db_counted),
+    path("async-plain/", views.async_plain),
+    path("async-decorated/", views.async_decorated),
+]

@@ -1,0 +1,155 @@
+"""Views behind the three doors, with switches (query parameters) for every path.
+
+``?status=N`` answer N; ``?raise=1`` raise; ``?stream=1`` stream; ``?big=N`` a body of
+N bytes; ``?sleep=S`` sleep first; ``?db=1`` record the execution in the database;
+``?rollback=1`` mark the surrounding transaction for rollback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import threading
+import time
+from typing import Any
+
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+from rest_framework import viewsets
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from django_idempotency import idempotency_exempt, idempotent_view
+from django_idempotency.drf import IdempotentMixin
+
+from .models import Execution
+
+calls: collections.Counter[str] = collections.Counter()
+_lock = threading.Lock()
+
+
+class Boom(Exception):
+    pass
+
+
+def _side_effect(request: Any, door: str) -> dict[str, Any]:
+    params = request.GET
+    if "sleep" in params:
+        time.sleep(float(params["sleep"]))
+    with _lock:
+        calls[door] += 1
+        n = calls[door]
+    if params.get("db"):
+        Execution.objects.create(key=request.headers.get("Idempotency-Key", ""))
+    if params.get("rollback"):
+        transaction.set_rollback(True)
+    if params.get("raise"):
+        raise Boom("view failed")
+    user = getattr(request, "user", None)
+    return {
+        "door": door,
+        "n": n,
+        "user": getattr(user, "username", "") or "anonymous",
+        "body": request.body.decode("utf-8", "replace")[:100] if door != "drf" else "",
+    }
+
+
+def _respond(request: Any, data: dict[str, Any]) -> HttpResponse | StreamingHttpResponse:
+    params = request.GET
+    if params.get("stream"):
+        return StreamingHttpResponse(iter([b"chunk-1 ", json.dumps(data).encode()]))
+    if "big" in params:
+        return HttpResponse(b"x" * int(params["big"]), content_type="text/plain")
+    response = JsonResponse(data, status=int(params.get("status", 201)))
+    response.set_cookie("session-ish", f"cookie-{data['n']}")
+    response["X-Run"] = str(data["n"])
+    return response
+
+
+def plain(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """Covered by the middleware only."""
+    return _respond(request, _side_effect(request, "middleware"))
+
+
+@idempotent_view
+def decorated(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    return _respond(request, _side_effect(request, "decorator"))
+
+
+@idempotent_view(required=True, ttl=60, conflict="reject")
+def decorated_strict(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    return _respond(request, _side_effect(request, "decorator-strict"))
+
+
+@idempotent_view
+async def decorated_async(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(float(request.GET.get("sleep", 0)))
+    with _lock:
+        calls["async"] += 1
+        n = calls["async"]
+    return JsonResponse({"door": "async", "n": n}, status=201)
+
+
+@idempotency_exempt
+def exempt(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    return _respond(request, _side_effect(request, "exempt"))
+
+
+@method_decorator(idempotent_view(methods=["POST", "PUT"]), name="dispatch")
+class ClassBased(View):
+    def put(self, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+        return _respond(request, _side_effect(request, "cbv"))
+
+    post = put
+
+
+class DRFCharge(IdempotentMixin, APIView):
+    def post(self, request: Any) -> Any:
+        data = _side_effect(request, "drf")
+        data["amount"] = request.data.get("amount")
+        params = request.GET
+        if params.get("stream") or "big" in params:
+            return _respond(request, data)
+        response = Response(data, status=int(params.get("status", 201)))
+        response.set_cookie("session-ish", f"cookie-{data['n']}")
+        response["X-Run"] = str(data["n"])
+        return response
+
+    patch = post
+
+
+class DRFChargeViewSet(IdempotentMixin, viewsets.ViewSet):
+    idempotency_actions = {"create"}
+    idempotency_required = True
+
+    def create(self, request: Any) -> Any:
+        return Response(_side_effect(request, "viewset-create"), status=201)
+
+    def partial_update(self, request: Any, pk: str) -> Any:
+        return Response(_side_effect(request, "viewset-update"), status=200)
+
+
+async def _async_side_effect(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(float(request.GET.get("sleep", 0)))
+    row = await Execution.objects.acreate(key=request.headers.get("Idempotency-Key", ""))
+    return JsonResponse({"execution": row.pk}, status=201)
+
+
+async def async_plain(request: HttpRequest) -> HttpResponse:
+    """An async view covered by the middleware (async mode under ASGI)."""
+    return await _async_side_effect(request)
+
+
+@idempotent_view
+async def async_decorated(request: HttpRequest) -> HttpResponse:
+    return await _async_side_effect(request)
+
+
+def db_counted(request: HttpRequest) -> HttpResponse:
+    """A sync view covered by the middleware that records each execution."""
+    time.sleep(float(request.GET.get("sleep", 0)))
+    row = Execution.objects.create(key=request.headers.get("Idempotency-Key", ""))
+    return JsonResponse({"execution": row.pk}, status=201)
