@@ -28,5 +28,18 @@ pytest: venv
 # Every check: lint, types, the whole test suite on real Redis servers it starts itself.
 test: lint typecheck pytest
 
+# The example project end to end on an embedded Redis (see example_project/README).
+demo: venv
+	$(BIN)/python example_project/demo.py
+
+# Cost per request against a bare endpoint and the raw-Redis floor (benchmarks/).
+bench: venv
+	$(BIN)/python benchmarks/run.py
+
+# Mixed traffic against gunicorn for DURATION seconds, then exactly-once assertions.
+DURATION ?= 60
+soak: venv
+	$(BIN)/python -m tests.soak --duration $(DURATION)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
