@@ -43,9 +43,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -173,6 +173,7 @@ class RedisStore:
         self._complete = self._register("complete")
         self._release = self._register("release")
         self._renew = self._register("renew")
+        self._block_cap = _block_cap(client)
 
     def _register(self, name: str) -> Script:
         return self.client.register_script(_load_script(name))  # type: ignore[no-any-return]
@@ -232,8 +233,9 @@ class RedisStore:
 
         One command however long it blocks. Returns whether a wake token arrived.
         """
-        # BLMOVE takes whole-or-fractional seconds; 0 would mean "forever".
-        timeout = max(timeout, 0.01)
+        # BLMOVE takes whole-or-fractional seconds; 0 would mean "forever". A block
+        # longer than the client's socket timeout would look like a dead server.
+        timeout = max(min(timeout, self._block_cap), 0.01)
         return (
             self.client.blmove(slot.wake_key, slot.wake_key, timeout, "RIGHT", "LEFT") is not None
         )
@@ -242,6 +244,16 @@ class RedisStore:
         """The record in ``slot``, if any."""
         raw = self.client.get(slot.record_key)
         return None if raw is None else Record.parse(raw)
+
+
+def _block_cap(client: Any) -> float:
+    """The longest a blocking command may take on ``client`` before its socket times out."""
+    pool = getattr(client, "connection_pool", None) or getattr(client, "nodes_manager", None)
+    timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
+    if not timeout:
+        return float("inf")
+    # Leave room for the server's own timer granularity and the network.
+    return max(float(timeout) / 2, float(timeout) - 1.0)
 
 
 # -- connections -------------------------------------------------------------------------

@@ -334,3 +334,21 @@ def test_unreachable_redis_fail_open_runs_and_warns(settings, caplog):
         assert run("down", counter.bump) == 1
     assert counter.n == 1
     assert any("without idempotency" in r.getMessage() for r in caplog.records)
+
+
+def test_wait_longer_than_socket_timeout_is_not_an_outage(settings, redis_url):
+    # django-redis users often set SOCKET_TIMEOUT below WAIT_TIMEOUT: waits must be
+    # sliced under it, not surface as "Redis unavailable".
+    settings.IDEMPOTENCY = {"REDIS": redis_url + "?socket_timeout=0.3", "WAIT_TIMEOUT": 5}
+    results: list[Any] = []
+
+    def slow() -> str:
+        time.sleep(1.0)
+        return "done"
+
+    owner = threading.Thread(target=lambda: results.append(run("sliced", slow)))
+    owner.start()
+    time.sleep(0.05)
+    assert run("sliced", lambda: "never") == "done"
+    owner.join()
+    assert results == ["done"]
