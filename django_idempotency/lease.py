@@ -44,6 +44,7 @@ class Lease:
         self.created_ms = created_ms
         self.on_lost = on_lost
         self.lost = threading.Event()
+        self.reported_lost = False
         self.due = time.monotonic() + self.interval
 
     @property

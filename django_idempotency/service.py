@@ -214,12 +214,11 @@ class IdempotencyService:
             self.store.wait(slot, min(left, max(claim.lease_left_ms / 1000, _MIN_RECHECK)))
 
     def _lease_lost(self, lease: Lease) -> None:
-        signals.lease_lost.send(
-            sender=IdempotencyService,
-            scope=lease.slot.scope_field,
-            key=lease.slot.key_field,
-            request=None,
-        )
+        # Both the keeper (on a failed renewal) and a failed completion report it: once.
+        if lease.reported_lost:
+            return
+        lease.reported_lost = True
+        _signal(signals.lease_lost, lease.slot.scope, lease.slot.key)
 
     def _complete(self, lease: Lease, state: str, payload: bytes, ttl: float) -> None:
         """Write the final record; raise :class:`ResultNotStored` when it could not be."""
@@ -553,7 +552,9 @@ class _Replay:
         )
 
 
-def _signal(signal: Any, scope: str, key: str | bytes, request: Any = None, **extra: Any) -> None:
+def _signal(
+    signal: Any, scope: str | bytes, key: str | bytes, request: Any = None, **extra: Any
+) -> None:
     if signal.receivers:
         signal.send(sender=IdempotencyService, scope=scope, key=key, request=request, **extra)
 

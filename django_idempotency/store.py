@@ -140,8 +140,18 @@ class Slot:
     record_key: str
     wake_key: str
     door: str
-    scope_field: str
-    key_field: str
+    scope: str | bytes
+    key: str | bytes
+
+    @property
+    def scope_field(self) -> str:
+        """The scope as written in a record header."""
+        return _enc(self.scope)
+
+    @property
+    def key_field(self) -> str:
+        """The key as written in a record header."""
+        return _enc(self.key)
 
     def header(
         self, state: str, owner: str, fingerprint: str, created_ms: int, finished_ms: int | None
@@ -184,7 +194,7 @@ class RedisStore:
         """The keys of the record for ``key`` in ``scope`` behind ``door``."""
         rid = record_id(door, scope, key)
         base = f"{self.prefix}:{{{rid}}}"
-        return Slot(base, base + ":w", door, _enc(scope), _enc(key))
+        return Slot(base, base + ":w", door, scope, key)
 
     @property
     def record_pattern(self) -> str:

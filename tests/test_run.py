@@ -352,3 +352,27 @@ def test_wait_longer_than_socket_timeout_is_not_an_outage(settings, redis_url):
     assert run("sliced", lambda: "never") == "done"
     owner.join()
     assert results == ["done"]
+
+
+def test_keeper_reports_a_lost_lease_once_with_the_signal(redis_client):
+    from django_idempotency import signals
+
+    lost: list[Any] = []
+
+    def receiver(sender: Any, **kw: Any) -> None:
+        lost.append((kw["scope"], kw["key"]))
+
+    signals.lease_lost.connect(receiver)
+    slot = get_service().store.slot("r", "ns", "stolen")
+
+    def action() -> str:
+        redis_client.delete(slot.record_key)  # as if the lease had expired
+        time.sleep(0.5)  # the keeper renews at lock_ttl / 3 and finds it gone
+        return "late"
+
+    try:
+        with pytest.raises(ResultNotStored):
+            run("stolen", action, namespace="ns", lock_ttl=0.3)
+    finally:
+        signals.lease_lost.disconnect(receiver)
+    assert lost == [("ns", "stolen")]
