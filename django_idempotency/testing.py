@@ -42,6 +42,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -390,14 +391,16 @@ class RedisServer:
         The directory is kept, so files such as a cluster's ``nodes.conf``
         survive. Returns ``self``.
         """
-        if self._resources.process is None:
-            return self.start()
         self._resources.terminate(graceful=True)
         return self.start()
 
     def __enter__(self) -> RedisServer:
         if not self.is_running:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                self.stop()  # __exit__ will not run; remove the directory now
+                raise
         return self
 
     def __exit__(
@@ -432,15 +435,28 @@ class RedisServer:
         return str(self._socket_path) if self._socket_path is not None else None
 
     @property
+    def password(self) -> str | None:
+        """The ``requirepass`` directive's value, if one was configured."""
+        value = self.config.get("requirepass")
+        if isinstance(value, (str, int, float)):
+            return _format_scalar(value)
+        return None
+
+    @property
     def url(self) -> str:
-        """``redis://127.0.0.1:PORT/0`` or ``unix:///path/redis.sock?db=0``."""
+        """``redis://127.0.0.1:PORT/0`` or ``unix:///path/redis.sock?db=0``.
+
+        Carries the ``requirepass`` password, if one is configured.
+        """
+        password = self.password
+        credentials = f":{urllib.parse.quote(password, safe='')}@" if password else ""
         if self.unix_socket:
             path = self.unix_socket_path
             if path is None:
                 raise RedisServerError("the socket path is chosen on start(); start it first")
-            return f"unix://{path}?db=0"
+            return f"unix://{credentials}{path}?db=0"
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"redis://{host}:{self.port}/0"
+        return f"redis://{credentials}{host}:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -486,13 +502,16 @@ class RedisServer:
         """Return a new ``redis.Redis`` connected to this server.
 
         Keyword arguments are passed to ``redis.Redis`` and override the
-        address (e.g. ``decode_responses=True``, ``db=1``).
+        defaults (address, and the ``requirepass`` password if configured),
+        e.g. ``decode_responses=True``, ``db=1``.
         """
         params: dict[str, Any]
         if self.unix_socket:
             params = {"unix_socket_path": self.unix_socket_path}
         else:
             params = {"host": self._host, "port": self.port}
+        if self.password is not None:
+            params["password"] = self.password
         params.update(kwargs)
         return redis.Redis(**params)
 
@@ -589,6 +608,11 @@ class RedisServer:
                     # won the race for the port while ours failed to bind.
                     info = probe.info("server")
                     if int(info.get("process_id", -1)) == process.pid:
+                        return
+                except (redis.AuthenticationError, redis.exceptions.NoPermissionError):
+                    # Locked by ACLs we cannot log in with: fall back to our
+                    # own log (only our child writes it) to tell ours apart.
+                    if "Ready to accept connections" in self._log_since_launch(lines=200):
                         return
                 except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                     pass
