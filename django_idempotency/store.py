@@ -36,6 +36,12 @@ Scripts (``lua/*.lua``), each one atomic step and one round trip
 Waiters block on ``BLMOVE wake wake`` (the same list as source and destination):
 the single element rotates, so every blocked waiter is woken by one push, and a
 waiter arriving after the push returns at once while the list lives.
+
+Redis Cluster
+-------------
+Every script names both its keys in ``KEYS`` and they share one hash tag, so the
+scripts run unchanged on Redis Cluster. ``RedisCluster`` refuses scripts inside a
+pipeline, so there :meth:`RedisStore.renew` sends one ``EVALSHA`` per lease.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 import redis
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 RUNNING = "running"
@@ -229,10 +236,15 @@ class RedisStore:
         return bool(self._release(keys=[slot.record_key, slot.wake_key], args=[token, wake_ms]))
 
     def renew(self, leases: list[tuple[str, str, int]]) -> list[bool]:
-        """Extend many leases ``(record_key, token, lease_ms)`` in one pipelined round trip."""
-        if len(leases) == 1:
-            record_key, token, ms = leases[0]
-            return [bool(self._renew(keys=[record_key], args=[token, ms]))]
+        """Extend many leases ``(record_key, token, lease_ms)`` in one pipelined round trip.
+
+        On Redis Cluster, which refuses scripts in a pipeline, one round trip per lease.
+        """
+        if len(leases) == 1 or isinstance(self.client, RedisCluster):
+            return [
+                bool(self._renew(keys=[record_key], args=[token, ms]))
+                for record_key, token, ms in leases
+            ]
         pipe = self.client.pipeline(transaction=False)
         for record_key, token, ms in leases:
             self._renew(keys=[record_key], args=[token, ms], client=pipe)
