@@ -37,11 +37,18 @@ Waiters block on ``BLMOVE wake wake`` (the same list as source and destination):
 the single element rotates, so every blocked waiter is woken by one push, and a
 waiter arriving after the push returns at once while the list lives.
 
-Redis Cluster
--------------
+Cluster, Sentinel and a full Redis
+----------------------------------
 Every script names both its keys in ``KEYS`` and they share one hash tag, so the
 scripts run unchanged on Redis Cluster. ``RedisCluster`` refuses scripts inside a
 pipeline, so there :meth:`RedisStore.renew` sends one ``EVALSHA`` per lease.
+
+After a Sentinel failover a pooled connection may still point at the demoted
+primary, which now refuses writes (``READONLY``). Every script's first write is
+the one refused, so nothing was written: the store drops the pool's idle
+connections (the next one asks the Sentinel for the new primary) and sends the
+command once more. An ``OOM`` refusal (``maxmemory`` reached under
+``noeviction``) is raised as :class:`RedisFull`, whose message says so.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote_to_bytes
 
 import redis
@@ -70,6 +77,31 @@ RUN_DOOR = "r"
 
 #: What a failed Redis call raises; callers map it to fail-closed or fail-open.
 RedisError = redis.exceptions.RedisError
+
+
+class RedisFull(redis.exceptions.ResponseError):
+    """Redis refused a write because it is at ``maxmemory`` and may not evict (``noeviction``)."""
+
+
+_R = TypeVar("_R")
+
+
+def _demoted(exc: RedisError) -> bool:
+    """Whether ``exc`` is a read-only replica refusing a write: the server was demoted.
+
+    Redis 6 reports a write refused inside a script as a script error quoting
+    ``-READONLY``; a plain command's ``READONLY`` reply is turned into a
+    ``ConnectionError`` by redis-py's Sentinel connection.
+    """
+    if isinstance(exc, redis.exceptions.ConnectionError):
+        return isinstance(exc.__context__, redis.exceptions.ReadOnlyError)
+    return isinstance(exc, redis.exceptions.ResponseError) and "READONLY" in str(exc)
+
+
+def _full(exc: RedisError) -> bool:
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or (
+        isinstance(exc, redis.exceptions.ResponseError) and "OOM command not allowed" in str(exc)
+    )
 
 
 def _load_script(name: str) -> str:
@@ -195,6 +227,32 @@ class RedisStore:
     def _register(self, name: str) -> Script:
         return self.client.register_script(_load_script(name))  # type: ignore[no-any-return]
 
+    def _call(self, func: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
+        """``func(*args, **kwargs)``, once more after a demoted primary refused it.
+
+        A refused write wrote nothing (each script's first write is the refused one),
+        so sending it again to the new primary is safe. An ``OOM`` refusal is raised
+        as :class:`RedisFull`.
+        """
+        for retry in (False, True):
+            try:
+                return func(*args, **kwargs)
+            except RedisError as exc:
+                if _full(exc):
+                    raise RedisFull(
+                        "Redis is at maxmemory and refuses writes (maxmemory-policy "
+                        "noeviction): no idempotency record can be created or stored until "
+                        "memory is freed or maxmemory is raised"
+                    ) from exc
+                if retry or not _demoted(exc):
+                    raise
+            # Idle connections may still point at the demoted primary; reconnecting
+            # through the Sentinel finds the new one.
+            pool = getattr(self.client, "connection_pool", None)
+            if pool is not None:
+                pool.disconnect(inuse_connections=False)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # -- key layout ---------------------------------------------------------------------
 
     def slot(self, door: str, scope: str | bytes, key: str | bytes) -> Slot:
@@ -215,8 +273,10 @@ class RedisStore:
     ) -> Claim:
         """Run the claim script: one round trip."""
         running = slot.header(RUNNING, token, fingerprint, created_ms, None)
-        reply = self._claim(
-            keys=[slot.record_key, slot.wake_key], args=[running, fingerprint or "-", lease_ms]
+        reply = self._call(
+            self._claim,
+            keys=[slot.record_key, slot.wake_key],
+            args=[running, fingerprint or "-", lease_ms],
         )
         outcome = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         if outcome == "running":
@@ -229,11 +289,12 @@ class RedisStore:
     def complete(self, slot: Slot, token: str, record: bytes, ttl_ms: int, wake_ms: int) -> bool:
         """Store the final record if ``token`` still owns the slot; wake waiters."""
         keys = [slot.record_key, slot.wake_key]
-        return bool(self._complete(keys=keys, args=[token, record, ttl_ms, wake_ms]))
+        return bool(self._call(self._complete, keys=keys, args=[token, record, ttl_ms, wake_ms]))
 
     def release(self, slot: Slot, token: str, wake_ms: int) -> bool:
         """Delete the running record if ``token`` owns it; wake waiters."""
-        return bool(self._release(keys=[slot.record_key, slot.wake_key], args=[token, wake_ms]))
+        keys = [slot.record_key, slot.wake_key]
+        return bool(self._call(self._release, keys=keys, args=[token, wake_ms]))
 
     def renew(self, leases: list[tuple[str, str, int]]) -> list[bool]:
         """Extend many leases ``(record_key, token, lease_ms)`` in one pipelined round trip.
@@ -242,13 +303,18 @@ class RedisStore:
         """
         if len(leases) == 1 or isinstance(self.client, RedisCluster):
             return [
-                bool(self._renew(keys=[record_key], args=[token, ms]))
+                bool(self._call(self._renew, keys=[record_key], args=[token, ms]))
                 for record_key, token, ms in leases
             ]
-        pipe = self.client.pipeline(transaction=False)
-        for record_key, token, ms in leases:
-            self._renew(keys=[record_key], args=[token, ms], client=pipe)
-        return [bool(r) for r in pipe.execute()]
+
+        def pipelined() -> list[bool]:
+            pipe = self.client.pipeline(transaction=False)
+            for record_key, token, ms in leases:
+                self._renew(keys=[record_key], args=[token, ms], client=pipe)
+            return [bool(r) for r in pipe.execute()]
+
+        # Renewing is idempotent, so the whole pipeline may be sent again.
+        return self._call(pipelined)
 
     def wait(self, slot: Slot, timeout: float) -> bool:
         """Block until the slot's owner completes or releases, or ``timeout`` passes.
@@ -258,9 +324,17 @@ class RedisStore:
         # BLMOVE takes whole-or-fractional seconds; 0 would mean "forever". A block
         # longer than the client's socket timeout would look like a dead server.
         timeout = max(min(timeout, self._block_cap), 0.01)
-        return (
-            self.client.blmove(slot.wake_key, slot.wake_key, timeout, "RIGHT", "LEFT") is not None
-        )
+        try:
+            moved = self._call(
+                self.client.blmove, slot.wake_key, slot.wake_key, timeout, "RIGHT", "LEFT"
+            )
+        except redis.exceptions.ResponseError as exc:
+            # The server changed role under the blocked command (Sentinel failover):
+            # report no wake-up, so the caller looks at the record again.
+            if str(exc).startswith("UNBLOCKED"):
+                return False
+            raise
+        return moved is not None
 
     def read(self, slot: Slot) -> Record | None:
         """The record in ``slot``, if any."""
