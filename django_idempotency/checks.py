@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from django.conf import settings
@@ -78,3 +79,109 @@ def check_middleware_order(app_configs: Any = None, **kwargs: Any) -> list[check
             )
         ]
     return []
+
+
+#: How long the deployment check below waits for Redis to answer.
+PROBE_TIMEOUT = 3.0
+
+
+@checks.register(checks.Tags.caches, deploy=True)
+def check_eviction_policy(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W001: Redis may evict records; W002: Redis could not be asked.
+
+    Every record has a TTL, so ``volatile-*`` policies evict them as readily as
+    ``allkeys-*``: only ``noeviction`` (or no ``maxmemory`` at all) is safe. An evicted
+    running record lets a concurrent duplicate run the action a second time.
+
+    This asks the server (``INFO memory``, allowed where ``CONFIG`` is not, as on
+    managed Redis), so it is a deployment check: ``manage.py check --deploy``. It
+    waits at most :data:`PROBE_TIMEOUT` seconds and warns, never fails, when Redis
+    does not answer. On Redis Cluster every primary is asked.
+    """
+    from .conf import build
+
+    try:
+        target = build(getattr(settings, "IDEMPOTENCY", None)).REDIS
+    except ImproperlyConfigured:
+        return []  # E001 says why
+    if check_redis():
+        return []  # E002 says why
+    answer: dict[str, Any] = {}
+
+    def probe() -> None:
+        try:
+            answer["nodes"] = _memory_policies(target)
+        except Exception as exc:
+            answer["error"] = exc
+
+    # A thread bounds the wait whatever timeouts the configured client has.
+    thread = threading.Thread(target=probe, name="idempotency-check", daemon=True)
+    thread.start()
+    thread.join(PROBE_TIMEOUT)
+    nodes: dict[str, tuple[str | None, int]] | None = answer.get("nodes")
+    if nodes is None or any(policy is None for policy, _ in nodes.values()):
+        reason = answer.get("error") or (
+            f"no answer within {PROBE_TIMEOUT:g} s" if nodes is None else "no maxmemory_policy"
+        )
+        return [
+            checks.Warning(
+                f"Could not read the maxmemory-policy of the Redis behind "
+                f'IDEMPOTENCY["REDIS"] ({reason}).',
+                hint="Make sure it is reachable from here, and that its maxmemory-policy is "
+                "noeviction: an evicted record can let an action run twice.",
+                id="django_idempotency.W002",
+            )
+        ]
+    risky = {
+        node: policy
+        for node, (policy, maxmemory) in nodes.items()
+        if maxmemory and policy != "noeviction"
+    }
+    if not risky:
+        return []
+    where = ", ".join(f"{node} ({policy})" for node, policy in sorted(risky.items()))
+    return [
+        checks.Warning(
+            f'The Redis behind IDEMPOTENCY["REDIS"] may evict idempotency records when it '
+            f"reaches maxmemory: maxmemory-policy is not noeviction on {where}. An evicted "
+            "record lets a duplicate or a retry run the action a second time.",
+            hint="Set maxmemory-policy noeviction on that server (records all have TTLs, so "
+            "volatile-* policies evict them too), or keep the records in a Redis of their own. "
+            "A full noeviction Redis refuses new records (503) rather than forgetting old ones.",
+            id="django_idempotency.W001",
+        )
+    ]
+
+
+def _memory_policies(target: Any) -> dict[str, tuple[str | None, int]]:
+    """``{node: (maxmemory_policy, maxmemory)}`` of the server(s) behind ``target``."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    from .store import connect
+
+    if isinstance(target, str) and "://" in target:
+        # A throwaway client with short timeouts, not the app's shared one.
+        client = redis.Redis.from_url(
+            target, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT
+        )
+        try:
+            info = client.info("memory")
+        finally:
+            client.close()
+    else:
+        client = connect(target)
+        if isinstance(client, RedisCluster):
+            info = client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+        else:
+            info = client.info("memory")
+    per_node = {"redis": info} if "maxmemory" in info else info
+    return {
+        str(node): (
+            None
+            if node_info.get("maxmemory_policy") is None
+            else str(node_info["maxmemory_policy"]),
+            int(node_info.get("maxmemory", 0)),
+        )
+        for node, node_info in per_node.items()
+    }

@@ -213,3 +213,20 @@ def test_4_processes_with_one_key_run_the_action_once_on_the_cluster(redis_clien
         results = pool.starmap(_child_run, [(list(NODES), "proc-key", barrier)] * 4)
     assert int(redis_client.get("executions")) == 1
     assert len({r["pid"] for r in results}) == 1
+
+
+def test_eviction_check_asks_every_primary(redis_cluster):
+    from django_idempotency import checks
+
+    assert checks.check_eviction_policy() == []
+    risky = redis_cluster.primaries[1]
+    client = risky.client()
+    client.config_set("maxmemory", 100 * 1024 * 1024)
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        messages = checks.check_eviction_policy()
+    finally:
+        client.config_set("maxmemory", 0)
+        client.config_set("maxmemory-policy", "noeviction")
+    assert [m.id for m in messages] == ["django_idempotency.W001"]
+    assert f"{risky.host}:{risky.port} (allkeys-lru)" in messages[0].msg
