@@ -21,6 +21,7 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy django_idempotency tests
+	$(BIN)/mypy --config-file example_project/mypy.ini example_project
 
 pytest: venv
 	$(BIN)/pytest $(PYTEST_ARGS)
