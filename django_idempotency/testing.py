@@ -278,7 +278,9 @@ class RedisServer:
 
     The server is stopped by :meth:`stop`, by leaving the ``with`` block, when
     the object is garbage-collected, or at interpreter exit, whichever comes
-    first. Only a hard kill of the Python process (SIGKILL) can orphan it.
+    first. An exit that skips interpreter shutdown can orphan it: SIGKILL, an
+    unhandled SIGTERM (Python's default), or ``os._exit()``. Turn SIGTERM into
+    ``SystemExit`` in long-lived owners, as ``example_project`` does.
     """
 
     def __init__(
