@@ -1,0 +1,1 @@
+"""``manage.py idempotency_inspect``."""

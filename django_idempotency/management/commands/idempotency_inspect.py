@@ -1,0 +1,447 @@
+"""``manage.py idempotency_inspect``: list, show, count and purge stored records.
+
+Subcommands::
+
+    list   [filters] [--limit N] [--json]
+    show   KEY [--scope S] [--door http|run] [--body-bytes N] [--json]
+    stats  [filters] [--sample N] [--json]
+    purge  (KEY... [--scope S] | --all | filters) [--dry-run] [--yes] [--force]
+
+Filters: ``--state`` (repeatable), ``--scope``, ``--key-glob``, ``--door``,
+``--older-than``. Every scan is a SCAN (never KEYS) that streams, so memory stays
+bounded on millions of records; see :mod:`django_idempotency.inventory`.
+
+Exit codes: 0 done, 1 unknown key or bad arguments, 2 Redis unreachable or failing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from argparse import ArgumentParser, ArgumentTypeError
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ...inventory import (
+    DOOR_CODES,
+    Detail,
+    Entry,
+    Filters,
+    Inventory,
+    Progress,
+    PurgeResult,
+    human_bytes,
+    human_duration,
+    iso_ms,
+    parse_duration,
+)
+from ...service import get_service
+from ...store import RUNNING, STATES, RedisError, now_ms
+
+#: Why a running record is only purged with ``--force``.
+RUNNING_WHY = (
+    "deleting a running record lets a retry run the action a second time "
+    "while the first run may still be in progress"
+)
+
+_COLUMNS = "{state:<12} {status:>6} {age:>8} {ttl:>8} {size:>8}  {door:<4}  {scope:<16} {key}"
+_HEADER = _COLUMNS.format(
+    state="STATE", status="STATUS", age="AGE", ttl="TTL", size="SIZE", door="DOOR",
+    scope="SCOPE", key="KEY",
+)  # fmt: skip
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _printable(text: str) -> str:
+    # run() keys may hold anything; never let one move the cursor of a terminal.
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
+class Command(BaseCommand):
+    """List, show, count and purge idempotency records."""
+
+    help = (
+        "List, show, count and purge the idempotency records stored in Redis "
+        "(SCAN-based, bounded memory). See the subcommands' --help."
+    )
+    #: Seconds a scan must have run before progress appears on a terminal's stderr.
+    progress_after = 2.0
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        """The four subcommands and their options."""
+        sub = parser.add_subparsers(dest="subcommand", metavar="{list,show,stats,purge}")
+        sub.required = True
+
+        p = sub.add_parser("list", help="List records: scope, key, state, status, age, TTL, size.")
+        self._add_filters(p)
+        p.add_argument("--limit", type=_positive, help="Stop after this many records.")
+        p.add_argument("--json", action="store_true", help="Print a JSON array.")
+
+        p = sub.add_parser("show", help="Show one record whole (looked up by the client's key).")
+        p.add_argument("key", help="The client's idempotency key (or run() key).")
+        p.add_argument(
+            "--scope",
+            help="The scope (user:<pk>, anonymous, a run() namespace). Without it every "
+            "scope is searched with a SCAN.",
+        )
+        p.add_argument("--door", choices=sorted(DOOR_CODES), help="http or run (default: both).")
+        p.add_argument(
+            "--body-bytes", type=_positive, default=2048, help="Body preview size (2048)."
+        )
+        p.add_argument("--json", action="store_true", help="Print a JSON array of records.")
+
+        p = sub.add_parser("stats", help="Exact counts by state and door, sampled memory use.")
+        self._add_filters(p)
+        p.add_argument(
+            "--sample",
+            type=_positive,
+            default=1000,
+            help="How many records MEMORY USAGE is asked about (1000).",
+        )
+        p.add_argument("--json", action="store_true", help="Print a JSON object.")
+
+        p = sub.add_parser("purge", help="Delete records: by KEY, --all, or filters.")
+        p.add_argument("keys", nargs="*", metavar="KEY", help="Client keys to delete.")
+        p.add_argument(
+            "--all", action="store_true", help="Every record (not running ones without --force)."
+        )
+        self._add_filters(p)
+        p.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
+        p.add_argument(
+            "--yes",
+            "--no-input",
+            "--noinput",
+            dest="interactive",
+            action="store_false",
+            help="Do not ask for confirmation.",
+        )
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help=f"Also delete running records ({RUNNING_WHY}).",
+        )
+
+    def _add_filters(self, p: ArgumentParser) -> None:
+        p.add_argument(
+            "--state", action="append", choices=STATES, help="Only this state (repeatable)."
+        )
+        p.add_argument("--scope", help="Only this scope (exact), e.g. user:42 or anonymous.")
+        p.add_argument("--key-glob", help="Only keys matching this glob, e.g. 'order-*'.")
+        p.add_argument("--door", choices=sorted(DOOR_CODES), help="Only http or run() records.")
+        p.add_argument(
+            "--older-than", type=_duration, help="Only records created longer ago (90s, 1h, 2d)."
+        )
+        p.add_argument(
+            "--scan-count", type=_positive, default=1000, help="SCAN COUNT per round trip (1000)."
+        )
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        """Run the subcommand; Redis failures become a one-line error, exit code 2."""
+        self._progress_shown = False
+        inventory = Inventory(get_service().store, count=options.get("scan_count") or 1000)
+        handler: Callable[[Inventory, dict[str, Any]], None] = getattr(
+            self, "_" + options["subcommand"]
+        )
+        try:
+            handler(inventory, options)
+        except RedisError as exc:
+            self._end_progress()
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            raise CommandError(f"Redis is unreachable or failed: {message}", returncode=2) from None
+
+    @staticmethod
+    def _filters(options: dict[str, Any]) -> Filters:
+        return Filters(
+            states=frozenset(options.get("state") or ()),
+            door=DOOR_CODES[options["door"]] if options.get("door") else None,
+            scope=options.get("scope"),
+            key_glob=options.get("key_glob"),
+            older_than=options.get("older_than"),
+        )
+
+    # -- progress ------------------------------------------------------------------------
+
+    def _progress(self) -> Progress | None:
+        """A progress reporter for long scans, when stderr is a terminal."""
+        if not self.stderr.isatty():
+            return None
+        started = time.monotonic()
+        last = [0.0]
+
+        def report(scanned: int, matched: int) -> None:
+            now = time.monotonic()
+            if now - started < self.progress_after or now - last[0] < 0.25:
+                return
+            last[0] = now
+            self._progress_shown = True
+            self.stderr.write(
+                f"\r\033[Kscanned {scanned:,} keys, {matched:,} matching",
+                style_func=str,
+                ending="",
+            )
+            self.stderr.flush()
+
+        return report
+
+    def _end_progress(self) -> None:
+        if self._progress_shown:
+            self.stderr.write("\r\033[K", style_func=str, ending="")
+            self.stderr.flush()
+            self._progress_shown = False
+
+    def _stream(self, entries: Iterator[Entry]) -> Iterator[Entry]:
+        # Progress and output share the terminal: clear the progress line first.
+        for entry in entries:
+            if self._progress_shown:
+                self._end_progress()
+            yield entry
+        self._end_progress()
+
+    # -- list ----------------------------------------------------------------------------
+
+    def _list(self, inventory: Inventory, options: dict[str, Any]) -> None:
+        entries: Iterator[Entry] = inventory.scan(self._filters(options), self._progress())
+        if options["limit"]:
+            entries = itertools.islice(entries, options["limit"])
+        now = now_ms()
+        write = self.stdout.write
+        if options["json"]:
+            # A JSON array, written as it streams: never the whole list in memory.
+            sep = "[\n"
+            for entry in self._stream(entries):
+                write(sep + json.dumps(entry.as_dict(now)), ending="")
+                sep = ",\n"
+            write("[]" if sep == "[\n" else "\n]")
+            return
+        shown = 0
+        lines: list[str] = [_HEADER]
+        for entry in self._stream(entries):
+            shown += 1
+            lines.append(
+                _COLUMNS.format(
+                    state=entry.state,
+                    status=entry.status if entry.status is not None else "-",
+                    age=human_duration(entry.age_ms(now)),
+                    ttl=human_duration(entry.ttl_ms),
+                    size=entry.size,
+                    door=entry.door_name,
+                    scope=_printable(entry.scope) or '""',
+                    key=_printable(entry.key),
+                )
+            )
+            # One write per thousand lines: a write per line costs more than the scan.
+            if len(lines) >= 1000:
+                write("\n".join(lines))
+                lines = []
+        if lines and shown:
+            write("\n".join(lines))
+        if not shown:
+            write("No matching records.")
+
+    # -- show ----------------------------------------------------------------------------
+
+    def _find(self, inventory: Inventory, key: str, options: dict[str, Any]) -> list[Detail]:
+        door = DOOR_CODES[options["door"]] if options.get("door") else None
+        return list(inventory.find(key, options.get("scope"), door))
+
+    @staticmethod
+    def _not_found(key: str, scope: str | None) -> str:
+        where = "in any scope" if scope is None else f"in scope {scope!r}"
+        return f"No idempotency record for key {key!r} {where}."
+
+    def _show(self, inventory: Inventory, options: dict[str, Any]) -> None:
+        key, scope, preview = options["key"], options.get("scope"), options["body_bytes"]
+        details = self._find(inventory, key, options)
+        if not details:
+            raise CommandError(self._not_found(key, scope), returncode=1)
+        now = now_ms()
+        if options["json"]:
+            docs = []
+            for detail in details:
+                doc = detail.as_dict(now, preview)
+                doc.update(
+                    created_at=iso_ms(detail.entry.created_ms),
+                    finished_at=iso_ms(detail.entry.finished_ms),
+                )
+                docs.append(doc)
+            self.stdout.write(json.dumps(docs, indent=2))
+            return
+        for i, detail in enumerate(details):
+            if i:
+                self.stdout.write("")
+            self._show_one(detail, now, preview)
+
+    def _show_one(self, detail: Detail, now: int, preview: int) -> None:
+        e = detail.entry
+        lines = [
+            ("redis key", e.redis_key),
+            ("door", e.door_name),
+            ("scope", _printable(e.scope) or '""'),
+            ("key", _printable(e.key)),
+            ("state", e.state),
+            ("status", str(e.status) if e.status is not None else "-"),
+            ("fingerprint", e.fingerprint if e.fingerprint != "-" else "(not compared)"),
+            ("created", f"{iso_ms(e.created_ms)} ({human_duration(e.age_ms(now))} ago)"),
+            ("finished", iso_ms(e.finished_ms) or "-"),
+        ]
+        if e.state == RUNNING:
+            lines.append(("owner", f"{e.owner} (lease: {human_duration(e.ttl_ms)} left)"))
+        else:
+            lines.append(("ttl", human_duration(e.ttl_ms)))
+        lines.append(("size", f"{e.size} bytes"))
+        for label, value in lines:
+            self.stdout.write(f"{label + ':':<13}{value}")
+        if detail.headers is not None:
+            self.stdout.write("headers:")
+            for name, value in detail.headers:
+                self.stdout.write(f"  {name}: {_printable(value)}")
+        if e.state == RUNNING and not detail.body:
+            return
+        text = detail.body_text(preview)
+        label = "body" if detail.headers is not None else "payload"
+        self.stdout.write(f"{label} ({len(detail.body)} bytes):")
+        if text is None:
+            self.stdout.write(f"  <binary> {detail.body[:64].hex(' ')}")
+        else:
+            for line in text.splitlines() or [""]:
+                self.stdout.write("  " + line)
+            if len(detail.body) > preview:
+                self.stdout.write(f"  ... ({len(detail.body) - preview} more bytes)")
+
+    # -- stats ---------------------------------------------------------------------------
+
+    def _stats(self, inventory: Inventory, options: dict[str, Any]) -> None:
+        stats = inventory.stats(
+            self._filters(options), sample=options["sample"], progress=self._progress()
+        )
+        self._end_progress()
+        if options["json"]:
+            self.stdout.write(json.dumps(stats.as_dict(), indent=2))
+            return
+        write = self.stdout.write
+        write(f"records: {stats.total:,} (of {stats.scanned:,} keys scanned)")
+        for state, count in stats.by_state.items():
+            write(f"  {state:<14}{count:>12,}")
+        write("by door: " + ", ".join(f"{d} {n:,}" for d, n in stats.by_door.items()))
+        write(f"stored bytes: {stats.stored_bytes:,} ({human_bytes(stats.stored_bytes)})")
+        if stats.memory_sampled:
+            write(
+                f"memory: about {human_bytes(stats.memory_estimate)} "
+                f"(MEMORY USAGE of {stats.memory_sampled:,} records: "
+                f"{human_bytes(stats.memory_average)} each on average)"
+            )
+        if stats.unreadable:
+            write(f"unreadable keys under the prefix: {stats.unreadable:,}")
+
+    # -- purge ---------------------------------------------------------------------------
+
+    def _purge(self, inventory: Inventory, options: dict[str, Any]) -> None:
+        keys: list[str] = options["keys"]
+        filters = self._filters(options)
+        force, dry_run = options["force"], options["dry_run"]
+        # With KEYs, --scope and --door say where to look them up; other filters do not mix.
+        key_lookup = Filters(scope=filters.scope, door=filters.door)
+        if keys and (options["all"] or filters != key_lookup):
+            raise CommandError("Give KEYs, or --all, or filters: not several of them.")
+        if options["all"] and not filters.selects_everything:
+            raise CommandError("--all cannot be combined with filters.")
+        if not keys and not options["all"] and filters.selects_everything:
+            raise CommandError(
+                "Say what to purge: KEY..., --all, or filters "
+                "(--state, --scope, --key-glob, --door, --older-than)."
+            )
+        if filters.states == {RUNNING} and not force:
+            raise CommandError(f"Purging running records needs --force: {RUNNING_WHY}.")
+
+        missing: list[str] = []
+        if keys:
+            entries: list[Entry] = []
+            for key in keys:
+                found = self._find(inventory, key, options)
+                if not found:
+                    missing.append(key)
+                    self.stderr.write(self._not_found(key, options.get("scope")))
+                entries += [d.entry for d in found]
+
+            def run(dry: bool) -> PurgeResult:
+                return inventory.purge_entries(entries, force=force, dry_run=dry)
+
+        else:
+
+            def run(dry: bool) -> PurgeResult:
+                return inventory.purge(filters, force=force, dry_run=dry, progress=self._progress())
+
+        if dry_run or options["interactive"]:
+            planned = run(True)
+            self._end_progress()
+            self._report_running(planned, force)
+            if dry_run:
+                self.stdout.write(f"Would delete {planned.deleted:,} record(s).")
+                self._fail_on_missing(missing)
+                return
+            if not planned.deleted:
+                self.stdout.write("Nothing to purge.")
+                self._fail_on_missing(missing)
+                return
+            if not self._confirm(planned.deleted):
+                self.stdout.write("Purge cancelled.")
+                return
+        result = run(False)
+        self._end_progress()
+        if not options["interactive"]:
+            self._report_running(result, force)
+        self.stdout.write(f"Deleted {result.deleted:,} record(s).")
+        if result.changed:
+            self.stdout.write(
+                f"Left {result.changed:,} record(s) alone: they changed or expired while "
+                "being purged."
+            )
+        self._fail_on_missing(missing)
+
+    def _report_running(self, result: PurgeResult, force: bool) -> None:
+        if result.skipped_running:
+            self.stderr.write(
+                f"Keeping {result.skipped_running:,} running record(s): {RUNNING_WHY}. "
+                "Pass --force to purge them anyway."
+            )
+        elif force:
+            self.stderr.write(f"--force: running records are purged too; {RUNNING_WHY}.")
+
+    def _confirm(self, count: int) -> bool:
+        try:
+            answer = input(
+                f"This will delete {count:,} idempotency record(s) from Redis.\n"
+                "Type 'yes' to continue, or 'no' to cancel: "
+            )
+        except EOFError:
+            return False
+        return answer.strip().lower() == "yes"
+
+    @staticmethod
+    def _fail_on_missing(missing: Iterable[str]) -> None:
+        missing = list(missing)
+        if missing:
+            raise CommandError(f"{len(missing)} key(s) not found.", returncode=1)
