@@ -1,0 +1,327 @@
+"""Staff-only "Idempotency keys" pages in the Django admin: list, detail, purge.
+
+Records stay in Redis; :class:`~django_idempotency.models.IdempotencyKey` is an
+unmanaged, table-less model that only gives the admin an entry and permissions:
+
+* ``django_idempotency.view_idempotencykey`` to list and open records,
+* ``django_idempotency.delete_idempotencykey`` to purge them.
+
+Non-staff users are sent to the admin login (the admin site's own check); staff
+without the permission get 403. Lists are pages of SCAN batches (see
+:meth:`Inventory.page`), so a page costs the same on a hundred keys or millions.
+Purging always goes through a confirmation page, and running records are kept
+unless the confirmation's "also running records" box is ticked.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.http import urlencode
+
+from .inventory import (
+    DOOR_CODES,
+    Detail,
+    Entry,
+    Filters,
+    Inventory,
+    PurgeResult,
+    human_duration,
+    iso_ms,
+    parse_duration,
+)
+from .models import IdempotencyKey
+from .service import get_service
+from .store import RUNNING, STATES, RedisError, now_ms
+
+logger = logging.getLogger("django_idempotency")
+
+#: Why running records are kept unless the operator insists.
+RUNNING_WHY = (
+    "Deleting a running record lets a retry run the action a second time while the "
+    "first run may still be in progress."
+)
+
+_FILTER_FIELDS = ("state", "door", "scope", "q", "older")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One record as the templates show it."""
+
+    id: str
+    state: str
+    status: int | None
+    age: str
+    ttl: str
+    size: int
+    door: str
+    scope: str
+    key: str
+    running: bool
+
+    @classmethod
+    def of(cls, entry: Entry, now: int) -> Row:
+        """Format ``entry`` for display at time ``now`` (epoch ms)."""
+        return cls(
+            id=entry.record_id,
+            state=entry.state,
+            status=entry.status,
+            age=human_duration(entry.age_ms(now)),
+            ttl=human_duration(entry.ttl_ms),
+            size=entry.size,
+            door=entry.door_name,
+            scope=entry.scope,
+            key=entry.key,
+            running=entry.state == RUNNING,
+        )
+
+
+def _filters(data: QueryDict) -> tuple[Filters, dict[str, str], list[str]]:
+    """Filters from request data, the values to echo back, and any errors."""
+    values = {name: data.get(name, "").strip() for name in _FILTER_FIELDS}
+    errors: list[str] = []
+    older: float | None = None
+    if values["older"]:
+        try:
+            older = parse_duration(values["older"])
+        except ValueError as exc:
+            errors.append(str(exc))
+    state = values["state"] if values["state"] in STATES else ""
+    door = values["door"] if values["door"] in DOOR_CODES else ""
+    values.update(state=state, door=door)
+    filters = Filters(
+        states=frozenset([state]) if state else frozenset(),
+        door=DOOR_CODES[door] if door else None,
+        scope=values["scope"] or None,
+        search=values["q"] or None,
+        older_than=older,
+    )
+    return filters, values, errors
+
+
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[IdempotencyKey]
+else:  # ModelAdmin is generic only in django-stubs
+    _ModelAdmin = admin.ModelAdmin
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(_ModelAdmin):
+    """List, inspect and purge the records in Redis; nothing here touches the database."""
+
+    #: Records asked of Redis per SCAN round trip; a page holds whole batches.
+    scan_count = 200
+    #: A page with narrow filters stops after scanning this many keys (then "Next").
+    max_scanned = 20_000
+    #: Body bytes shown on the detail page.
+    preview_bytes = 4096
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Records are created by requests, never by hand."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Stored responses are evidence: read-only."""
+        return False
+
+    def inventory(self) -> Inventory:
+        """The Redis-side view of the records."""
+        return Inventory(get_service().store, count=self.scan_count)
+
+    def get_urls(self) -> list[URLPattern]:
+        """Our own list, detail and purge views instead of the ORM-backed ones."""
+        info = self.opts.app_label, self.opts.model_name
+        wrap = self.admin_site.admin_view
+        return [
+            path("", wrap(self.changelist_view), name="{}_{}_changelist".format(*info)),
+            path("purge/", wrap(self.purge_view), name="{}_{}_purge".format(*info)),
+            path("<str:record_id>/", wrap(self.record_view), name="{}_{}_record".format(*info)),
+        ]
+
+    def _url(self, name: str, *args: str) -> str:
+        return reverse(
+            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{name}",
+            args=args,
+        )
+
+    def _context(self, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "has_delete_permission": self.has_delete_permission(request),
+            "changelist_url": self._url("changelist"),
+            "purge_url": self._url("purge"),
+            **extra,
+        }
+
+    # -- list ----------------------------------------------------------------------------
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, str] | None = None
+    ) -> HttpResponse:
+        """Records matching the filters and search, one page of SCAN batches at a time."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        filters, values, errors = _filters(request.GET)
+        rows: list[Row] = []
+        next_cursor: str | None = None
+        if not errors:
+            try:
+                entries, next_cursor = self.inventory().page(
+                    filters,
+                    request.GET.get("cursor") or None,
+                    size=100,
+                    max_scanned=self.max_scanned,
+                )
+                now = now_ms()
+                rows = [Row.of(e, now) for e in entries]
+            except ValueError as exc:
+                errors.append(str(exc))
+            except RedisError as exc:
+                errors.append(f"Redis is unreachable or failed: {exc}")
+        query = {k: v for k, v in values.items() if v}
+        context = self._context(
+            request,
+            "Idempotency keys",
+            rows=rows,
+            errors=errors,
+            values=values,
+            states=STATES,
+            doors=sorted(DOOR_CODES),
+            filtered=bool(query),
+            filter_query=urlencode(query),
+            next_url=("?" + urlencode({**query, "cursor": next_cursor})) if next_cursor else None,
+            first_page=not request.GET.get("cursor"),
+            running_why=RUNNING_WHY,
+            **(extra_context or {}),
+        )
+        return TemplateResponse(request, "admin/django_idempotency/key_list.html", context)
+
+    # -- detail --------------------------------------------------------------------------
+
+    def record_view(self, request: HttpRequest, record_id: str) -> HttpResponse:
+        """One whole record: header fields, lease, stored headers and a body preview."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        inventory = self.inventory()
+        try:
+            detail = inventory.get(inventory.redis_key(record_id))
+        except ValueError:
+            raise Http404("Not a record id.") from None
+        except RedisError as exc:
+            messages.error(request, f"Redis is unreachable or failed: {exc}")
+            return HttpResponseRedirect(self._url("changelist"))
+        if detail is None:
+            raise Http404("No such record: it may have expired or been purged.")
+        return TemplateResponse(
+            request,
+            "admin/django_idempotency/key_detail.html",
+            self._context(request, f"Idempotency key {detail.entry.key}", **self._detail(detail)),
+        )
+
+    def _detail(self, detail: Detail) -> dict[str, Any]:
+        entry, now = detail.entry, now_ms()
+        return {
+            "row": Row.of(entry, now),
+            "entry": entry,
+            "fingerprint": entry.fingerprint if entry.fingerprint != "-" else "",
+            "created_at": iso_ms(entry.created_ms),
+            "finished_at": iso_ms(entry.finished_ms),
+            "lease": human_duration(entry.ttl_ms) if entry.state == RUNNING else "",
+            "headers": detail.headers,
+            "body_label": "Body" if detail.headers is not None else "Payload",
+            "body_size": len(detail.body),
+            "body_text": detail.body_text(self.preview_bytes),
+            "body_hex": detail.body[:256].hex(" "),
+            "body_truncated": len(detail.body) > self.preview_bytes,
+            "running_why": RUNNING_WHY,
+        }
+
+    # -- purge ---------------------------------------------------------------------------
+
+    def purge_view(self, request: HttpRequest) -> HttpResponse:
+        """Ask for confirmation (first POST), then purge (POST with ``confirm``).
+
+        Either the ``_selected`` record ids, or ``all_matching`` with the list's filters.
+        """
+        if not self.has_delete_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseRedirect(self._url("changelist"))
+        inventory = self.inventory()
+        force = request.POST.get("force") == "1"
+        all_matching = request.POST.get("all_matching") == "1"
+        filters, values, errors = _filters(request.POST)
+        if errors:
+            for error in errors:
+                messages.error(request, error)
+            return HttpResponseRedirect(self._url("changelist"))
+        try:
+            ids = [i for i in request.POST.getlist("_selected") if i]
+            keys = [inventory.redis_key(i) for i in ids]
+        except ValueError:
+            raise Http404("Not a record id.") from None
+        if not all_matching and not keys:
+            messages.warning(request, "Select the records to purge first.")
+            return HttpResponseRedirect(self._url("changelist"))
+        try:
+            if request.POST.get("confirm") == "yes":
+                if all_matching:
+                    result = inventory.purge(filters, force=force)
+                else:
+                    result = inventory.purge_entries(inventory.entries(keys), force=force)
+                self._report(request, result)
+                return HttpResponseRedirect(self._url("changelist"))
+            if all_matching:
+                planned = inventory.purge(filters, dry_run=True)
+                entries: list[Entry] = []
+            else:
+                entries = inventory.entries(keys)
+                planned = inventory.purge_entries(entries, dry_run=True)
+        except RedisError as exc:
+            messages.error(request, f"Redis is unreachable or failed: {exc}")
+            return HttpResponseRedirect(self._url("changelist"))
+        now = now_ms()
+        context = self._context(
+            request,
+            "Are you sure?",
+            rows=[Row.of(e, now) for e in entries],
+            ids=ids,
+            all_matching=all_matching,
+            values=values,
+            described=", ".join(f"{k} = {v}" for k, v in values.items() if v) or "none",
+            matched=planned.matched,
+            deletable=planned.deleted,
+            running=planned.skipped_running,
+            running_why=RUNNING_WHY,
+        )
+        return TemplateResponse(
+            request, "admin/django_idempotency/purge_confirmation.html", context
+        )
+
+    def _report(self, request: HttpRequest, result: PurgeResult) -> None:
+        logger.info(
+            "admin purge by %s: %d idempotency record(s) deleted",
+            request.user.get_username(),
+            result.deleted,
+        )
+        messages.success(request, f"Purged {result.deleted} idempotency key(s).")
+        if result.skipped_running:
+            messages.warning(
+                request,
+                f"Kept {result.skipped_running} running record(s). {RUNNING_WHY}",
+            )
+        if result.changed:
+            messages.warning(
+                request,
+                f"Left {result.changed} record(s) alone: they changed or expired meanwhile.",
+            )
