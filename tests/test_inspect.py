@@ -561,12 +561,12 @@ def test_progress_goes_to_a_terminal_stderr_only(varied, monkeypatch):
     assert plain.getvalue() == ""
 
 
-def test_redis_unreachable_is_a_command_error_with_exit_code_2(settings):
+def test_redis_unreachable_is_a_command_error_with_exit_code_3(settings):
     settings.IDEMPOTENCY = {"REDIS": "redis://127.0.0.1:1/0"}
     for args in (["list"], ["stats"], ["show", "k", "--scope", "s"], ["purge", "--all"]):
         with pytest.raises(CommandError) as info:
             inspect(*args)
-        assert info.value.returncode == 2
+        assert info.value.returncode == 3
         assert str(info.value).startswith("Redis is unreachable or failed: ")
         assert "\n" not in str(info.value)
 
@@ -588,7 +588,7 @@ def test_manage_py_prints_one_line_and_no_traceback_when_redis_is_down(tmp_path)
         text=True,
         check=False,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("CommandError: Redis is unreachable or failed: ")

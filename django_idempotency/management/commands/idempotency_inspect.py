@@ -11,7 +11,8 @@ Filters: ``--state`` (repeatable), ``--scope``, ``--key-glob``, ``--door``,
 ``--older-than``. Every scan is a SCAN (never KEYS) that streams, so memory stays
 bounded on millions of records; see :mod:`django_idempotency.inventory`.
 
-Exit codes: 0 done, 1 unknown key or bad arguments, 2 Redis unreachable or failing.
+Exit codes: 0 done; 1 unknown key, or options that do not go together; 2 usage error
+(argparse); 3 Redis unreachable or failing.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ class Command(BaseCommand):
     # -- dispatch ------------------------------------------------------------------------
 
     def handle(self, *args: Any, **options: Any) -> None:
-        """Run the subcommand; Redis failures become a one-line error, exit code 2."""
+        """Run the subcommand; Redis failures become a one-line error, exit code 3."""
         self._progress_shown = False
         inventory = Inventory(get_service().store, count=options.get("scan_count") or 1000)
         handler: Callable[[Inventory, dict[str, Any]], None] = getattr(
@@ -170,7 +171,7 @@ class Command(BaseCommand):
         except RedisError as exc:
             self._end_progress()
             message = " ".join(str(exc).split()) or type(exc).__name__
-            raise CommandError(f"Redis is unreachable or failed: {message}", returncode=2) from None
+            raise CommandError(f"Redis is unreachable or failed: {message}", returncode=3) from None
 
     @staticmethod
     def _filters(options: dict[str, Any]) -> Filters:
