@@ -1,13 +1,15 @@
-"""The core and the HTTP doors again, on a 3-primary Redis Cluster.
+"""The core, the HTTP doors and idempotency_inspect again, on a 3-primary Redis Cluster.
 
-The tests of ``test_run`` and ``test_doors`` are imported and collected here a
-second time; the fixtures below point ``IDEMPOTENCY["REDIS"]`` at the cluster
-(a dotted path to a factory returning ``redis.cluster.RedisCluster``, as a
-project would configure it) and ``redis_client`` at a cluster client.
+The tests of ``test_run``, ``test_doors`` and (most of) ``test_inspect`` are
+imported and collected here a second time; the fixtures below point
+``IDEMPOTENCY["REDIS"]`` at the cluster (a dotted path to a factory returning
+``redis.cluster.RedisCluster``, as a project would configure it) and
+``redis_client`` at a cluster client.
 """
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing
 import os
 import threading
@@ -22,7 +24,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from django_idempotency import ResultNotStored, run
 from django_idempotency.service import get_service
 
-from . import test_doors
+from . import test_doors, test_inspect
 from .redis_topologies import RedisClusterHarness
 from .test_run import (  # noqa: F401  collected again, against the cluster
     Counter,
@@ -48,6 +50,25 @@ pytestmark = pytest.mark.slow
 # Every HTTP door test (and the fixtures they use) runs here too.
 for _name, _value in vars(test_doors).items():
     if _name.startswith("test_") or _name in {"door", "url", "_reset_calls"}:
+        globals()[_name] = _value
+
+# idempotency_inspect's tests that need only the app's Redis and a few records.
+_INSPECT_FIXTURES = {"redis_client", "some", "varied", "settings", "monkeypatch"}
+_INSPECT_STANDALONE_ONLY = {
+    # 200,000 records: 9 s on one server, 35 s on the cluster; covered by
+    # test_inspect's own cluster test at 3,000 records.
+    "test_purge_state_done_deletes_exactly_the_done_ones_and_running_ones_need_force",
+    # Hands the whole client to a per-node internal, and counts one SCAN batch.
+    "test_purge_rereads_a_batch_whose_watch_fired",
+    "test_progress_goes_to_a_terminal_stderr_only",
+}
+for _name, _value in vars(test_inspect).items():
+    if _name in {"some", "varied"} or (
+        _name.startswith("test_")
+        and _name not in _INSPECT_STANDALONE_ONLY
+        and "no_redis" not in {m.name for m in getattr(_value, "pytestmark", [])}
+        and set(inspect.signature(_value).parameters) <= _INSPECT_FIXTURES
+    ):
         globals()[_name] = _value
 
 #: Where the session's cluster listens; set by the ``redis_cluster`` fixture (and in
