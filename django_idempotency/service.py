@@ -50,6 +50,7 @@ from .store import (
     UNREPLAYABLE,
     Record,
     RedisError,
+    RedisFull,
     RedisStore,
     Slot,
     connect,
@@ -389,7 +390,13 @@ class IdempotencyService:
                 )
                 return PASS
             logger.error("Redis unavailable, refusing %s %s: %s", request.method, request.path, exc)
-            return Begin(response=problem_response(self._unavailable(exc)))
+            # Clients learn that the store is down, not the server's addresses or errors.
+            detail = (
+                "The idempotency store is full (Redis is at maxmemory); retry later."
+                if isinstance(exc, RedisFull)
+                else "The idempotency store is unavailable; retry later."
+            )
+            return Begin(response=problem_response(IdempotencyUnavailable(detail)))
         if isinstance(got, Record):
             _signal(signals.replayed, scope, key, request=request)
             return Begin(response=self._replay_response(got))

@@ -337,3 +337,9 @@ def test_drf_replays_rendered_bytes_exactly(client):
     second = post(client, "/drf/?format=json", key)
     assert second.content == first.content
     assert json.loads(second.content)["amount"] == 10
+
+
+def test_503_detail_does_not_leak_redis_addresses(client, url, settings):
+    settings.IDEMPOTENCY = {"REDIS": "redis://127.0.0.1:1/0"}
+    detail = problem(post(client, url, new_key()))["detail"]
+    assert "127.0.0.1" not in detail and "Error" not in detail
