@@ -3,9 +3,10 @@
 Everything here streams. Records are found with ``SCAN MATCH <prefix>:{*} COUNT n``
 (never ``KEYS``), one batch at a time; each batch is read with one pipelined round
 trip of ``GETRANGE 0 599`` (the header and the start of the payload, so bodies are
-not pulled), ``PTTL`` and ``STRLEN``, filtered in Python, yielded and dropped. Memory
-is bounded by the batch size however many records exist. On Redis Cluster every
-primary is scanned in turn, each through its own node client.
+not pulled) and ``PTTL`` per record (plus ``STRLEN`` for records longer than that),
+filtered in Python, yielded and dropped. Memory is bounded by the batch size however
+many records exist. On Redis Cluster every primary is scanned in turn, each through
+its own node client.
 
 Filters run in Python on the *decoded* header: Redis key names are hashes of door,
 scope and key (see :mod:`django_idempotency.store`), so a client's key or a glob of
@@ -262,6 +263,10 @@ class PurgeResult:
     skipped_running: int = 0
     #: Records that changed (or expired) between the scan and the delete, left alone.
     changed: int = 0
+    # SCAN may return a key twice while Redis shrinks its table under our deletes: the
+    # running records kept are remembered to be counted once. They are the requests in
+    # flight, so this stays small (unlike remembering every key scanned).
+    _running_seen: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
 
 #: Called after each SCAN batch with (keys scanned so far, records selected so far).
@@ -271,6 +276,7 @@ Progress = Callable[[int, int], None]
 @dataclass
 class _Batch:
     node: Any
+    #: Keys scanned so far, this batch included.
     scanned: int
     entries: list[Entry]
     unreadable: int
@@ -364,10 +370,10 @@ class Inventory:
                     entries.append(entry)
         return entries, unreadable
 
-    def _batches(self, progress: Progress | None = None) -> Iterator[_Batch]:
+    def _batches(self) -> Iterator[_Batch]:
         """Every record, one SCAN batch at a time, node after node."""
         pattern = self.store.record_pattern
-        scanned = selected = 0
+        scanned = 0
         for node in self.nodes():
             cursor: int = 0
             while True:
@@ -375,11 +381,7 @@ class Inventory:
                 keys = [_bytes(k) for k in raw_keys]
                 entries, unreadable = self._read_entries(node, keys) if keys else ([], 0)
                 scanned += len(keys)
-                batch = _Batch(node, len(keys), entries, unreadable)
-                yield batch
-                selected += len(batch.entries)
-                if progress is not None:
-                    progress(scanned, selected)
+                yield _Batch(node, scanned, entries, unreadable)
                 if int(cursor) == 0:
                     break
 
@@ -391,17 +393,14 @@ class Inventory:
         ``progress(scanned, matched)`` is called after each SCAN batch.
         """
         matched = 0
-
-        def counting(scanned: int, _: int) -> None:
-            if progress is not None:
-                progress(scanned, matched)
-
-        for batch in self._batches(counting):
+        for batch in self._batches():
             now = now_ms()
             for entry in batch.entries:
                 if filters.matches(entry, now):
                     matched += 1
                     yield entry
+            if progress is not None:
+                progress(batch.scanned, matched)
 
     def page(
         self,
@@ -505,8 +504,8 @@ class Inventory:
         first records met are as good as a random sample.
         """
         stats = Stats()
-        for batch in self._batches(progress):
-            stats.scanned += batch.scanned
+        for batch in self._batches():
+            stats.scanned = batch.scanned
             stats.unreadable += batch.unreadable
             now = now_ms()
             selected = [e for e in batch.entries if filters.matches(e, now)]
@@ -515,6 +514,8 @@ class Inventory:
                 stats.by_state[entry.state] = stats.by_state.get(entry.state, 0) + 1
                 stats.by_door[entry.door_name] = stats.by_door.get(entry.door_name, 0) + 1
                 stats.stored_bytes += entry.size
+            if progress is not None:
+                progress(stats.scanned, stats.total)
             wanted = selected[: max(sample - stats.memory_sampled, 0)]
             if wanted:
                 pipe = batch.node.pipeline(transaction=False)
@@ -541,7 +542,7 @@ class Inventory:
         With ``dry_run`` nothing is deleted and ``deleted`` counts what would be.
         """
         result = PurgeResult()
-        for batch in self._batches(progress):
+        for batch in self._batches():
             now = now_ms()
 
             def still_matches(entry: Entry, now: int = now) -> bool:
@@ -549,6 +550,8 @@ class Inventory:
 
             selected = [e for e in batch.entries if still_matches(e)]
             self._purge_entries(selected, still_matches, force, dry_run, result)
+            if progress is not None:
+                progress(batch.scanned, result.matched)
         return result
 
     def purge_entries(
@@ -580,7 +583,10 @@ class Inventory:
     ) -> None:
         result.matched += len(entries)
         doomed = [e for e in entries if force or e.state != RUNNING]
-        result.skipped_running += len(entries) - len(doomed)
+        if len(doomed) < len(entries):
+            kept = {e.redis_key for e in entries if e.state == RUNNING} - result._running_seen
+            result.skipped_running += len(kept)
+            result._running_seen |= kept
         if dry_run:
             result.deleted += len(doomed)
             return

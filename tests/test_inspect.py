@@ -523,6 +523,14 @@ def test_purge_never_deletes_a_record_that_turned_running_after_the_scan(redis_c
     assert redis_client.get(redis_key) == running
 
 
+def test_purge_counts_a_key_that_scan_returned_twice_once(varied):
+    # SCAN repeats keys while Redis shrinks its table under a mass delete.
+    inventory = Inventory(get_service().store)
+    entries = list(inventory.scan())
+    result = inventory.purge_entries(entries + entries)
+    assert (result.deleted, result.skipped_running, result.changed) == (4, 1, 0)
+
+
 def test_purge_rereads_a_batch_whose_watch_fired(redis_client):
     """A write between our read and EXEC aborts the transaction; the retry sees it."""
     store = get_service().store
