@@ -24,6 +24,7 @@ typecheck: venv
 	$(BIN)/mypy --config-file example_project/mypy.ini example_project
 
 pytest: venv
+	scripts/ensure-chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Every check: lint, types, the whole test suite on real Redis servers it starts itself.
