@@ -13,6 +13,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from .exceptions import IdempotencyError, InvalidKey, RequestInProgress
+from .store import compact_digest
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 #: Problem ``type`` URIs are tag URIs (RFC 4151): stable identifiers, not links.
@@ -78,7 +79,7 @@ def default_scope(request: HttpRequest) -> str:
 
 
 def default_fingerprint(request: HttpRequest) -> str:
-    """SHA-256 of method, path, query string and body (first 128 bits, hex)."""
+    """SHA-256 of method, path, query string and body (first 128 bits, base64url)."""
     digest = hashlib.sha256()
     for part in (
         (request.method or "").encode(),
@@ -88,7 +89,7 @@ def default_fingerprint(request: HttpRequest) -> str:
         digest.update(b"%d:" % len(part))
         digest.update(part)
     digest.update(request.body)
-    return digest.hexdigest()[:32]
+    return compact_digest(digest)
 
 
 def encode_response(response: HttpResponse) -> bytes:

@@ -56,7 +56,7 @@ DOOR_NAMES = {HTTP_DOOR: "http", RUN_DOOR: "run"}
 DOOR_CODES = {name: code for code, name in DOOR_NAMES.items()}
 
 _STATUS = re.compile(rb"\[(\d{3})[,\]]")
-_RECORD_ID = re.compile(r"[0-9a-f]{32}")
+_RECORD_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 def _bytes(value: Any) -> bytes:
@@ -92,7 +92,7 @@ class Entry:
 
     @property
     def record_id(self) -> str:
-        """The 32 hex digits between the braces: the record's stable id in URLs."""
+        """The 22 base64url characters between the braces: the record's stable id in URLs."""
         return self.redis_key[self.redis_key.rindex("{") + 1 : -1]
 
     @property

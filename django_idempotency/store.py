@@ -7,7 +7,7 @@ One idempotency record is one Redis string; its waiters share one short list::
     {prefix}:{<id>}      the record (string)
     {prefix}:{<id>}:w    the wake list (one element, pushed on completion or release)
 
-``<id>`` is 32 hex digits of SHA-256 over the door (``h`` for HTTP, ``r`` for
+``<id>`` is 128 bits (22 base64url characters) of SHA-256 over the door (``h`` for HTTP, ``r`` for
 ``run()``), the scope and the client's key, each length-prefixed. Client input
 never reaches a Redis key name, so keys with ``:``, ``*`` or arbitrary bytes
 neither collide nor match another scope's SCAN pattern. The braces make ``<id>``
@@ -17,7 +17,7 @@ Record format
 -------------
 A header line of space-separated ASCII fields, a newline, then the payload::
 
-    <state> <owner> <fingerprint> <created_ms> <finished_ms> <door> <scope> <key>\\n<payload>
+    <state> <owner> <fingerprint> <created_ms> <elapsed_ms> <door> <scope> <key>\\n<payload>
 
 ``state`` is ``running``, ``done``, ``error`` or ``unreplayable``; ``owner`` is the
 fencing token while running, else ``-``; ``fingerprint`` is ``-`` when not
@@ -53,6 +53,7 @@ command once more. An ``OOM`` refusal (``maxmemory`` reached under
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 import time
@@ -115,7 +116,12 @@ def record_id(door: str, scope: str | bytes, key: str | bytes) -> str:
         raw = part.encode() if isinstance(part, str) else bytes(part)
         digest.update(b"%d:" % len(raw))
         digest.update(raw)
-    return digest.hexdigest()[:32]
+    return compact_digest(digest)
+
+
+def compact_digest(digest: Any) -> str:
+    """128 bits of ``digest`` as 22 URL-safe base64 characters (shorter than hex in Redis)."""
+    return base64.urlsafe_b64encode(digest.digest()[:16]).rstrip(b"=").decode()
 
 
 def now_ms() -> int:
@@ -164,7 +170,7 @@ class Record:
             owner=owner.decode(),
             fingerprint=fp.decode(),
             created_ms=int(t0),
-            finished_ms=None if t1 == b"-" else int(t1),
+            finished_ms=None if t1 == b"-" else int(t0) + int(t1),
             door=door.decode(),
             scope=_dec(scope),
             key=_dec(key),
@@ -196,7 +202,8 @@ class Slot:
         self, state: str, owner: str, fingerprint: str, created_ms: int, finished_ms: int | None
     ) -> bytes:
         """The header line of a record in this slot."""
-        t1 = "-" if finished_ms is None else str(finished_ms)
+        # Elapsed rather than absolute: a few digits instead of thirteen, per record.
+        t1 = "-" if finished_ms is None else str(finished_ms - created_ms)
         return (
             f"{state} {owner} {fingerprint or '-'} {created_ms} {t1} "
             f"{self.door} {self.scope_field} {self.key_field}\n"

@@ -36,7 +36,7 @@ from django_idempotency.store import (
 from . import views
 
 #: Every Redis key the app may write: a prefix, a hash tag of 32 hex digits, maybe ":w".
-KEY_NAME = re.compile(rb"idem:\{[0-9a-f]{32}\}(:w)?")
+KEY_NAME = re.compile(rb"idem:\{[A-Za-z0-9_-]{22}\}(:w)?")
 
 TWO_MIB = bytes(range(256)) * (2 * 4096)
 THREE_MIB = b"\x00" * (3 * 1024 * 1024)  # beyond DATA_UPLOAD_MAX_MEMORY_SIZE: Django's 400
