@@ -60,6 +60,8 @@ class LeaseKeeper:
         self._leases: set[Lease] = set()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        # When the keeper thread will next wake by itself (-inf while it is awake).
+        self._wake_at = float("-inf")
 
     def hold(self, lease: Lease) -> Lease:
         """Start renewing ``lease``."""
@@ -70,7 +72,10 @@ class LeaseKeeper:
                     target=self._loop, name="idempotency-lease-keeper", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            elif lease.due < self._wake_at:
+                # Waking the thread for every request would cost a context switch each;
+                # only a lease due before its planned wake-up needs it.
+                self._cond.notify()
         return lease
 
     def drop(self, lease: Lease) -> None:
@@ -86,8 +91,10 @@ class LeaseKeeper:
                     due = [lease for lease in self._leases if lease.due <= now]
                     if due:
                         break
-                    wait = min((lease.due for lease in self._leases), default=now + 60) - now
-                    self._cond.wait(wait)
+                    wake_at = min((lease.due for lease in self._leases), default=now + 60)
+                    self._wake_at = wake_at
+                    self._cond.wait(wake_at - now)
+                    self._wake_at = float("-inf")
             self._renew(due)
 
     def _renew(self, due: list[Lease]) -> None:
