@@ -76,6 +76,9 @@ async def in_thread(func: Callable[..., T], *args: Any) -> T:
 #: Waiters re-check a running record at least this often (seconds), so a lease that
 #: expires under them (crashed owner) is noticed without a wake-up.
 _MIN_RECHECK = 0.05
+#: How long a completed record's wake copy lives: it only has to bridge a waiter's
+#: claim and its BLMOVE, and it costs a second copy of the record meanwhile.
+_WAKE_MS = 2000
 
 
 def _ms(seconds: float) -> int:
@@ -177,6 +180,7 @@ class IdempotencyService:
         token = secrets.token_hex(8)
         lease_ms = _ms(lock_ttl)
         deadline = time.monotonic() + wait_timeout
+        lease_checked = False
         while True:
             created = now_ms()
             claim = self.store.claim(slot, token, fingerprint, lease_ms, created)
@@ -211,8 +215,16 @@ class IdempotencyService:
                     f"The first request with this key did not finish within {wait_timeout:g} s.",
                     retry_after=retry_after,
                 )
-            # Block until woken, or until the owner's lease would have run out.
-            self.store.wait(slot, min(left, max(claim.lease_left_ms / 1000, _MIN_RECHECK)))
+            # The first wait ends when the owner's lease would run out, so an owner that
+            # crashed is noticed; an owner seen renewing is trusted until the deadline.
+            # That bounds a waiter to four commands however short LOCK_TTL is.
+            block = left
+            if not lease_checked:
+                lease_checked = True
+                block = min(left, max(claim.lease_left_ms / 1000, _MIN_RECHECK))
+            woken = self.store.wait(slot, block)
+            if isinstance(woken, Record):
+                return woken
 
     def _lease_lost(self, lease: Lease) -> None:
         # Both the keeper (on a failed renewal) and a failed completion report it: once.
@@ -227,7 +239,7 @@ class IdempotencyService:
         header = lease.slot.header(state, "-", lease.fingerprint, lease.created_ms, now_ms())
         try:
             stored = self.store.complete(
-                lease.slot, lease.token, header + payload, _ms(ttl), lease.lease_ms
+                lease.slot, lease.token, header + payload, _ms(ttl), min(lease.lease_ms, _WAKE_MS)
             )
         except RedisError as exc:
             raise ResultNotStored(f"Redis failed while storing the result: {exc}") from exc

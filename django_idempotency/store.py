@@ -29,13 +29,16 @@ Scripts (``lua/*.lua``), each one atomic step and one round trip
 ``claim``     no record: create it running with our token and a lease (ms TTL);
               otherwise report mismatch / running (with lease left) / the record.
 ``complete``  if our token still owns the record: write the final record with its
-              TTL and push the wake token. A late finisher writes nothing.
+              TTL and push a copy of it as the wake token (waiters need no second
+              read). A late finisher writes nothing.
 ``release``   if our token owns it: delete the record and push the wake token.
 ``renew``     if our token owns it: extend the lease.
 
 Waiters block on ``BLMOVE wake wake`` (the same list as source and destination):
 the single element rotates, so every blocked waiter is woken by one push, and a
-waiter arriving after the push returns at once while the list lives.
+waiter arriving after the push returns at once while the list lives (a few
+seconds: it only bridges a waiter's claim and its BLMOVE). A release pushes ``1``:
+the waiters claim again.
 
 Cluster, Sentinel and a full Redis
 ----------------------------------
@@ -323,10 +326,11 @@ class RedisStore:
         # Renewing is idempotent, so the whole pipeline may be sent again.
         return self._call(pipelined)
 
-    def wait(self, slot: Slot, timeout: float) -> bool:
+    def wait(self, slot: Slot, timeout: float) -> Record | bool:
         """Block until the slot's owner completes or releases, or ``timeout`` passes.
 
-        One command however long it blocks. Returns whether a wake token arrived.
+        One command however long it blocks. Returns the final record when the owner
+        completed, ``True`` when it released the key, ``False`` on timeout.
         """
         # BLMOVE takes whole-or-fractional seconds; 0 would mean "forever". A block
         # longer than the client's socket timeout would look like a dead server.
@@ -341,7 +345,11 @@ class RedisStore:
             if str(exc).startswith("UNBLOCKED"):
                 return False
             raise
-        return moved is not None
+        if moved is None:
+            return False
+        if moved == b"1":
+            return True
+        return Record.parse(moved)
 
     def read(self, slot: Slot) -> Record | None:
         """The record in ``slot``, if any."""

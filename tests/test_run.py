@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+import redis
 
 from django_idempotency import (
     IdempotencyTimeout,
@@ -22,7 +23,9 @@ from django_idempotency import (
     arun,
     run,
 )
-from django_idempotency.service import get_service
+from django_idempotency.conf import get_settings
+from django_idempotency.service import IdempotencyService, get_service
+from django_idempotency.store import RedisStore
 
 from . import workers
 
@@ -376,3 +379,47 @@ def test_keeper_reports_a_lost_lease_once_with_the_signal(redis_client):
     finally:
         signals.lease_lost.disconnect(receiver)
     assert lost == [("ns", "stolen")]
+
+
+class CountingRedis(redis.Redis):
+    """A real client that counts the commands it sends (the waiter's own connection)."""
+
+    sent = 0
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        type(self).sent += 1
+        return super().execute_command(*args, **options)
+
+
+def _waiter_service(redis_url: str) -> IdempotencyService:
+    CountingRedis.sent = 0
+    client = CountingRedis.from_url(redis_url)
+    return IdempotencyService(get_settings(), store=RedisStore(client, "idem"))
+
+
+def _owner(key: str, seconds: float, lock_ttl: float) -> threading.Thread:
+    def action() -> str:
+        time.sleep(seconds)
+        return "owner's"
+
+    thread = threading.Thread(target=run, args=(key, action), kwargs={"lock_ttl": lock_ttl})
+    thread.start()
+    time.sleep(0.1)  # let the owner claim first
+    return thread
+
+
+def test_woken_waiter_gets_the_record_with_its_wake_up(redis_url):
+    waiter = _waiter_service(redis_url)
+    owner = _owner("storm", 0.3, lock_ttl=5)
+    assert waiter.run("storm", lambda: "waiter's") == "owner's"
+    owner.join()
+    assert CountingRedis.sent <= 2  # the claim, then one BLMOVE that returns the record
+
+
+def test_waiter_commands_stay_bounded_however_often_the_lease_is_renewed(redis_url):
+    waiter = _waiter_service(redis_url)
+    # The owner renews ~20 times while the waiter waits.
+    owner = _owner("renewed", 1.5, lock_ttl=0.2)
+    assert waiter.run("renewed", lambda: "waiter's", wait_timeout=5) == "owner's"
+    owner.join()
+    assert CountingRedis.sent <= 4  # claim, BLMOVE to the lease end, claim, BLMOVE

@@ -122,7 +122,7 @@ def test_a_waiter_unblocked_by_a_role_change_looks_again_instead_of_failing():
     with RedisServer() as primary, RedisServer() as other:
         client = primary.client()
         store = RedisStore(client, "idem")
-        woke: list[bool] = []
+        woke: list[object] = []
         waiter = threading.Thread(
             target=lambda: woke.append(store.wait(store.slot("r", "", "k"), 10))
         )

@@ -7,8 +7,9 @@ if not record or string.match(record, '^%S+ (%S+) ') ~= ARGV[1] then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+-- The element is the final record itself, so a woken waiter needs no second read.
 -- One element is enough: each waiter rotates it (BLMOVE list list), so all of them see it.
 redis.call('DEL', KEYS[2])
-redis.call('RPUSH', KEYS[2], '1')
+redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
