@@ -91,6 +91,11 @@ class IdempotencySettings:
     ERROR_SERIALIZER: Any
 
     @property
+    def header_meta_key(self) -> str:
+        """``HEADER`` as a WSGI environ key: ``Idempotency-Key`` -> ``HTTP_IDEMPOTENCY_KEY``."""
+        return "HTTP_" + self.HEADER.upper().replace("-", "_")
+
+    @property
     def fail_open(self) -> bool:
         """True when Redis errors let the action run unprotected."""
         return self.ON_REDIS_ERROR == "fail_open"

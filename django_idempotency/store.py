@@ -57,6 +57,7 @@ command once more. An ``OOM`` refusal (``maxmemory`` reached under
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import threading
 import time
@@ -191,12 +192,13 @@ class Slot:
     scope: str | bytes
     key: str | bytes
 
-    @property
+    # Cached: a slot writes its header twice (claim, then complete).
+    @functools.cached_property
     def scope_field(self) -> str:
         """The scope as written in a record header."""
         return _enc(self.scope)
 
-    @property
+    @functools.cached_property
     def key_field(self) -> str:
         """The key as written in a record header."""
         return _enc(self.key)
