@@ -331,27 +331,29 @@ class RedisStore:
     def wait(self, slot: Slot, timeout: float) -> Record | bool:
         """Block until the slot's owner completes or releases, or ``timeout`` passes.
 
-        One command however long it blocks. Returns the final record when the owner
-        completed, ``True`` when it released the key, ``False`` on timeout.
+        One command, unless the client's socket timeout is shorter than ``timeout``:
+        then one per socket timeout, since a block longer than it would look like a
+        dead server. Returns the final record when the owner completed, ``True``
+        when it released the key, ``False`` on timeout.
         """
-        # BLMOVE takes whole-or-fractional seconds; 0 would mean "forever". A block
-        # longer than the client's socket timeout would look like a dead server.
-        timeout = max(min(timeout, self._block_cap), 0.01)
-        try:
-            moved = self._call(
-                self.client.blmove, slot.wake_key, slot.wake_key, timeout, "RIGHT", "LEFT"
-            )
-        except redis.exceptions.ResponseError as exc:
-            # The server changed role under the blocked command (Sentinel failover):
-            # report no wake-up, so the caller looks at the record again.
-            if str(exc).startswith("UNBLOCKED"):
+        deadline = time.monotonic() + timeout
+        while True:
+            # BLMOVE takes fractional seconds; 0 would mean "forever".
+            block = max(min(deadline - time.monotonic(), self._block_cap), 0.01)
+            try:
+                moved = self._call(
+                    self.client.blmove, slot.wake_key, slot.wake_key, block, "RIGHT", "LEFT"
+                )
+            except redis.exceptions.ResponseError as exc:
+                # The server changed role under the blocked command (Sentinel failover):
+                # report no wake-up, so the caller looks at the record again.
+                if str(exc).startswith("UNBLOCKED"):
+                    return False
+                raise
+            if moved is not None:
+                return True if moved == b"1" else Record.parse(moved)
+            if time.monotonic() >= deadline:
                 return False
-            raise
-        if moved is None:
-            return False
-        if moved == b"1":
-            return True
-        return Record.parse(moved)
 
     def read(self, slot: Slot) -> Record | None:
         """The record in ``slot``, if any."""

@@ -423,3 +423,15 @@ def test_waiter_commands_stay_bounded_however_often_the_lease_is_renewed(redis_u
     assert waiter.run("renewed", lambda: "waiter's", wait_timeout=5) == "owner's"
     owner.join()
     assert CountingRedis.sent <= 4  # claim, BLMOVE to the lease end, claim, BLMOVE
+
+
+def test_waits_sliced_under_the_socket_timeout_do_not_claim_again(settings, redis_url):
+    settings.IDEMPOTENCY = {"REDIS": redis_url, "WAIT_TIMEOUT": 5, "LOCK_TTL": 30}
+    CountingRedis.sent = 0
+    client = CountingRedis.from_url(redis_url + "?socket_timeout=0.3")
+    waiter = IdempotencyService(get_settings(), store=RedisStore(client, "idem"))
+    owner = _owner("sliced-count", 1.0, lock_ttl=30)
+    assert waiter.run("sliced-count", lambda: "waiter's") == "owner's"
+    owner.join()
+    # One claim; then BLMOVEs of at most 0.15 s each until the wake-up: no re-claims.
+    assert CountingRedis.sent <= 1 + 1.0 / 0.15 + 1
