@@ -1,0 +1,45 @@
+"""The floor: only the Redis work any idempotency layer must do, in raw redis-py.
+
+First time: ``SET NX PX`` claims the key, the view runs, ``SET EX`` stores the body
+(two round trips). Replay: ``SET NX`` fails, ``GET`` fetches the body (two round
+trips). No scope, fingerprint, headers, lease renewal, waiting or error handling:
+this is the yardstick, not a usable implementation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django_redis import get_redis_connection  # type: ignore[import-untyped]
+
+
+class FloorMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+        self.redis = get_redis_connection("default")
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        key = request.headers.get("Idempotency-Key")
+        if key is None or request.method != "POST":
+            return self.get_response(request)
+        if not self.redis.set("floor:" + key, b"", nx=True, px=30_000):
+            body = self.redis.get("floor:" + key)
+            status = 200 if body else 409  # an empty value: the first request still runs
+            replay = HttpResponse(body, content_type="application/json", status=status)
+            replay["Idempotent-Replayed"] = "true"
+            return replay
+        response = self.get_response(request)
+        self.redis.set("floor:" + key, response.content, ex=86_400)  # type: ignore[attr-defined]
+        return response
+
+
+def floor_run(redis: Any, key: str, action: Callable[[], Any]) -> Any:
+    """``run()`` reduced to its Redis floor: claim, act, store; or claim-fails, get."""
+    if not redis.set("floor-run:" + key, b"", nx=True, px=30_000):
+        return json.loads(redis.get("floor-run:" + key))
+    value = action()
+    redis.set("floor-run:" + key, json.dumps(value), ex=86_400)
+    return value

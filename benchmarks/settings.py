@@ -1,0 +1,60 @@
+"""Django settings for the benchmark project: the smallest stack that serves JSON.
+
+``BENCH_STACK`` picks the middleware, so every measured server runs the same code
+except the one piece under test:
+
+``bare``        no middleware at all;
+``floor``       :class:`benchmarks.floor.FloorMiddleware` (raw redis-py, the minimum);
+``middleware``  ``IdempotencyMiddleware``;
+``mixin``       no middleware; the DRF view at ``/drf-mixin/`` uses ``IdempotentMixin``;
+``storm``       ``IdempotencyMiddleware`` plus timestamp headers for the duplicate storm.
+
+No sessions, no auth, no database: the default scope is then ``anonymous`` and the
+measured difference is the idempotency work alone.
+"""
+
+import os
+
+SECRET_KEY = "benchmarks-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+USE_TZ = True
+ROOT_URLCONF = "benchmarks.urls"
+DATABASES: dict[str, dict[str, str]] = {}
+INSTALLED_APPS = ["rest_framework", "django_idempotency", "benchmarks"]
+
+STACK = os.environ.get("BENCH_STACK", "bare")
+MIDDLEWARE = {
+    "bare": [],
+    "floor": ["benchmarks.floor.FloorMiddleware"],
+    "middleware": ["django_idempotency.middleware.IdempotencyMiddleware"],
+    "mixin": [],
+    "storm": [
+        "benchmarks.urls.StormClockMiddleware",
+        "django_idempotency.middleware.IdempotencyMiddleware",
+    ],
+}[STACK]
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 5},
+    }
+}
+IDEMPOTENCY = {"REDIS": "default"}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": None,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+}
