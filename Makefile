@@ -41,7 +41,7 @@ bench: venv
 # Mixed traffic against gunicorn for DURATION seconds, then exactly-once assertions.
 DURATION ?= 60
 soak: venv
-	$(BIN)/python -m tests.soak --duration $(DURATION)
+	$(BIN)/python -m tests.support.soak --duration $(DURATION)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

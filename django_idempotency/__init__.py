@@ -1,12 +1,13 @@
 """django-idempotency: make any Django endpoint or Python function safe to retry.
 
-Public names are listed in ``__all__``; the doors live in their own modules:
-``django_idempotency.middleware.IdempotencyMiddleware`` and
-``django_idempotency.drf.IdempotentMixin`` (imports DRF).
+Public names are listed in ``__all__``. The doors with framework imports live in their
+own modules: ``django_idempotency.middleware.IdempotencyMiddleware``,
+``django_idempotency.drf.IdempotentMixin`` (DRF), ``django_idempotency.celery``
+(Celery) and ``django_idempotency.tasks`` (Django Tasks).
 """
 
 from .api import arun, run
-from .decorators import idempotency_exempt, idempotent_view
+from .doors.decorators import idempotency_exempt, idempotent_view
 from .exceptions import (
     FingerprintMismatch,
     IdempotencyError,
@@ -15,12 +16,14 @@ from .exceptions import (
     InvalidKey,
     KeyRequired,
     NotReplayable,
+    RecordTampered,
     ReplayedError,
     RequestInProgress,
     ResultNotStored,
 )
+from .options import InvalidOption
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "FingerprintMismatch",
@@ -28,8 +31,10 @@ __all__ = [
     "IdempotencyTimeout",
     "IdempotencyUnavailable",
     "InvalidKey",
+    "InvalidOption",
     "KeyRequired",
     "NotReplayable",
+    "RecordTampered",
     "ReplayedError",
     "RequestInProgress",
     "ResultNotStored",

@@ -26,8 +26,9 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.http import urlencode
 
+from .engine import now_ms
 from .inventory import (
-    DOOR_CODES,
+    RUNNING_WHY,
     Detail,
     Entry,
     Filters,
@@ -38,18 +39,17 @@ from .inventory import (
     parse_duration,
 )
 from .models import IdempotencyKey
-from .service import get_service
-from .store import RUNNING, STATES, RedisError, now_ms
+from .records import STATES, Kind, State
+from .runtime import get_engine
+from .stores.base import StoreError
 
 logger = logging.getLogger("django_idempotency")
 
-#: Why running records are kept unless the operator insists.
-RUNNING_WHY = (
-    "Deleting a running record lets a retry run the action a second time while the "
-    "first run may still be in progress."
-)
-
-_FILTER_FIELDS = ("state", "door", "scope", "q", "older")
+_RUNNING_WHY = RUNNING_WHY[0].upper() + RUNNING_WHY[1:] + "."
+_STATES = [s.value for s in STATES]
+_KINDS = sorted(k.value for k in Kind)
+# "door" is the kind filter's first name: old bookmarks keep working.
+_FILTER_FIELDS = ("state", "kind", "door", "scope", "q", "older")
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Row:
     age: str
     ttl: str
     size: int
-    door: str
+    kind: str
     scope: str
     key: str
     running: bool
@@ -72,15 +72,15 @@ class Row:
         """Format ``entry`` for display at time ``now`` (epoch ms)."""
         return cls(
             id=entry.record_id,
-            state=entry.state,
+            state=entry.state.value,
             status=entry.status,
             age=human_duration(entry.age_ms(now)),
             ttl=human_duration(entry.ttl_ms),
             size=entry.size,
-            door=entry.door_name,
+            kind=entry.kind.value,
             scope=entry.scope,
             key=entry.key,
-            running=entry.state == RUNNING,
+            running=entry.state is State.RUNNING,
         )
 
 
@@ -94,12 +94,14 @@ def _filters(data: QueryDict) -> tuple[Filters, dict[str, str], list[str]]:
             older = parse_duration(values["older"])
         except ValueError as exc:
             errors.append(str(exc))
-    state = values["state"] if values["state"] in STATES else ""
-    door = values["door"] if values["door"] in DOOR_CODES else ""
-    values.update(state=state, door=door)
+    state = values["state"] if values["state"] in _STATES else ""
+    kind = values["kind"] or values["door"]
+    kind = kind if kind in _KINDS else ""
+    values.update(state=state, kind=kind)
+    values.pop("door")
     filters = Filters(
         states=frozenset([state]) if state else frozenset(),
-        door=DOOR_CODES[door] if door else None,
+        kind=kind or None,
         scope=values["scope"] or None,
         search=values["q"] or None,
         older_than=older,
@@ -134,7 +136,7 @@ class IdempotencyKeyAdmin(_ModelAdmin):
 
     def inventory(self) -> Inventory:
         """The Redis-side view of the records."""
-        return Inventory(get_service().store, count=self.scan_count)
+        return Inventory(get_engine(), count=self.scan_count)
 
     def get_urls(self) -> list[URLPattern]:
         """Our own list, detail and purge views instead of the ORM-backed ones."""
@@ -186,7 +188,7 @@ class IdempotencyKeyAdmin(_ModelAdmin):
                 rows = [Row.of(e, now) for e in entries]
             except ValueError as exc:
                 errors.append(str(exc))
-            except RedisError as exc:
+            except StoreError as exc:
                 errors.append(f"Redis is unreachable or failed: {exc}")
         query = {k: v for k, v in values.items() if v}
         context = self._context(
@@ -195,13 +197,13 @@ class IdempotencyKeyAdmin(_ModelAdmin):
             rows=rows,
             errors=errors,
             values=values,
-            states=STATES,
-            doors=sorted(DOOR_CODES),
+            states=_STATES,
+            kinds=_KINDS,
             filtered=bool(query),
             filter_query=urlencode(query),
             next_url=("?" + urlencode({**query, "cursor": next_cursor})) if next_cursor else None,
             first_page=not request.GET.get("cursor"),
-            running_why=RUNNING_WHY,
+            running_why=_RUNNING_WHY,
             **(extra_context or {}),
         )
         return TemplateResponse(request, "admin/django_idempotency/key_list.html", context)
@@ -214,10 +216,10 @@ class IdempotencyKeyAdmin(_ModelAdmin):
             raise PermissionDenied
         inventory = self.inventory()
         try:
-            detail = inventory.get(inventory.redis_key(record_id))
+            detail = inventory.get(inventory.name_of(record_id))
         except ValueError:
             raise Http404("Not a record id.") from None
-        except RedisError as exc:
+        except StoreError as exc:
             messages.error(request, f"Redis is unreachable or failed: {exc}")
             return HttpResponseRedirect(self._url("changelist"))
         if detail is None:
@@ -233,17 +235,19 @@ class IdempotencyKeyAdmin(_ModelAdmin):
         return {
             "row": Row.of(entry, now),
             "entry": entry,
-            "fingerprint": entry.fingerprint if entry.fingerprint != "-" else "",
+            "fingerprint": entry.fingerprint,
+            "verified": detail.verified,
+            "problem": detail.problem,
             "created_at": iso_ms(entry.created_ms),
             "finished_at": iso_ms(entry.finished_ms),
-            "lease": human_duration(entry.ttl_ms) if entry.state == RUNNING else "",
+            "lease": human_duration(entry.ttl_ms) if entry.state is State.RUNNING else "",
             "headers": detail.headers,
             "body_label": "Body" if detail.headers is not None else "Payload",
             "body_size": len(detail.body),
             "body_text": detail.body_text(self.preview_bytes),
             "body_hex": detail.body[:256].hex(" "),
             "body_truncated": len(detail.body) > self.preview_bytes,
-            "running_why": RUNNING_WHY,
+            "running_why": _RUNNING_WHY,
         }
 
     # -- purge ---------------------------------------------------------------------------
@@ -267,7 +271,7 @@ class IdempotencyKeyAdmin(_ModelAdmin):
             return HttpResponseRedirect(self._url("changelist"))
         try:
             ids = [i for i in request.POST.getlist("_selected") if i]
-            keys = [inventory.redis_key(i) for i in ids]
+            keys = [inventory.name_of(i) for i in ids]
         except ValueError:
             raise Http404("Not a record id.") from None
         if not all_matching and not keys:
@@ -287,7 +291,7 @@ class IdempotencyKeyAdmin(_ModelAdmin):
             else:
                 entries = inventory.entries(keys)
                 planned = inventory.purge_entries(entries, dry_run=True)
-        except RedisError as exc:
+        except StoreError as exc:
             messages.error(request, f"Redis is unreachable or failed: {exc}")
             return HttpResponseRedirect(self._url("changelist"))
         now = now_ms()
@@ -302,7 +306,7 @@ class IdempotencyKeyAdmin(_ModelAdmin):
             matched=planned.matched,
             deletable=planned.deleted,
             running=planned.skipped_running,
-            running_why=RUNNING_WHY,
+            running_why=_RUNNING_WHY,
         )
         return TemplateResponse(
             request, "admin/django_idempotency/purge_confirmation.html", context
@@ -318,7 +322,7 @@ class IdempotencyKeyAdmin(_ModelAdmin):
         if result.skipped_running:
             messages.warning(
                 request,
-                f"Kept {result.skipped_running} running record(s). {RUNNING_WHY}",
+                f"Kept {result.skipped_running} running record(s). {_RUNNING_WHY}",
             )
         if result.changed:
             messages.warning(

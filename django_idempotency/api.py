@@ -3,59 +3,69 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .service import get_service
+from .conf import get_settings
+from .flows.call import CallFlow
+from .options import NONE, Overrides, named
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import CallKeywords
 
 T = TypeVar("T")
 
+_flow = CallFlow()
+_validated: dict[tuple[tuple[str, Any], ...], Overrides] = {}
 
-def run(
-    key: str | bytes,
-    action: Callable[[], T],
-    *,
-    namespace: str = "",
-    ttl: float | None = None,
-    lock_ttl: float | None = None,
-    wait_timeout: float | None = None,
-    should_ignore_error: Callable[[BaseException], bool] | None = None,
-    value_serializer: Any = None,
-    error_serializer: Any = None,
-    on_action_success: Callable[[Any, Any], None] | None = None,
-    on_action_error: Callable[[Any, BaseException], None] | None = None,
-    on_success_replay: Callable[[Any, Any], None] | None = None,
-    on_error_replay: Callable[[Any, BaseException], None] | None = None,
-) -> T:
-    """Run ``action()`` at most once per ``key`` (within ``namespace``) across processes.
+
+def call_options(options: CallKeywords | dict[str, Any], label: str) -> Overrides:
+    """``options`` validated as ``<label>(name=...)`` keywords (cached while hashable)."""
+    if not options:
+        return NONE
+    try:
+        cache_key = tuple(sorted(options.items()))
+        hash(cache_key)
+    except TypeError:
+        return Overrides.validate(options, "call", named(label))
+    overrides = _validated.get(cache_key)
+    if overrides is None:
+        overrides = Overrides.validate(options, "call", named(label))
+        if len(_validated) < 1024:
+            _validated[cache_key] = overrides
+    return overrides
+
+
+def run(key: str | bytes, action: Callable[[], T], **options: Unpack[CallKeywords]) -> T:
+    """Run ``action()`` at most once per ``key`` across processes.
 
     The first caller runs the action and its return value (or exception) is stored for
-    ``ttl`` seconds; concurrent callers wait up to ``wait_timeout`` and later callers
-    get the same value back, or the same exception re-raised. When
-    ``should_ignore_error(exc)`` is true the key is released instead, so the next call
-    runs the action again. ``None`` options take their ``settings.IDEMPOTENCY`` values.
+    ``ttl`` seconds; concurrent callers wait up to ``wait_timeout`` and later callers get
+    the same value back, or the same exception re-raised. When ``should_ignore_error(exc)``
+    is true the key is released instead, so the next call runs the action again.
+
+    Options (all validated before anything runs; ``None`` means the
+    ``settings.IDEMPOTENCY`` value): ``namespace``, ``ttl``, ``lock_ttl``,
+    ``wait_timeout``, ``conflict`` (``"wait"`` or ``"reject"``), ``durable``,
+    ``should_ignore_error``, ``value_serializer``, ``error_serializer``,
+    ``on_action_success``, ``on_action_error``, ``on_success_replay``,
+    ``on_error_replay``.
 
     Raises :class:`~django_idempotency.exceptions.IdempotencyTimeout` when waiting runs
-    out, :class:`~django_idempotency.exceptions.IdempotencyUnavailable` when Redis is
-    down (fail-closed), and :class:`~django_idempotency.exceptions.ResultNotStored`
+    out, :class:`~django_idempotency.exceptions.RequestInProgress` in ``reject`` mode,
+    :class:`~django_idempotency.exceptions.IdempotencyUnavailable` when Redis is down
+    (fail-closed), :class:`~django_idempotency.exceptions.RecordTampered` when the stored
+    record fails verification, and :class:`~django_idempotency.exceptions.ResultNotStored`
     when the action ran but its outcome could not be stored.
     """
-    return get_service().run(
-        key,
-        action,
-        namespace=namespace,
-        ttl=ttl,
-        lock_ttl=lock_ttl,
-        wait_timeout=wait_timeout,
-        should_ignore_error=should_ignore_error,
-        value_serializer=value_serializer,
-        error_serializer=error_serializer,
-        on_action_success=on_action_success,
-        on_action_error=on_action_error,
-        on_success_replay=on_success_replay,
-        on_error_replay=on_error_replay,
-    )
+    overrides = call_options(options, "run")
+    return _flow.run(key, action, overrides.call(get_settings()))
 
 
-async def arun(key: str | bytes, action: Callable[[], Awaitable[T]], **options: Any) -> T:
+async def arun(
+    key: str | bytes, action: Callable[[], Awaitable[T]], **options: Unpack[CallKeywords]
+) -> T:
     """Like :func:`run` for an ``action`` that returns an awaitable; same options."""
-    return await get_service().arun(key, action, **options)
+    overrides = call_options(options, "arun")
+    return await _flow.arun(key, action, overrides.call(get_settings()))

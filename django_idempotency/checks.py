@@ -35,10 +35,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 def check_redis(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E002: IDEMPOTENCY["REDIS"] names a cache alias that is not a django-redis cache."""
     from .conf import DEFAULTS
+    from .stores.redis.connection import cache_alias
 
     user = getattr(settings, "IDEMPOTENCY", None) or {}
-    target = user.get("REDIS", DEFAULTS["REDIS"]) if isinstance(user, dict) else None
-    if not isinstance(target, str) or "://" in target or "." in target:
+    target = cache_alias(user.get("REDIS", DEFAULTS["REDIS"]) if isinstance(user, dict) else None)
+    if target is None:
         return []
     cache = getattr(settings, "CACHES", {}).get(target)
     if cache is None:
@@ -99,6 +100,7 @@ def check_eviction_policy(app_configs: Any = None, **kwargs: Any) -> list[checks
     does not answer. On Redis Cluster every primary is asked.
     """
     from .conf import build
+    from .stores.redis.connection import memory_policies
 
     try:
         target = build(getattr(settings, "IDEMPOTENCY", None)).REDIS
@@ -110,7 +112,7 @@ def check_eviction_policy(app_configs: Any = None, **kwargs: Any) -> list[checks
 
     def probe() -> None:
         try:
-            answer["nodes"] = _memory_policies(target)
+            answer["nodes"] = memory_policies(target)
         except Exception as exc:
             answer["error"] = exc
 
@@ -151,37 +153,3 @@ def check_eviction_policy(app_configs: Any = None, **kwargs: Any) -> list[checks
             id="django_idempotency.W001",
         )
     ]
-
-
-def _memory_policies(target: Any) -> dict[str, tuple[str | None, int]]:
-    """``{node: (maxmemory_policy, maxmemory)}`` of the server(s) behind ``target``."""
-    import redis
-    from redis.cluster import RedisCluster
-
-    from .store import connect
-
-    if isinstance(target, str) and "://" in target:
-        # A throwaway client with short timeouts, not the app's shared one.
-        client = redis.Redis.from_url(
-            target, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT
-        )
-        try:
-            info = client.info("memory")
-        finally:
-            client.close()
-    else:
-        client = connect(target)
-        if isinstance(client, RedisCluster):
-            info = client.info("memory", target_nodes=RedisCluster.PRIMARIES)
-        else:
-            info = client.info("memory")
-    per_node = {"redis": info} if "maxmemory" in info else info
-    return {
-        str(node): (
-            None
-            if node_info.get("maxmemory_policy") is None
-            else str(node_info["maxmemory_policy"]),
-            int(node_info.get("maxmemory", 0)),
-        )
-        for node, node_info in per_node.items()
-    }

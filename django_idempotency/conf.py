@@ -1,23 +1,27 @@
 """``settings.IDEMPOTENCY`` read into one frozen, validated object.
 
-Every key, its default and its meaning lives in :data:`DEFAULTS` below, so this is
-the one place to look. The object is built once, on first use, and rebuilt when
-Django's ``setting_changed`` signal fires (``override_settings`` in tests).
+Every key, its default and its meaning lives in :data:`DEFAULTS` below, so this is the
+one place to look. Values are checked by the validators of :mod:`.options` (the same
+ones the doors' per-view options use), and every error names the key
+(``IDEMPOTENCY["LOCK_TTL"] must be ...``). The object is built once, on first use, and
+rebuilt when Django's ``setting_changed`` signal fires (``override_settings`` in tests).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from django.utils.module_loading import import_string
+
+from . import options as o
 
 SETTING_NAME = "IDEMPOTENCY"
 
@@ -26,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     # A django-redis cache alias, a redis:// / rediss:// / unix:// URL, or a callable
     # (or dotted path to one) returning a redis-py client, e.g. RedisCluster or Sentinel.
     "REDIS": "default",
+    # Optional callable (or dotted path) returning a redis.asyncio client for the asyncio
+    # doors; by default one is derived from REDIS.
+    "ASYNC_REDIS": None,
     # First part of every Redis key this app writes; must not contain braces.
     "KEY_PREFIX": "idem",
     # How long a finished record is kept and replayed (Stripe keeps 24 h).
@@ -36,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "WAIT_TIMEOUT": 10,
     # "wait": duplicates wait and replay; "reject": duplicates get 409 at once.
     "CONFLICT": "wait",
+    # Most duplicates one process lets wait at once; the excess gets 409 with Retry-After.
+    "MAX_WAITERS": None,
     # "fail_closed": Redis down -> 503, nothing runs; "fail_open": run unprotected, log a warning.
     "ON_REDIS_ERROR": "fail_closed",
     # Request header carrying the key.
@@ -51,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_BODY_BYTES": 1024 * 1024,
     # Callable (or dotted path) request -> scope string.
     "SCOPE": "django_idempotency.http.default_scope",
-    # Callable (or dotted path) request -> fingerprint string.
+    # Callable (or dotted path) request -> fingerprint (str or bytes).
     "FINGERPRINT": "django_idempotency.http.default_fingerprint",
     # Header added to replayed responses (value "true").
     "REPLAY_HEADER": "Idempotent-Replayed",
@@ -60,22 +69,26 @@ DEFAULTS: dict[str, Any] = {
     # Serializers (objects, classes or dotted paths) for run() return values and errors.
     "VALUE_SERIALIZER": "django_idempotency.serializers.JSONValueSerializer",
     "ERROR_SERIALIZER": "django_idempotency.serializers.JSONErrorSerializer",
+    # Payloads of at least this many bytes are compressed when that saves space (None: never).
+    "COMPRESS_MIN_BYTES": 1024,
+    # AES-GCM keys (urlsafe base64 of 16, 24 or 32 bytes): the first encrypts, all decrypt.
+    "ENCRYPTION_KEYS": (),
+    # Also keep responses in the database, in the view's own transaction (durable mode).
+    "DURABLE": False,
 }
-
-_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
-_UUID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-
 
 @dataclass(frozen=True)
 class IdempotencySettings:
     """The validated settings; obtain it with :func:`get_settings`."""
 
     REDIS: str | Callable[[], Any]
+    ASYNC_REDIS: Callable[[], Any] | None
     KEY_PREFIX: str
     TTL: float
     LOCK_TTL: float
     WAIT_TIMEOUT: float
-    CONFLICT: str
+    CONFLICT: o.Conflict
+    MAX_WAITERS: int | None
     ON_REDIS_ERROR: str
     HEADER: str
     METHODS: frozenset[str]
@@ -84,11 +97,14 @@ class IdempotencySettings:
     KEY_FORMAT: re.Pattern[str] | None
     MAX_BODY_BYTES: int
     SCOPE: Callable[..., str]
-    FINGERPRINT: Callable[..., str]
+    FINGERPRINT: Callable[..., str | bytes]
     REPLAY_HEADER: str
     STORE_SERVER_ERRORS: bool
     VALUE_SERIALIZER: Any
     ERROR_SERIALIZER: Any
+    COMPRESS_MIN_BYTES: int | None
+    ENCRYPTION_KEYS: tuple[bytes, ...]
+    DURABLE: bool
 
     @property
     def header_meta_key(self) -> str:
@@ -105,113 +121,69 @@ def _name(key: str) -> str:
     return f'{SETTING_NAME}["{key}"]'
 
 
-def _bad(key: str, what: str, value: Any) -> ImproperlyConfigured:
-    return ImproperlyConfigured(f"{_name(key)} must be {what}, got {value!r}")
-
-
-def seconds(key: str, value: Any) -> float:
-    """Validate a positive duration (number of seconds or timedelta) for setting ``key``."""
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise _bad(key, "a positive number of seconds", value)
-    return float(value)
-
-
-def _positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _bad(key, "a positive integer", value)
-    return value
-
-
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise _bad(key, "one of " + ", ".join(repr(c) for c in choices), value)
+        raise o.bad(where, "one of " + ", ".join(repr(c) for c in choices), value)
     return str(value)
 
 
-def _bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _bad(key, "True or False", value)
-    return value
-
-
-def _text(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise _bad(key, "a non-empty string", value)
-    return value
-
-
-def importable(key: str, value: Any) -> Any:
-    """Resolve a dotted path (or pass a callable/class through) for setting ``key``."""
-    if isinstance(value, str):
-        try:
-            return import_string(value)
-        except ImportError as exc:
-            raise ImproperlyConfigured(
-                f"{_name(key)} must be an importable dotted path, got {value!r} ({exc})"
-            ) from exc
-    if not callable(value):
-        raise _bad(key, "a callable or a dotted path to one", value)
-    return value
-
-
-def serializer(key: str, value: Any) -> Any:
-    """Resolve a serializer: an object with ``dumps``/``loads``, its class, or a dotted path."""
-    value = importable(key, value) if isinstance(value, str) else value
-    if isinstance(value, type):
-        value = value()
-    if not (callable(getattr(value, "dumps", None)) and callable(getattr(value, "loads", None))):
-        raise _bad(key, "a serializer with dumps() and loads() methods", value)
-    return value
-
-
-def methods(key: str, value: Any) -> frozenset[str]:
-    """Validate a collection of HTTP method names for setting ``key``."""
-    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
-        raise _bad(key, "a list of HTTP method names", value)
-    upper = {str(m).upper() for m in value}
-    unknown = upper - _METHODS
-    if unknown:
-        raise _bad(key, "a list of HTTP method names", sorted(unknown))
-    return frozenset(upper)
-
-
-def key_format(key: str, value: Any) -> re.Pattern[str] | None:
-    """Validate the optional key format: None, ``"uuid"`` or a regular expression."""
-    if value is None:
-        return None
-    if value == "uuid":
-        return re.compile(_UUID_RE)
-    if isinstance(value, re.Pattern):
-        return value
-    if isinstance(value, str):
-        try:
-            return re.compile(value)
-        except re.error as exc:
-            raise _bad(key, f'None, "uuid" or a valid regular expression ({exc})', value) from exc
-    raise _bad(key, 'None, "uuid" or a regular expression', value)
-
-
-def _redis(key: str, value: Any) -> str | Callable[[], Any]:
+def _redis(value: Any, where: str) -> str | Callable[[], Any]:
     if callable(value):
         return value  # type: ignore[no-any-return]
-    text = _text(key, value)
-    if "://" in text:
-        if not text.startswith(("redis://", "rediss://", "unix://")):
-            raise _bad(key, "a cache alias or a redis://, rediss:// or unix:// URL", text)
-        return text
-    if "." in text:
-        return importable(key, text)  # type: ignore[no-any-return]
-    return text
+    url = o.text(value, where)
+    if "://" in url:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise o.bad(where, "a cache alias or a redis://, rediss:// or unix:// URL", url)
+        return url
+    if "." in url:
+        return o.importable(url, where)  # type: ignore[no-any-return]
+    return url
 
 
-def _prefix(key: str, value: Any) -> str:
-    text = _text(key, value)
+def _prefix(value: Any, where: str) -> str:
+    prefix = o.text(value, where)
     # Braces would break the hash tag that keeps one record in one Cluster slot.
-    if any(c in text for c in "{}*?[]\\") or not text.isprintable() or " " in text:
-        raise _bad(key, "printable text without spaces, braces or glob characters", text)
-    return text
+    if any(c in prefix for c in "{}*?[]\\") or not prefix.isprintable() or " " in prefix:
+        raise o.bad(where, "printable text without spaces, braces or glob characters", prefix)
+    return prefix
+
+
+def _optional_positive_int(value: Any, where: str) -> int | None:
+    return None if value is None else o.positive_int(value, where)
+
+
+def _optional_factory(value: Any, where: str) -> Callable[[], Any] | None:
+    return None if value is None else o.importable(value, where)  # type: ignore[no-any-return]
+
+
+def _encryption_keys(value: Any, where: str) -> tuple[bytes, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise o.bad(where, "a list of keys (urlsafe base64 of 16, 24 or 32 bytes)", value)
+    keys: list[bytes] = []
+    for i, item in enumerate(value):
+        raw: bytes | None = None
+        if isinstance(item, bytes) and len(item) in (16, 24, 32):
+            raw = item
+        elif isinstance(item, str):
+            try:
+                raw = base64.urlsafe_b64decode(item.encode() + b"=" * (-len(item) % 4))
+            except (binascii.Error, ValueError):
+                raw = None
+        if raw is None or len(raw) not in (16, 24, 32):
+            raise o.InvalidOption(
+                f"{where}[{i}] must be urlsafe base64 of 16, 24 or 32 random bytes "
+                '(python -c "import base64, os; print(base64.urlsafe_b64encode('
+                'os.urandom(32)).decode())")'
+            )
+        keys.append(raw)
+    if keys:
+        try:
+            import cryptography  # noqa: F401
+        except ImportError:
+            raise o.InvalidOption(
+                f"{where} needs the cryptography package: pip install django-idempotency[encryption]"
+            ) from None
+    return tuple(keys)
 
 
 def build(user: Any) -> IdempotencySettings:
@@ -227,26 +199,37 @@ def build(user: Any) -> IdempotencySettings:
             f"known keys are {', '.join(sorted(DEFAULTS))}"
         )
     v = {**DEFAULTS, **user}
+
+    def check(key: str, validator: Callable[[Any, str], Any]) -> Any:
+        return validator(v[key], _name(key))
+
     return IdempotencySettings(
-        REDIS=_redis("REDIS", v["REDIS"]),
-        KEY_PREFIX=_prefix("KEY_PREFIX", v["KEY_PREFIX"]),
-        TTL=seconds("TTL", v["TTL"]),
-        LOCK_TTL=seconds("LOCK_TTL", v["LOCK_TTL"]),
-        WAIT_TIMEOUT=seconds("WAIT_TIMEOUT", v["WAIT_TIMEOUT"]),
-        CONFLICT=_choice("CONFLICT", v["CONFLICT"], ("wait", "reject")),
-        ON_REDIS_ERROR=_choice("ON_REDIS_ERROR", v["ON_REDIS_ERROR"], ("fail_closed", "fail_open")),
-        HEADER=_text("HEADER", v["HEADER"]),
-        METHODS=methods("METHODS", v["METHODS"]),
-        REQUIRED=_bool("REQUIRED", v["REQUIRED"]),
-        MAX_KEY_LENGTH=_positive_int("MAX_KEY_LENGTH", v["MAX_KEY_LENGTH"]),
-        KEY_FORMAT=key_format("KEY_FORMAT", v["KEY_FORMAT"]),
-        MAX_BODY_BYTES=_positive_int("MAX_BODY_BYTES", v["MAX_BODY_BYTES"]),
-        SCOPE=importable("SCOPE", v["SCOPE"]),
-        FINGERPRINT=importable("FINGERPRINT", v["FINGERPRINT"]),
-        REPLAY_HEADER=_text("REPLAY_HEADER", v["REPLAY_HEADER"]),
-        STORE_SERVER_ERRORS=_bool("STORE_SERVER_ERRORS", v["STORE_SERVER_ERRORS"]),
-        VALUE_SERIALIZER=serializer("VALUE_SERIALIZER", v["VALUE_SERIALIZER"]),
-        ERROR_SERIALIZER=serializer("ERROR_SERIALIZER", v["ERROR_SERIALIZER"]),
+        REDIS=check("REDIS", _redis),
+        ASYNC_REDIS=check("ASYNC_REDIS", _optional_factory),
+        KEY_PREFIX=check("KEY_PREFIX", _prefix),
+        TTL=check("TTL", o.duration),
+        LOCK_TTL=check("LOCK_TTL", o.duration),
+        WAIT_TIMEOUT=check("WAIT_TIMEOUT", o.duration),
+        CONFLICT=check("CONFLICT", o.conflict),
+        MAX_WAITERS=check("MAX_WAITERS", _optional_positive_int),
+        ON_REDIS_ERROR=check(
+            "ON_REDIS_ERROR", lambda x, w: _choice(x, w, ("fail_closed", "fail_open"))
+        ),
+        HEADER=check("HEADER", o.text),
+        METHODS=check("METHODS", o.methods),
+        REQUIRED=check("REQUIRED", o.boolean),
+        MAX_KEY_LENGTH=check("MAX_KEY_LENGTH", o.positive_int),
+        KEY_FORMAT=check("KEY_FORMAT", o.key_format),
+        MAX_BODY_BYTES=check("MAX_BODY_BYTES", o.positive_int),
+        SCOPE=check("SCOPE", o.importable),
+        FINGERPRINT=check("FINGERPRINT", o.importable),
+        REPLAY_HEADER=check("REPLAY_HEADER", o.text),
+        STORE_SERVER_ERRORS=check("STORE_SERVER_ERRORS", o.boolean),
+        VALUE_SERIALIZER=check("VALUE_SERIALIZER", o.serializer),
+        ERROR_SERIALIZER=check("ERROR_SERIALIZER", o.serializer),
+        COMPRESS_MIN_BYTES=check("COMPRESS_MIN_BYTES", o.optional_size),
+        ENCRYPTION_KEYS=check("ENCRYPTION_KEYS", _encryption_keys),
+        DURABLE=check("DURABLE", o.boolean),
     )
 
 
@@ -268,10 +251,14 @@ def on_reload(callback: Callable[[], None]) -> Callable[[], None]:
     return callback
 
 
+#: Django settings whose change invalidates what was built from them.
+_WATCHED = {SETTING_NAME, "CACHES", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "DATABASES"}
+
+
 @receiver(setting_changed)
 def _reload(*, setting: str, **kwargs: Any) -> None:
     global _cached
-    if setting in (SETTING_NAME, "CACHES"):
+    if setting in _WATCHED:
         _cached = None
         for callback in _listeners:
             callback()

@@ -78,7 +78,8 @@ class NotReplayable(IdempotencyError):
 
 
 class IdempotencyUnavailable(IdempotencyError):
-    """Redis could not be reached (or answered too slowly) and the policy is fail-closed."""
+    """Redis could not be reached (or answered too slowly, or is full) and the policy is
+    fail-closed: nothing ran."""
 
     status = 503
     title = "Idempotency store unavailable"
@@ -102,6 +103,20 @@ class ResultNotStored(IdempotencyError):
         super().__init__(detail)
         self.value = value
         self.error = error
+
+
+class RecordTampered(IdempotencyError):
+    """Critical: the stored record for this key failed verification.
+
+    It was altered in Redis, copied from another key, written by something other than
+    this app, or signed with a ``SECRET_KEY`` no longer configured. It is never replayed
+    and never causes the action to run again: the key stays refused until the record
+    expires or an operator purges it.
+    """
+
+    status = 500
+    title = "Stored response failed verification"
+    type_slug = "record-integrity"
 
 
 class ReplayedError(IdempotencyError):

@@ -1,6 +1,7 @@
-"""HTTP details: request -> key, scope and fingerprint; response <-> stored payload.
+"""HTTP details: request -> key, scope and fingerprint; errors -> problem+json.
 
-Nothing here talks to Redis or decides policy; :mod:`django_idempotency.service` does.
+Nothing here talks to a store or decides policy: the HTTP lifecycle
+(:mod:`django_idempotency.flows.http`) does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from .exceptions import IdempotencyError, InvalidKey, RequestInProgress
-from .store import compact_digest
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 #: Problem ``type`` URIs are tag URIs (RFC 4151): stable identifiers, not links.
@@ -78,36 +78,16 @@ def default_scope(request: HttpRequest) -> str:
     return "anonymous"
 
 
-def default_fingerprint(request: HttpRequest) -> str:
-    """SHA-256 of method, path, query string and body (first 128 bits, base64url)."""
-    digest = hashlib.sha256()
-    for part in (
-        (request.method or "").encode(),
-        request.path.encode(),
-        request.META.get("QUERY_STRING", "").encode("latin-1", "replace"),
-    ):
-        digest.update(b"%d:" % len(part))
-        digest.update(part)
-    digest.update(request.body)
-    return compact_digest(digest)
-
-
-def encode_response(response: HttpResponse) -> bytes:
-    """Status, kept headers and body bytes as one payload."""
-    headers = [[k, v] for k, v in response.items() if k.lower() not in SKIPPED_HEADERS]
-    head = json.dumps([response.status_code, headers], separators=(",", ":")).encode()
-    return head + b"\n" + response.content
-
-
-def decode_response(payload: bytes, replay_header: str) -> HttpResponse:
-    """Rebuild a stored response, marked with ``replay_header: true``."""
-    head, _, body = payload.partition(b"\n")
-    status, headers = json.loads(head)
-    response = HttpResponse(body, status=status)
-    for name, value in headers:
-        response[name] = value
-    response[replay_header] = "true"
-    return response
+def default_fingerprint(request: HttpRequest) -> bytes:
+    """128-bit BLAKE2b of method, path, query string and body (each length-prefixed)."""
+    method = (request.method or "").encode()
+    path = request.path.encode()
+    query = request.META.get("QUERY_STRING", "").encode("latin-1", "replace")
+    return hashlib.blake2b(
+        b"%d:%b%d:%b%d:%b" % (len(method), method, len(path), path, len(query), query)
+        + request.body,
+        digest_size=16,
+    ).digest()
 
 
 def problem_response(error: IdempotencyError) -> HttpResponse:

@@ -2,8 +2,8 @@
 
 A claim's record expires ``LOCK_TTL`` after its last renewal, so a crashed owner
 frees its keys; a slow but live owner must therefore renew. One thread renews all
-of the process's leases (pipelined per Redis client) at a third of their TTL,
-rather than one timer per call.
+of the process's leases (one batch per store) at a third of their TTL, rather than
+one timer per call. It speaks to the store through the storage seam only.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .store import RedisStore, Slot
+    from .stores.base import Slot, Store
 
 logger = logging.getLogger("django_idempotency")
 
@@ -27,21 +27,17 @@ class Lease:
 
     def __init__(
         self,
-        store: RedisStore,
+        store: Store,
         slot: Slot,
-        token: str,
+        token: bytes,
         lease_ms: int,
         *,
-        fingerprint: str = "",
-        created_ms: int = 0,
         on_lost: Callable[[Lease], None] | None = None,
     ) -> None:
         self.store = store
         self.slot = slot
         self.token = token
         self.lease_ms = lease_ms
-        self.fingerprint = fingerprint
-        self.created_ms = created_ms
         self.on_lost = on_lost
         self.lost = threading.Event()
         self.reported_lost = False
@@ -98,13 +94,13 @@ class LeaseKeeper:
             self._renew(due)
 
     def _renew(self, due: list[Lease]) -> None:
-        by_store: dict[RedisStore, list[Lease]] = defaultdict(list)
+        by_store: dict[Store, list[Lease]] = defaultdict(list)
         for lease in due:
             by_store[lease.store].append(lease)
         for store, leases in by_store.items():
             started = time.monotonic()
             try:
-                kept = store.renew([(x.slot.record_key, x.token, x.lease_ms) for x in leases])
+                kept = store.renew([(x.slot, x.token, x.lease_ms) for x in leases])
             except Exception:
                 # Redis trouble: try again soon; the lease expires if it lasts.
                 logger.warning(
@@ -123,7 +119,7 @@ class LeaseKeeper:
         lease.lost.set()
         logger.error(
             "idempotency lease lost for %s: another caller may run the action again",
-            lease.slot.record_key,
+            lease.slot.name,
         )
         if lease.on_lost is not None:
             lease.on_lost(lease)

@@ -1,14 +1,59 @@
-"""Fixtures: one private redis-server per test session, a clean database per test."""
+"""Fixtures: private redis-servers for the session, a clean database per test.
+
+Tests run on a single server unless marked ``@pytest.mark.topologies("single",
+"cluster")`` (or a module's ``pytestmark``): then they run once per topology, as
+django-redis runs its suite over its settings modules. The ``topology`` fixture
+starts what the test needs (a 3-primary cluster only when some test asks for it).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from redis.cluster import ClusterNode, RedisCluster
 
 from django_idempotency.testing import RedisServer
+
+from .support import topologies
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("topologies")
+    if marker is not None and "topology" in metafunc.fixturenames:
+        metafunc.parametrize("topology", marker.args, indirect=True)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """One Redis topology the app can be pointed at."""
+
+    name: str
+    #: What ``IDEMPOTENCY["REDIS"]`` is set to.
+    setting: str
+    #: A URL, for the single server only.
+    url: str | None
+    server: Any
+
+    def client(self) -> Any:
+        """A plain client on it (for the cluster: one that sees every primary)."""
+        if self.name == "cluster":
+            return topologies.WholeCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in self.server.startup_nodes]
+            )
+        return self.server.client()
+
+    def flush(self) -> None:
+        """Empty every node."""
+        client = self.client()
+        if self.name == "cluster":
+            client.flushall(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            client.flushall()
+        client.close()
 
 
 @pytest.fixture(scope="session")
@@ -19,33 +64,58 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[topologies.RedisClusterHarness]:
+    """A 3-primary Redis Cluster, started on first use."""
+    with topologies.RedisClusterHarness(3) as cluster:
+        topologies.NODES[:] = cluster.startup_nodes
+        yield cluster
+
+
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
-    """The server's URL, with an empty database for this test."""
-    client = redis_server.client()
-    client.flushall()
-    yield redis_server.url
+def topology(request: pytest.FixtureRequest) -> Topology | None:
+    """The topology this test runs on (``None`` for tests marked ``no_redis``)."""
+    if "no_redis" in request.keywords:
+        return None
+    name = getattr(request, "param", "single")
+    if name == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        return Topology("cluster", "tests.support.topologies.cluster_client", None, cluster)
+    server = request.getfixturevalue("redis_server")
+    return Topology("single", server.url, server.url, server)
+
+
+@pytest.fixture
+def redis_url(topology: Topology | None) -> str:
+    """The single server's URL (tests that need a URL run on the single server only)."""
+    assert topology is not None and topology.url is not None, "a single-server test"
+    return topology.url
+
+
+@pytest.fixture
+def redis_client(topology: Topology | None) -> Iterator[Any]:
+    """A plain client on the test's Redis (for inspecting what the app stored)."""
+    assert topology is not None
+    client = topology.client()
+    yield client
     client.close()
 
 
-@pytest.fixture
-def redis_client(redis_server: RedisServer, redis_url: str) -> Any:
-    """A plain redis-py client on the test server (for inspecting what the app stored)."""
-    return redis_server.client()
-
-
 @pytest.fixture(autouse=True)
-def idempotency_settings(request: pytest.FixtureRequest, settings: Any) -> Any:
-    """Point django-redis and the app at the test server (when the test uses Redis)."""
-    if "no_redis" in request.keywords:
+def idempotency_settings(
+    request: pytest.FixtureRequest, settings: Any, topology: Topology | None
+) -> Any:
+    """Point django-redis and the app at an empty Redis of the test's topology."""
+    if topology is None:
         return settings
-    url = request.getfixturevalue("redis_url")
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": url,
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 5},
+    topology.flush()
+    if topology.url is not None:
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": topology.url,
+                "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 5},
+            }
         }
-    }
-    settings.IDEMPOTENCY = {"REDIS": url, "LOCK_TTL": 5, "WAIT_TIMEOUT": 5}
+    settings.IDEMPOTENCY = {"REDIS": topology.setting, "LOCK_TTL": 5, "WAIT_TIMEOUT": 5}
     return settings

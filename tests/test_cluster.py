@@ -25,7 +25,7 @@ from django_idempotency import ResultNotStored, run
 from django_idempotency.service import get_service
 
 from . import test_doors, test_inspect
-from .redis_topologies import RedisClusterHarness
+from .support.topologies import RedisClusterHarness
 from .test_run import (  # noqa: F401  collected again, against the cluster
     Counter,
     test_64_threads_with_one_key_run_the_action_once,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .servers import migrate, serve, server_env
+from .support.servers import migrate, serve, server_env
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ import pytest
 
 from django_idempotency.testing import RedisServer
 
-from .servers import free_port
+from .support.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example_project"

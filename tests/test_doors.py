@@ -14,7 +14,7 @@ from django.test import Client
 
 from django_idempotency.http import PROBLEM_CONTENT_TYPE
 
-from . import views
+from .support import views
 
 DOORS = {"middleware": "/middleware/", "decorator": "/decorator/", "drf": "/drf/"}
 

@@ -21,7 +21,7 @@ from django_idempotency import IdempotencyUnavailable, ResultNotStored, checks, 
 from django_idempotency.http import PROBLEM_CONTENT_TYPE
 from django_idempotency.testing import RedisServer
 
-from . import views
+from .support import views
 
 pytestmark = pytest.mark.slow
 

@@ -33,7 +33,7 @@ from django_idempotency.store import (
     record_id,
 )
 
-from . import views
+from .support import views
 
 #: Every Redis key the app may write: a prefix, a hash tag of 32 hex digits, maybe ":w".
 KEY_NAME = re.compile(rb"idem:\{[A-Za-z0-9_-]{22}\}(:w)?")

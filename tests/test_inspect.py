@@ -39,7 +39,7 @@ from django_idempotency.store import (
 )
 from django_idempotency.testing import RedisServer
 
-from .redis_topologies import RedisClusterHarness
+from .support.topologies import RedisClusterHarness
 
 ROOT = Path(__file__).resolve().parent.parent
 BIG = 200_000
@@ -583,7 +583,7 @@ def test_redis_unreachable_is_a_command_error_with_exit_code_3(settings):
 def test_manage_py_prints_one_line_and_no_traceback_when_redis_is_down(tmp_path):
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DJANGO_SETTINGS_MODULE": "tests.support.settings",
         "REDIS_URL": "redis://127.0.0.1:1/0",
         "PYTHONPATH": str(ROOT),
         "TEST_DB_PATH": str(tmp_path / "db.sqlite3"),

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from django_idempotency.store import RUNNING, Record
 
-from . import views
+from .support import views
 
 keys = st.one_of(
     st.text(max_size=300),

@@ -24,10 +24,19 @@ from django_idempotency import (
     run,
 )
 from django_idempotency.conf import get_settings
-from django_idempotency.service import IdempotencyService, get_service
-from django_idempotency.store import RedisStore
+from django_idempotency.engine import Engine
+from django_idempotency.events import Door
+from django_idempotency.flights import Flights
+from django_idempotency.flows.call import CallFlow
+from django_idempotency.runtime import sealer_for
+from django_idempotency.stores.redis import RedisStore
 
-from . import workers
+from .support import workers
+from .support.records import CALL, name_of
+
+
+#: The tests also run on a 3-primary Redis Cluster.
+BOTH_TOPOLOGIES = pytest.mark.topologies("single", "cluster")
 
 
 class Counter:
@@ -47,6 +56,7 @@ class PaymentDeclined(Exception):
     pass
 
 
+@BOTH_TOPOLOGIES
 def test_second_call_replays_value_without_running_action():
     counter = Counter()
     first = run("order-1", lambda: {"charged": counter.bump()})
@@ -55,6 +65,7 @@ def test_second_call_replays_value_without_running_action():
     assert counter.n == 1
 
 
+@BOTH_TOPOLOGIES
 def test_64_threads_with_one_key_run_the_action_once():
     counter = Counter()
     barrier = threading.Barrier(64)
@@ -92,6 +103,7 @@ def test_4_processes_with_one_key_run_the_action_once(redis_url, redis_client):
     assert len({r["pid"] for r in results}) == 1
 
 
+@BOTH_TOPOLOGIES
 def test_error_is_stored_and_reraised_on_replay():
     counter = Counter()
 
@@ -107,6 +119,7 @@ def test_error_is_stored_and_reraised_on_replay():
     assert replay.value.args == first.value.args == ("card declined", 402)
 
 
+@BOTH_TOPOLOGIES
 def test_should_ignore_error_releases_the_key_so_the_next_call_runs():
     counter = Counter()
 
@@ -161,6 +174,7 @@ def test_callbacks_fire_for_success_error_and_both_replays():
     ]
 
 
+@BOTH_TOPOLOGIES
 @pytest.mark.parametrize(
     "a, b",
     [("a:b", "a_b"), ("x:y:z", "x:y"), (b"\x00\xff", b"\x00\xfe"), ("*", "?")],
@@ -170,26 +184,30 @@ def test_distinct_keys_never_share_a_record(a, b):
     assert run(b, lambda: "second") == "second"
 
 
+@BOTH_TOPOLOGIES
 def test_namespaces_separate_equal_keys_even_with_colons():
     assert run("k", lambda: 1, namespace="a:b") == 1
     assert run("b:k", lambda: 2, namespace="a") == 2
     assert run("k", lambda: 3, namespace="a:b") == 1
 
 
+@BOTH_TOPOLOGIES
 def test_redis_keys_never_contain_the_client_key(redis_client):
     run("secret-key-with-*-glob", lambda: 1)
     names = [k.decode() for k in redis_client.keys("*")]
     assert names and not any("secret" in n or "*" in n.split("{")[1] for n in names)
 
 
+@BOTH_TOPOLOGIES
 def test_record_expires_after_ttl_and_action_runs_again(redis_client):
     counter = Counter()
     run("short", counter.bump, ttl=0.3)
-    assert redis_client.pttl(get_service().store.slot("r", "", "short").record_key) <= 300
+    assert redis_client.pttl(name_of(CALL, "", "short")) <= 300
     time.sleep(0.45)
     assert run("short", counter.bump, ttl=0.3) == 2
 
 
+@BOTH_TOPOLOGIES
 def test_long_action_keeps_its_claim_through_renewal():
     counter = Counter()
     results: list[Any] = []
@@ -208,13 +226,14 @@ def test_long_action_keeps_its_claim_through_renewal():
     assert results == [later] == [1]
 
 
+@BOTH_TOPOLOGIES
 def test_late_finisher_whose_lease_was_lost_does_not_overwrite_new_owner(redis_client):
-    slot = get_service().store.slot("r", "", "fenced")
+    name = name_of(CALL, "", "fenced")
     newer: list[Any] = []
 
     def first_owner() -> str:
         # Simulate the lease running out under a stalled owner; a new caller takes over.
-        redis_client.delete(slot.record_key)
+        redis_client.delete(name)
         newer.append(run("fenced", lambda: "second owner"))
         return "first owner"
 
@@ -225,6 +244,7 @@ def test_late_finisher_whose_lease_was_lost_does_not_overwrite_new_owner(redis_c
     assert run("fenced", lambda: "third") == "second owner"
 
 
+@BOTH_TOPOLOGIES
 def test_waiter_is_woken_on_completion_not_by_polling():
     done_at: list[float] = []
 
@@ -243,6 +263,7 @@ def test_waiter_is_woken_on_completion_not_by_polling():
     assert woke_at - done_at[0] < 0.5  # a 1 s poll would have overshot
 
 
+@BOTH_TOPOLOGIES
 def test_waiter_times_out_with_idempotency_timeout():
     release = threading.Event()
     owner = threading.Thread(target=run, args=("stuck", lambda: release.wait(5)))
@@ -273,6 +294,7 @@ def test_sigkilled_owner_blocks_until_lease_expires_then_action_runs_again(redis
     assert run("crash", lambda: "second run", wait_timeout=5) == "second run"
 
 
+@BOTH_TOPOLOGIES
 def test_unserializable_result_is_never_run_twice():
     counter = Counter()
     with pytest.raises(ResultNotStored) as critical:
@@ -292,6 +314,7 @@ def test_keyboard_interrupt_releases_without_storing():
     assert run("ki", lambda: "ran again") == "ran again"
 
 
+@BOTH_TOPOLOGIES
 def test_arun_runs_a_coroutine_once_for_concurrent_callers():
     counter = Counter()
 
@@ -357,6 +380,7 @@ def test_wait_longer_than_socket_timeout_is_not_an_outage(settings, redis_url):
     assert results == ["done"]
 
 
+@BOTH_TOPOLOGIES
 def test_keeper_reports_a_lost_lease_once_with_the_signal(redis_client):
     from django_idempotency import signals
 
@@ -366,10 +390,10 @@ def test_keeper_reports_a_lost_lease_once_with_the_signal(redis_client):
         lost.append((kw["scope"], kw["key"]))
 
     signals.lease_lost.connect(receiver)
-    slot = get_service().store.slot("r", "ns", "stolen")
+    name = name_of(CALL, "ns", "stolen")
 
     def action() -> str:
-        redis_client.delete(slot.record_key)  # as if the lease had expired
+        redis_client.delete(name)  # as if the lease had expired
         time.sleep(0.5)  # the keeper renews at lock_ttl / 3 and finds it gone
         return "late"
 
@@ -381,20 +405,36 @@ def test_keeper_reports_a_lost_lease_once_with_the_signal(redis_client):
     assert lost == [("ns", "stolen")]
 
 
-class CountingRedis(redis.Redis):
-    """A real client that counts the commands it sends (the waiter's own connection)."""
+class CountingStore(RedisStore):
+    """A real store that counts the script calls it sends (the waiter's own commands)."""
 
     sent = 0
 
-    def execute_command(self, *args: Any, **options: Any) -> Any:
+    def _eval(self, *args: Any) -> Any:
         type(self).sent += 1
-        return super().execute_command(*args, **options)
+        return super()._eval(*args)
 
 
-def _waiter_service(redis_url: str) -> IdempotencyService:
-    CountingRedis.sent = 0
-    client = CountingRedis.from_url(redis_url)
-    return IdempotencyService(get_settings(), store=RedisStore(client, "idem"))
+class Waiter:
+    """A caller in this process that does not coalesce with its other callers."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        CountingStore.sent = 0
+        self.store = CountingStore(client, "idem")
+        self.engine = Engine(self.store, sealer_for(get_settings()), flights=Flights())
+        self.flow = CallFlow(Door.RUN, engine=self.engine)
+
+    def run(self, key: str, action: Any, **options: Any) -> Any:
+        from django_idempotency.api import call_options
+
+        return self.flow.run(key, action, call_options(options, "run").call(get_settings()))
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _waiter_service(redis_url: str) -> Waiter:
+    return Waiter(redis.Redis.from_url(redis_url))
 
 
 def _owner(key: str, seconds: float, lock_ttl: float) -> threading.Thread:
@@ -413,7 +453,8 @@ def test_woken_waiter_gets_the_record_with_its_wake_up(redis_url):
     owner = _owner("storm", 0.3, lock_ttl=5)
     assert waiter.run("storm", lambda: "waiter's") == "owner's"
     owner.join()
-    assert CountingRedis.sent <= 2  # the claim, then one BLMOVE that returns the record
+    # The claim, then one claim after the notification, which returns the record.
+    assert CountingStore.sent <= 2
 
 
 def test_waiter_commands_stay_bounded_however_often_the_lease_is_renewed(redis_url):
@@ -422,16 +463,16 @@ def test_waiter_commands_stay_bounded_however_often_the_lease_is_renewed(redis_u
     owner = _owner("renewed", 1.5, lock_ttl=0.2)
     assert waiter.run("renewed", lambda: "waiter's", wait_timeout=5) == "owner's"
     owner.join()
-    assert CountingRedis.sent <= 4  # claim, BLMOVE to the lease end, claim, BLMOVE
+    # Claim, a look at the lease's end, and one after the notification.
+    assert CountingStore.sent <= 4
 
 
 def test_waits_sliced_under_the_socket_timeout_do_not_claim_again(settings, redis_url):
     settings.IDEMPOTENCY = {"REDIS": redis_url, "WAIT_TIMEOUT": 5, "LOCK_TTL": 30}
-    CountingRedis.sent = 0
-    client = CountingRedis.from_url(redis_url + "?socket_timeout=0.3")
-    waiter = IdempotencyService(get_settings(), store=RedisStore(client, "idem"))
+    waiter = Waiter(redis.Redis.from_url(redis_url + "?socket_timeout=0.3"))
     owner = _owner("sliced-count", 1.0, lock_ttl=30)
     assert waiter.run("sliced-count", lambda: "waiter's") == "owner's"
     owner.join()
-    # One claim; then BLMOVEs of at most 0.15 s each until the wake-up: no re-claims.
-    assert CountingRedis.sent <= 1 + 1.0 / 0.15 + 1
+    # Waiting holds no connection, so the socket timeout cuts nothing: one claim, then
+    # one after the notification.
+    assert CountingStore.sent <= 1 + 1.0 / 0.15 + 1

@@ -29,8 +29,8 @@ from django_idempotency.service import get_service
 from django_idempotency.store import RedisStore
 from django_idempotency.testing import RedisServer
 
-from . import views
-from .redis_topologies import SentinelHarness
+from .support import views
+from .support.topologies import SentinelHarness
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from django.db import connection
 
-from . import views
-from .models import Execution
+from .support import views
+from .support.models import Execution
 
 
 @pytest.fixture

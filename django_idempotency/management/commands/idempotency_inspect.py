@@ -3,11 +3,12 @@
 Subcommands::
 
     list   [filters] [--limit N] [--json]
-    show   KEY [--scope S] [--door http|run] [--body-bytes N] [--json]
+    show   KEY [--scope S] [--kind http|run] [--body-bytes N] [--json]
     stats  [filters] [--sample N] [--json]
     purge  (KEY... [--scope S] | --all | filters) [--dry-run] [--yes] [--force]
 
-Filters: ``--state`` (repeatable), ``--scope``, ``--key-glob``, ``--door``,
+Filters: ``--state`` (repeatable), ``--scope``, ``--key-glob``, ``--kind`` (also
+spelled ``--door``),
 ``--older-than``. Every scan is a SCAN (never KEYS) that streams, so memory stays
 bounded on millions of records; see :mod:`django_idempotency.inventory`.
 
@@ -26,8 +27,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from ...engine import now_ms
 from ...inventory import (
-    DOOR_CODES,
+    RUNNING_WHY,
     Detail,
     Entry,
     Filters,
@@ -38,19 +40,18 @@ from ...inventory import (
     human_duration,
     iso_ms,
     parse_duration,
+    printable,
 )
-from ...service import get_service
-from ...store import RUNNING, STATES, RedisError, now_ms
+from ...records import STATES, Kind, State
+from ...runtime import get_engine
+from ...stores.base import StoreError
 
-#: Why a running record is only purged with ``--force``.
-RUNNING_WHY = (
-    "deleting a running record lets a retry run the action a second time "
-    "while the first run may still be in progress"
-)
+_KINDS = sorted(k.value for k in Kind)
+_STATES = [s.value for s in STATES]
 
-_COLUMNS = "{state:<12} {status:>6} {age:>8} {ttl:>8} {size:>8}  {door:<4}  {scope:<16} {key}"
+_COLUMNS = "{state:<12} {status:>6} {age:>8} {ttl:>8} {size:>8}  {kind:<4}  {scope:<16} {key}"
 _HEADER = _COLUMNS.format(
-    state="STATE", status="STATUS", age="AGE", ttl="TTL", size="SIZE", door="DOOR",
+    state="STATE", status="STATUS", age="AGE", ttl="TTL", size="SIZE", kind="KIND",
     scope="SCOPE", key="KEY",
 )  # fmt: skip
 
@@ -70,13 +71,6 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
-
-
-def _printable(text: str) -> str:
-    # run() keys may hold anything; never let one move the cursor of a terminal.
-    if text.isprintable():
-        return text
-    return text.encode("unicode_escape").decode("ascii")
 
 
 class Command(BaseCommand):
@@ -106,13 +100,13 @@ class Command(BaseCommand):
             help="The scope (user:<pk>, anonymous, a run() namespace). Without it every "
             "scope is searched with a SCAN.",
         )
-        p.add_argument("--door", choices=sorted(DOOR_CODES), help="http or run (default: both).")
+        self._add_kind(p, "http or run() records (default: both).")
         p.add_argument(
             "--body-bytes", type=_positive, default=2048, help="Body preview size (2048)."
         )
         p.add_argument("--json", action="store_true", help="Print a JSON array of records.")
 
-        p = sub.add_parser("stats", help="Exact counts by state and door, sampled memory use.")
+        p = sub.add_parser("stats", help="Exact counts by state and kind, compression, sampled memory use.")
         self._add_filters(p)
         p.add_argument(
             "--sample",
@@ -145,11 +139,11 @@ class Command(BaseCommand):
 
     def _add_filters(self, p: ArgumentParser) -> None:
         p.add_argument(
-            "--state", action="append", choices=STATES, help="Only this state (repeatable)."
+            "--state", action="append", choices=_STATES, help="Only this state (repeatable)."
         )
         p.add_argument("--scope", help="Only this scope (exact), e.g. user:42 or anonymous.")
         p.add_argument("--key-glob", help="Only keys matching this glob, e.g. 'order-*'.")
-        p.add_argument("--door", choices=sorted(DOOR_CODES), help="Only http or run() records.")
+        self._add_kind(p, "Only http or run() records.")
         p.add_argument(
             "--older-than", type=_duration, help="Only records created longer ago (90s, 1h, 2d)."
         )
@@ -157,18 +151,23 @@ class Command(BaseCommand):
             "--scan-count", type=_positive, default=1000, help="SCAN COUNT per round trip (1000)."
         )
 
+    @staticmethod
+    def _add_kind(p: ArgumentParser, help: str) -> None:
+        # --door was the option's first name; it stays for scripts that use it.
+        p.add_argument("--kind", "--door", dest="kind", choices=_KINDS, help=help)
+
     # -- dispatch ------------------------------------------------------------------------
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Run the subcommand; Redis failures become a one-line error, exit code 3."""
         self._progress_shown = False
-        inventory = Inventory(get_service().store, count=options.get("scan_count") or 1000)
+        inventory = Inventory(get_engine(), count=options.get("scan_count") or 1000)
         handler: Callable[[Inventory, dict[str, Any]], None] = getattr(
             self, "_" + options["subcommand"]
         )
         try:
             handler(inventory, options)
-        except RedisError as exc:
+        except StoreError as exc:
             self._end_progress()
             message = " ".join(str(exc).split()) or type(exc).__name__
             raise CommandError(f"Redis is unreachable or failed: {message}", returncode=3) from None
@@ -177,7 +176,7 @@ class Command(BaseCommand):
     def _filters(options: dict[str, Any]) -> Filters:
         return Filters(
             states=frozenset(options.get("state") or ()),
-            door=DOOR_CODES[options["door"]] if options.get("door") else None,
+            kind=options.get("kind"),
             scope=options.get("scope"),
             key_glob=options.get("key_glob"),
             older_than=options.get("older_than"),
@@ -248,9 +247,9 @@ class Command(BaseCommand):
                     age=human_duration(entry.age_ms(now)),
                     ttl=human_duration(entry.ttl_ms),
                     size=entry.size,
-                    door=entry.door_name,
-                    scope=_printable(entry.scope) or '""',
-                    key=_printable(entry.key),
+                    kind=entry.kind.value,
+                    scope=printable(entry.scope) or '""',
+                    key=printable(entry.key),
                 )
             )
             # One write per thousand lines: a write per line costs more than the scan.
@@ -265,8 +264,7 @@ class Command(BaseCommand):
     # -- show ----------------------------------------------------------------------------
 
     def _find(self, inventory: Inventory, key: str, options: dict[str, Any]) -> list[Detail]:
-        door = DOOR_CODES[options["door"]] if options.get("door") else None
-        return list(inventory.find(key, options.get("scope"), door))
+        return list(inventory.find(key, options.get("scope"), options.get("kind")))
 
     @staticmethod
     def _not_found(key: str, scope: str | None) -> str:
@@ -298,17 +296,17 @@ class Command(BaseCommand):
     def _show_one(self, detail: Detail, now: int, preview: int) -> None:
         e = detail.entry
         lines = [
-            ("redis key", e.redis_key),
-            ("door", e.door_name),
-            ("scope", _printable(e.scope) or '""'),
-            ("key", _printable(e.key)),
+            ("redis key", e.name),
+            ("kind", e.kind.value),
+            ("scope", printable(e.scope) or '""'),
+            ("key", printable(e.key)),
             ("state", e.state),
             ("status", str(e.status) if e.status is not None else "-"),
-            ("fingerprint", e.fingerprint if e.fingerprint != "-" else "(not compared)"),
+            ("fingerprint", e.fingerprint or "(not compared)"),
             ("created", f"{iso_ms(e.created_ms)} ({human_duration(e.age_ms(now))} ago)"),
             ("finished", iso_ms(e.finished_ms) or "-"),
         ]
-        if e.state == RUNNING:
+        if e.state is State.RUNNING:
             lines.append(("owner", f"{e.owner} (lease: {human_duration(e.ttl_ms)} left)"))
         else:
             lines.append(("ttl", human_duration(e.ttl_ms)))
@@ -318,8 +316,8 @@ class Command(BaseCommand):
         if detail.headers is not None:
             self.stdout.write("headers:")
             for name, value in detail.headers:
-                self.stdout.write(f"  {name}: {_printable(value)}")
-        if e.state == RUNNING and not detail.body:
+                self.stdout.write(f"  {name}: {printable(value)}")
+        if e.state is State.RUNNING and not detail.body:
             return
         text = detail.body_text(preview)
         label = "body" if detail.headers is not None else "payload"
@@ -346,7 +344,7 @@ class Command(BaseCommand):
         write(f"records: {stats.total:,} (of {stats.scanned:,} keys scanned)")
         for state, count in stats.by_state.items():
             write(f"  {state:<14}{count:>12,}")
-        write("by door: " + ", ".join(f"{d} {n:,}" for d, n in stats.by_door.items()))
+        write("by kind: " + ", ".join(f"{d} {n:,}" for d, n in stats.by_kind.items()))
         write(f"stored bytes: {stats.stored_bytes:,} ({human_bytes(stats.stored_bytes)})")
         if stats.memory_sampled:
             write(
@@ -363,8 +361,8 @@ class Command(BaseCommand):
         keys: list[str] = options["keys"]
         filters = self._filters(options)
         force, dry_run = options["force"], options["dry_run"]
-        # With KEYs, --scope and --door say where to look them up; other filters do not mix.
-        key_lookup = Filters(scope=filters.scope, door=filters.door)
+        # With KEYs, --scope and --kind say where to look them up; other filters do not mix.
+        key_lookup = Filters(scope=filters.scope, kind=filters.kind)
         if keys and (options["all"] or filters != key_lookup):
             raise CommandError("Give KEYs, or --all, or filters: not several of them.")
         if options["all"] and not filters.selects_everything:
@@ -372,9 +370,9 @@ class Command(BaseCommand):
         if not keys and not options["all"] and filters.selects_everything:
             raise CommandError(
                 "Say what to purge: KEY..., --all, or filters "
-                "(--state, --scope, --key-glob, --door, --older-than)."
+                "(--state, --scope, --key-glob, --kind, --older-than)."
             )
-        if filters.states == {RUNNING} and not force:
+        if filters.states == {State.RUNNING.value} and not force:
             raise CommandError(f"Purging running records needs --force: {RUNNING_WHY}.")
 
         missing: list[str] = []

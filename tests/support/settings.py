@@ -12,7 +12,7 @@ SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 USE_TZ = True
-ROOT_URLCONF = "tests.urls"
+ROOT_URLCONF = "tests.support.urls"
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
@@ -24,7 +24,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "rest_framework",
     "django_idempotency",
-    "tests",
+    "tests.support",
 ]
 
 MIDDLEWARE = [

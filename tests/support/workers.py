@@ -9,7 +9,7 @@ from typing import Any
 
 def _setup(redis_url: str, lock_ttl: float) -> Any:
     os.environ["REDIS_URL"] = redis_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.support.settings")
     import django
     from django.conf import settings
 

@@ -3,7 +3,7 @@
 -- ARGV[1] owner token   ARGV[2] lease in ms
 -- Returns 1, or 0 when the token no longer owns the record (the lease was lost).
 local record = redis.call('GET', KEYS[1])
-if not record or string.match(record, '^%S+ (%S+) ') ~= ARGV[1] then
+if not record or string.byte(record, 1) ~= 82 or string.sub(record, 5, 16) ~= ARGV[1] then
   return 0
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])

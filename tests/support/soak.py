@@ -1,6 +1,6 @@
 """Soak: mixed traffic against gunicorn (4 workers), then exactly-once assertions.
 
-    python -m tests.soak --duration 60        # or: make soak DURATION=60
+    python -m tests.support.soak --duration 60        # or: make soak DURATION=60
 
 Starts a private Redis and gunicorn on the test project, and for ``--duration``
 seconds ``--clients`` threads send a mix of requests to ``POST /db/`` (a view
@@ -261,7 +261,7 @@ def soak(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.support.soak", description=__doc__)
     parser.add_argument("--duration", type=float, default=60.0, help="Seconds of traffic (60).")
     parser.add_argument("--clients", type=int, default=8, help="Client threads (8).")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (4).")

@@ -573,3 +573,38 @@ def _sentinel_state(raw: Any) -> dict[str, Any]:
         "flags": set(fields.get("flags", "").split(",")),
         "address": (fields.get("ip", ""), int(fields.get("port", -1))),
     }
+
+
+# -- the suite's cluster, as a project would configure it -------------------------------
+
+#: Where the session's cluster listens; set by the ``redis_cluster`` fixture (and in
+#: spawned children by whoever starts them).
+NODES: list[tuple[str, int]] = []
+SOCKET_TIMEOUT = 5.0
+
+
+def cluster_client() -> RedisCluster:
+    """An ``IDEMPOTENCY["REDIS"]`` factory: one node is enough to discover the rest."""
+    host, port = NODES[0]
+    return RedisCluster(
+        host=host, port=port, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=2
+    )
+
+
+def short_timeout_cluster_client() -> RedisCluster:
+    """The same with a socket timeout far shorter than a wait."""
+    host, port = NODES[0]
+    return RedisCluster(host=host, port=port, socket_timeout=0.3, socket_connect_timeout=2)
+
+
+class WholeCluster(RedisCluster):
+    """A cluster client whose KEYS, SCAN_ITER and DBSIZE cover every primary, as tests assume.
+
+    (``RedisCluster`` sends them to one random node.)
+    """
+
+    def keys(self, pattern: Any = "*", **kwargs: Any) -> Any:
+        return super().keys(pattern, target_nodes=self.PRIMARIES, **kwargs)
+
+    def dbsize(self, **kwargs: Any) -> Any:
+        return super().dbsize(target_nodes=self.PRIMARIES)

@@ -1,4 +1,4 @@
-"""Serializers for ``run()`` return values and errors.
+"""The default serializers: JSON values, and errors rebuilt from classes already imported.
 
 Data read from Redis is never unpickled: values are JSON, and errors are rebuilt
 only from classes already imported in this process (never by importing a module
@@ -10,29 +10,9 @@ from __future__ import annotations
 import builtins
 import json
 import sys
-from typing import Any, Protocol
+from typing import Any
 
-from .exceptions import ReplayedError
-
-
-class ValueSerializer(Protocol):
-    """Turns an action's return value into bytes and back."""
-
-    def dumps(self, value: Any) -> bytes:
-        """Serialize ``value``; raise ``TypeError``/``ValueError`` when it cannot be."""
-
-    def loads(self, data: bytes) -> Any:
-        """Rebuild a value from :meth:`dumps` output."""
-
-
-class ErrorSerializer(Protocol):
-    """Turns an action's exception into bytes and back into an exception."""
-
-    def dumps(self, error: BaseException) -> bytes:
-        """Serialize ``error``."""
-
-    def loads(self, data: bytes) -> BaseException:
-        """Rebuild an exception from :meth:`dumps` output."""
+from ..exceptions import ReplayedError
 
 
 class JSONValueSerializer:

@@ -24,7 +24,7 @@ def free_port() -> int:
 def server_env(redis_url: str, db_path: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="tests.settings",
+        DJANGO_SETTINGS_MODULE="tests.support.settings",
         REDIS_URL=redis_url,
         TEST_DB_PATH=str(db_path),
         PYTHONPATH=str(ROOT),
@@ -50,7 +50,7 @@ def serve(kind: str, env: dict[str, str], workers: int = 4) -> Iterator[int]:
     if kind == "gunicorn":
         cmd = [
             str(bin_dir / "gunicorn"),
-            "tests.wsgi:application",
+            "tests.support.wsgi:application",
             "-w",
             str(workers),
             "-b",
@@ -63,7 +63,7 @@ def serve(kind: str, env: dict[str, str], workers: int = 4) -> Iterator[int]:
     else:
         cmd = [
             str(bin_dir / "uvicorn"),
-            "tests.asgi:application",
+            "tests.support.asgi:application",
             "--workers",
             str(workers),
             "--host",

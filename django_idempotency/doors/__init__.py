@@ -1,4 +1,6 @@
-"""What the three HTTP doors share: markers on views and requests.
+"""The doors: framework glue onto the two lifecycles, one module per framework.
+
+What the HTTP doors share lives here: markers on views and requests.
 
 A request is handled by exactly one door: the one closest to the view. The
 middleware steps aside for views that carry a decorator or the DRF mixin, and a

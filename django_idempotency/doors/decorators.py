@@ -1,0 +1,87 @@
+"""``@idempotent_view`` and ``@idempotency_exempt`` for function views.
+
+Class-based views use ``method_decorator(idempotent_view(...), name="dispatch")``.
+Arguments are validated when the view is decorated; those left as ``None`` take their
+``settings.IDEMPOTENCY`` values at request time, so ``override_settings`` keeps working.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any, Literal, TypeVar, overload
+
+from asgiref.sync import iscoroutinefunction
+
+from ..events import Door
+from ..flows.http import HttpFlow
+from ..options import Overrides, named
+from . import DOOR_ATTR, EXEMPT_ATTR, take
+
+V = TypeVar("V", bound=Callable[..., Any])
+Duration = float | int | timedelta
+
+
+def idempotency_exempt(view: V) -> V:
+    """Mark ``view`` so that ``IdempotencyMiddleware`` leaves it alone."""
+    setattr(view, EXEMPT_ATTR, True)
+    return view
+
+
+@overload
+def idempotent_view(view: V) -> V: ...
+
+
+@overload
+def idempotent_view(
+    view: None = None,
+    *,
+    required: bool | None = None,
+    ttl: Duration | None = None,
+    lock_ttl: Duration | None = None,
+    wait_timeout: Duration | None = None,
+    methods: Iterable[str] | None = None,
+    scope: Callable[..., str] | str | None = None,
+    fingerprint: Callable[..., str | bytes] | str | None = None,
+    conflict: Literal["wait", "reject"] | None = None,
+    durable: bool | None = None,
+) -> Callable[[V], V]: ...
+
+
+def idempotent_view(view: V | None = None, **options: Any) -> V | Callable[[V], V]:
+    """Make a function view idempotent; use bare or with per-view overrides.
+
+    Overrides: ``required``, ``ttl``, ``lock_ttl``, ``wait_timeout``, ``methods``,
+    ``scope``, ``fingerprint``, ``conflict``, ``durable``. A bad value raises
+    ``ImproperlyConfigured`` here, naming it (``@idempotent_view(ttl=...)``).
+    """
+    flow = HttpFlow(
+        Door.DECORATOR, Overrides.validate(options, "http", named("@idempotent_view"))
+    )
+
+    def decorate(view: V) -> V:
+        if iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+                if not take(request):
+                    return await view(request, *args, **kwargs)
+                return await flow.aguard(request, lambda: view(request, *args, **kwargs))
+
+            wrapper: Any = async_wrapper
+        else:
+
+            @functools.wraps(view)
+            def sync_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+                if not take(request):
+                    return view(request, *args, **kwargs)
+                return flow.guard(request, lambda: view(request, *args, **kwargs))
+
+            wrapper = sync_wrapper
+        setattr(wrapper, DOOR_ATTR, True)
+        return wrapper  # type: ignore[no-any-return]
+
+    if view is not None:
+        return decorate(view)
+    return decorate

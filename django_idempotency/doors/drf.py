@@ -1,0 +1,116 @@
+"""``IdempotentMixin`` for DRF views and viewsets (imports DRF).
+
+DRF authenticates inside the view, after every middleware, so this door claims the key
+in ``initial()`` (after authentication, permissions and throttling, so the default scope
+is DRF's user) and stores the rendered response in ``finalize_response()``. Its class
+attributes are validated when the class is created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+from django.http import HttpResponseBase
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from ..events import Door
+from ..flows.http import HttpFlow, Ticket
+from ..options import InvalidOption, Overrides, attributes, keyed
+from . import DOOR_ATTR, take
+
+
+class _Answer(Exception):
+    """Carries a replay or problem response out of ``initial()``."""
+
+    def __init__(self, response: HttpResponseBase) -> None:
+        super().__init__("idempotency answer")
+        self.response = response
+
+
+class IdempotentMixin:
+    """Make a DRF view or viewset idempotent.
+
+    Class attributes (``None`` = the ``settings.IDEMPOTENCY`` value):
+
+    - ``idempotency_methods``: HTTP methods covered.
+    - ``idempotency_actions``: viewset actions covered (e.g. ``{"create"}``); ``None``
+      covers every action whose method is covered.
+    - ``idempotency_required``: refuse covered requests without a key (400).
+    - ``idempotency_options``: further options: ``ttl``, ``lock_ttl``, ``wait_timeout``,
+      ``conflict``, ``scope``, ``fingerprint``, ``durable``.
+    """
+
+    idempotency_methods: Iterable[str] | None = None
+    idempotency_actions: Iterable[str] | None = None
+    idempotency_required: bool | None = None
+    idempotency_options: Mapping[str, Any] = {}
+
+    _idempotency_flow: ClassVar[HttpFlow] = HttpFlow(Door.DRF)
+    _idempotency_actions: ClassVar[frozenset[str] | None] = None
+    _idempotency_ticket: Ticket | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        setattr(cls, DOOR_ATTR, True)
+        label = cls.__qualname__
+        options = cls.idempotency_options
+        if not isinstance(options, Mapping):
+            raise InvalidOption(
+                f"{label}.idempotency_options must be a dict of options, got {options!r}"
+            )
+        merged = Overrides.validate(options, "http", keyed(f"{label}.idempotency_options"))
+        from_attributes = Overrides.validate(
+            {"methods": cls.idempotency_methods, "required": cls.idempotency_required},
+            "http",
+            attributes(label, "idempotency_"),
+        )
+        cls._idempotency_flow = HttpFlow(
+            Door.DRF, Overrides({**merged.values, **from_attributes.values})
+        )
+        actions = cls.idempotency_actions
+        if actions is not None and (
+            isinstance(actions, str) or not all(isinstance(a, str) for a in actions)
+        ):
+            raise InvalidOption(
+                f"{label}.idempotency_actions must be a set of action names, got {actions!r}"
+            )
+        cls._idempotency_actions = None if actions is None else frozenset(actions)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """After DRF's authentication, permissions and throttling: claim the key."""
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        actions = self._idempotency_actions
+        if actions is not None and getattr(self, "action", None) not in actions:
+            return
+        if not take(request):
+            return
+        begun = self._idempotency_flow.begin(request)
+        if begun.response is not None:
+            raise _Answer(begun.response)
+        self._idempotency_ticket = begun.ticket
+
+    def handle_exception(self, exc: Exception) -> HttpResponseBase:
+        """Send replays and problems as they are; release the key on unhandled errors."""
+        if isinstance(exc, _Answer):
+            return exc.response
+        try:
+            return super().handle_exception(exc)  # type: ignore[misc,no-any-return]
+        except BaseException:
+            ticket, self._idempotency_ticket = self._idempotency_ticket, None
+            if ticket is not None:
+                self._idempotency_flow.abort(ticket)
+            raise
+
+    def finalize_response(
+        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        """Render the response and store it (after the transaction commits, if any)."""
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        ticket, self._idempotency_ticket = self._idempotency_ticket, None
+        if ticket is None:
+            return response
+        if isinstance(response, Response):
+            response.render()
+        return self._idempotency_flow.finish(ticket, response)

@@ -1,0 +1,647 @@
+"""The engine: claim, wait, fence, complete and release. Every rule, for every door.
+
+Transport-neutral: the HTTP lifecycle and the ``run()`` lifecycle (:mod:`.flows`) turn
+requests and calls into the engine's terms (a kind, a scope, a key, a fingerprint),
+and the engine speaks to a store only through :mod:`.stores.base`.
+
+The rules:
+
+* **Claim** in one atomic step: create a running record holding a fencing token and a
+  lease, or find the record already there. A final record is returned (after checking
+  its MAC, and that the fingerprint matches: else 422); a running one means a
+  concurrent duplicate.
+* **Coalesce** locally: duplicates inside this process follow the first local caller
+  (:mod:`.flights`) and send nothing to the store.
+* **Wait** for a concurrent owner by notification (:class:`~.stores.base.Notifier`), up
+  to the wait timeout; the first wait ends when the owner's lease would, so a crashed
+  owner is noticed, and the record is looked at again after every wake-up. ``reject``
+  mode refuses at once; ``MAX_WAITERS`` bounds how many wait per process.
+* **Lease**: one keeper thread renews every held claim at a third of its lease.
+* **Complete** or **release** only while the token still owns the record (a late
+  finisher never overwrites a newer owner), once per claim. Local followers get the
+  final record even when storing it failed. A completion never fails because the
+  connection pool is busy: it retries until half its lease has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from . import events
+from .events import Door, Outcome, StoreOp
+from .exceptions import (
+    FingerprintMismatch,
+    IdempotencyTimeout,
+    RecordTampered,
+    RequestInProgress,
+    ResultNotStored,
+)
+from .flights import RETRY, Flight, Flights
+from .flights import flights as process_flights
+from .lease import Lease, LeaseKeeper, get_keeper
+from .options import Conflict
+from .records import IntegrityError, Kind, Record, Sealer, State, record_id, text_bytes
+from .stores.base import ClaimReply, Slot, Store, StoreBusy, StoreError
+
+logger = logging.getLogger("django_idempotency")
+
+T = TypeVar("T")
+
+#: A waiter looks at a running record at least this often before its lease check.
+MIN_RECHECK = 0.05
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, as stored in records."""
+    return int(time.time() * 1000)
+
+
+def ms(seconds: float) -> int:
+    """Seconds as whole milliseconds (at least 1)."""
+    return max(int(seconds * 1000), 1)
+
+
+class _Tokens:
+    """Fencing tokens: 12 bytes, unique per claim across processes, without a syscall each.
+
+    A random per-process prefix (drawn again in a forked child) plus a counter;
+    ``os.urandom`` per claim cost more than the rest of the claim's Python work.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = secrets.token_bytes(8)
+        self.counter = itertools.count()
+
+    def __call__(self) -> bytes:
+        return self.prefix + (next(self.counter) & 0xFFFFFFFF).to_bytes(4, "big")
+
+
+_new_token = _Tokens()
+
+
+@dataclass(eq=False)
+class Claim:
+    """A claimed record: the action may run; :meth:`Engine.complete` or ``release`` follows."""
+
+    slot: Slot
+    kind: Kind
+    door: Door
+    #: Scope and key as the caller gave them (for events), and as stored.
+    label: tuple[str | bytes, str | bytes]
+    scope: bytes
+    key: bytes
+    fingerprint: bytes
+    token: bytes
+    lease: Lease
+    created_ms: int
+    flight: Flight | None = None
+    settled: bool = False
+    reported_lost: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A final record, found at once (``waited`` is ``None``) or after waiting."""
+
+    record: Record
+    waited: float | None = None
+
+
+class Engine:
+    """Every rule of the contract, over one store; shared by all doors of a process."""
+
+    def __init__(
+        self,
+        store: Store,
+        sealer: Sealer,
+        *,
+        max_waiters: int | None = None,
+        flights: Flights | None = None,
+        keeper: LeaseKeeper | None = None,
+    ) -> None:
+        self.store = store
+        self.sealer = sealer
+        self.max_waiters = max_waiters
+        self.flights = flights if flights is not None else process_flights
+        self._keeper = keeper
+        self._lock = threading.Lock()
+        self._waiting = 0
+        # Subscribed before the first duplicate waits, so its wait is covered at once.
+        store.notifier.start()
+
+    @property
+    def keeper(self) -> LeaseKeeper:
+        """The lease keeper (the process's own unless one was given)."""
+        return self._keeper if self._keeper is not None else get_keeper()
+
+    def slot(self, kind: Kind, scope: str | bytes, key: str | bytes) -> Slot:
+        """Where the record of ``key`` in ``scope`` lives."""
+        return self.store.slot(record_id(kind, scope, key))
+
+    # -- deciding on what a claim found ---------------------------------------------------
+
+    def _judge(
+        self,
+        attempt: _Attempt,
+        reply: ClaimReply,
+        deadline: float,
+        conflict: Conflict,
+        lease_checked: bool,
+    ) -> Found | float:
+        """A final record found, or how long to wait; raises the refusals."""
+        assert reply.record is not None
+        try:
+            record = self.sealer.open(attempt.slot.rid, reply.record)
+        except IntegrityError as exc:
+            events.emit(Outcome.INTEGRITY_FAILED, attempt.door, *attempt.label, detail=str(exc))
+            raise RecordTampered(
+                "The stored response for this key failed its integrity check, so it is "
+                "neither replayed nor run again. Use a new key for a new request."
+            ) from exc
+        # A different scope or key under this id would be an id collision: refuse it too.
+        if (attempt.fingerprint and record.fingerprint != attempt.fingerprint) or (
+            record.scope != attempt.scope or record.key != attempt.key
+        ):
+            raise FingerprintMismatch(
+                "This key was already used with a different request "
+                "(method, path, query string or body)."
+            )
+        since = attempt.waiting_since
+        waited = None if since is None else time.monotonic() - since
+        if record.state is not State.RUNNING:
+            return Found(record, waited)
+        retry_after = max(1, -(-reply.lease_left_ms // 1000))
+        if conflict is Conflict.REJECT:
+            raise RequestInProgress(
+                "A request with this key is still being processed; retry later.",
+                retry_after=retry_after,
+            )
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise IdempotencyTimeout(
+                "The first request with this key did not finish within "
+                f"{attempt.wait_timeout:g} s.",
+                retry_after=retry_after,
+                waited=waited,
+            )
+        if since is None:
+            self._start_waiting(attempt, retry_after)
+        # The first wait ends when the owner's lease would run out, so an owner that
+        # crashed is noticed; an owner seen renewing is trusted until the deadline.
+        if lease_checked:
+            return left
+        return min(left, max(reply.lease_left_ms / 1000, MIN_RECHECK))
+
+    def _start_waiting(self, attempt: _Attempt, retry_after: int) -> None:
+        with self._lock:
+            if self.max_waiters is not None and self._waiting >= self.max_waiters:
+                raise RequestInProgress(
+                    "Too many requests are waiting for concurrent duplicates in this "
+                    "process; retry later.",
+                    retry_after=retry_after,
+                )
+            self._waiting += 1
+        attempt.waiting_since = time.monotonic()
+
+    def _stop_waiting(self, attempt: _Attempt) -> None:
+        if attempt.waiting_since is not None:
+            with self._lock:
+                self._waiting -= 1
+
+    def _claimed(self, attempt: _Attempt, created: int) -> Claim:
+        lease = Lease(self.store, attempt.slot, attempt.token, attempt.lease_ms)
+        claim = Claim(
+            slot=attempt.slot,
+            kind=attempt.kind,
+            door=attempt.door,
+            label=attempt.label,
+            scope=attempt.scope,
+            key=attempt.key,
+            fingerprint=attempt.fingerprint,
+            token=attempt.token,
+            lease=lease,
+            created_ms=created,
+        )
+        lease.on_lost = lambda _lease: self.lease_lost(claim)
+        self.keeper.hold(lease)
+        return claim
+
+    def _follow_or_lead(self, attempt: _Attempt) -> tuple[Flight | None, bool]:
+        joined = self.flights.join(attempt.slot.rid, attempt.fingerprint)
+        if joined is None:
+            return None, True
+        return joined
+
+    def _followed(self, attempt: _Attempt, outcome: Any, started: float) -> Found | None:
+        """What a follower got from its flight: a record, or ``None`` to try again."""
+        if outcome is None:
+            raise IdempotencyTimeout(
+                "The first request with this key did not finish within "
+                f"{attempt.wait_timeout:g} s.",
+                retry_after=max(1, -(-attempt.lease_ms // 1000)),
+                waited=time.monotonic() - started,
+            )
+        if outcome is RETRY:
+            return None
+        return Found(outcome, time.monotonic() - started)
+
+    # -- acquiring (blocking) -------------------------------------------------------------
+
+    def acquire(
+        self,
+        kind: Kind,
+        door: Door,
+        scope: str | bytes,
+        key: str | bytes,
+        fingerprint: bytes,
+        *,
+        lock_ttl: float,
+        wait_timeout: float,
+        conflict: Conflict,
+    ) -> Claim | Found:
+        """Claim the record, or return the final one (waiting for a concurrent owner).
+
+        Raises :class:`FingerprintMismatch`, :class:`RequestInProgress`,
+        :class:`IdempotencyTimeout`, :class:`RecordTampered` and
+        :class:`~.stores.base.StoreError`.
+        """
+        attempt = _Attempt(self, kind, door, scope, key, fingerprint, lock_ttl, wait_timeout)
+        deadline = time.monotonic() + wait_timeout
+        while True:
+            flight, leading = self._follow_or_lead(attempt)
+            if not leading:
+                assert flight is not None
+                if conflict is Conflict.REJECT:
+                    raise RequestInProgress(
+                        "A request with this key is still being processed; retry later.",
+                        retry_after=max(1, -(-attempt.lease_ms // 1000)),
+                    )
+                started = time.monotonic()
+                found = self._followed(
+                    attempt, self.flights.wait(flight, deadline - started), started
+                )
+                if found is not None:
+                    return found
+                continue
+            try:
+                got = self._remote(attempt, deadline, conflict)
+            except BaseException:
+                if flight is not None:
+                    self.flights.land(flight, RETRY)
+                raise
+            if isinstance(got, Claim):
+                got.flight = flight
+            elif flight is not None:
+                self.flights.land(flight, got.record)
+            return got
+
+    def _remote(self, attempt: _Attempt, deadline: float, conflict: Conflict) -> Claim | Found:
+        notifier = self.store.notifier
+        lease_checked = False
+        try:
+            while True:
+                position = notifier.position()
+                created = now_ms()
+                with events.span("claim", attempt.door):
+                    reply = self._timed(
+                        StoreOp.CLAIM,
+                        self.store.claim,
+                        attempt.slot,
+                        attempt.running(created),
+                        attempt.lease_ms,
+                    )
+                if reply.claimed:
+                    return self._claimed(attempt, created)
+                decision = self._judge(attempt, reply, deadline, conflict, lease_checked)
+                if isinstance(decision, Found):
+                    return decision
+                lease_checked = True
+                with events.span("wait", attempt.door):
+                    notifier.wait(attempt.slot, position, decision)
+        finally:
+            self._stop_waiting(attempt)
+
+    # -- acquiring (asyncio) --------------------------------------------------------------
+
+    async def aacquire(
+        self,
+        kind: Kind,
+        door: Door,
+        scope: str | bytes,
+        key: str | bytes,
+        fingerprint: bytes,
+        *,
+        lock_ttl: float,
+        wait_timeout: float,
+        conflict: Conflict,
+    ) -> Claim | Found:
+        """:meth:`acquire` for coroutines: no thread, no connection held while waiting."""
+        attempt = _Attempt(self, kind, door, scope, key, fingerprint, lock_ttl, wait_timeout)
+        deadline = time.monotonic() + wait_timeout
+        while True:
+            flight, leading = self._follow_or_lead(attempt)
+            if not leading:
+                assert flight is not None
+                if conflict is Conflict.REJECT:
+                    raise RequestInProgress(
+                        "A request with this key is still being processed; retry later.",
+                        retry_after=max(1, -(-attempt.lease_ms // 1000)),
+                    )
+                started = time.monotonic()
+                outcome = await self.flights.await_outcome(flight, deadline - started)
+                found = self._followed(attempt, outcome, started)
+                if found is not None:
+                    return found
+                continue
+            try:
+                got = await self._aremote(attempt, deadline, conflict)
+            except BaseException:
+                if flight is not None:
+                    self.flights.land(flight, RETRY)
+                raise
+            if isinstance(got, Claim):
+                got.flight = flight
+            elif flight is not None:
+                self.flights.land(flight, got.record)
+            return got
+
+    async def _aremote(
+        self, attempt: _Attempt, deadline: float, conflict: Conflict
+    ) -> Claim | Found:
+        store = self.store.aio()
+        notifier = self.store.notifier
+        lease_checked = False
+        try:
+            while True:
+                position = notifier.position()
+                created = now_ms()
+                with events.span("claim", attempt.door):
+                    reply = await self._atimed(
+                        StoreOp.CLAIM,
+                        store.claim(attempt.slot, attempt.running(created), attempt.lease_ms),
+                    )
+                if reply.claimed:
+                    return self._claimed(attempt, created)
+                decision = self._judge(attempt, reply, deadline, conflict, lease_checked)
+                if isinstance(decision, Found):
+                    return decision
+                lease_checked = True
+                with events.span("wait", attempt.door):
+                    await notifier.await_outcome(attempt.slot, position, decision)
+        finally:
+            self._stop_waiting(attempt)
+
+    # -- settling -------------------------------------------------------------------------
+
+    def _settle(self, claim: Claim) -> bool:
+        """True the first time a claim is settled (completed or released)."""
+        with self._lock:
+            if claim.settled:
+                return False
+            claim.settled = True
+        self.keeper.drop(claim.lease)
+        return True
+
+    def _final(self, claim: Claim, state: State, payload: bytes, status: int | None) -> Record:
+        return Record(
+            state=state,
+            kind=claim.kind,
+            scope=claim.scope,
+            key=claim.key,
+            fingerprint=claim.fingerprint,
+            created_ms=claim.created_ms,
+            finished_ms=now_ms(),
+            status=status,
+            payload=payload,
+        )
+
+    def _land(self, claim: Claim, outcome: Any) -> None:
+        if claim.flight is not None:
+            self.flights.land(claim.flight, outcome)
+
+    # A completion or release must never be lost because every pooled connection is
+    # busy: that is waited out, for up to half the lease (so the lease cannot expire
+    # meanwhile). Other store errors are not retried here.
+
+    def _patiently(self, claim: Claim, op: StoreOp, step: Callable[[], T]) -> T:
+        until = time.monotonic() + claim.lease.lease_ms / 2000
+        while True:
+            try:
+                return self._timed(op, step)
+            except StoreBusy:
+                if time.monotonic() >= until:
+                    raise
+                time.sleep(0.002)
+
+    async def _apatiently(
+        self, claim: Claim, op: StoreOp, step: Callable[[], Awaitable[T]]
+    ) -> T:
+        until = time.monotonic() + claim.lease.lease_ms / 2000
+        while True:
+            try:
+                return await self._atimed(op, step())
+            except StoreBusy:
+                if time.monotonic() >= until:
+                    raise
+                await asyncio.sleep(0.002)
+
+    def complete(
+        self,
+        claim: Claim,
+        state: State,
+        payload: bytes,
+        *,
+        ttl: float,
+        status: int | None = None,
+    ) -> Record | None:
+        """Store the outcome; ``None`` when the claim was already settled.
+
+        Raises :class:`ResultNotStored` (the outcome could not be stored, or the lease
+        was lost); local followers get the record either way.
+        """
+        if not self._settle(claim):
+            return None
+        record = self._final(claim, state, payload, status)
+        sealed = self.sealer.seal(claim.slot.rid, record)
+        try:
+            with events.span("store", claim.door):
+                stored = self._patiently(
+                    claim,
+                    StoreOp.COMPLETE,
+                    lambda: self.store.complete(claim.slot, claim.token, sealed, ms(ttl)),
+                )
+        except StoreError as exc:
+            raise ResultNotStored(f"The store failed while storing the result: {exc}") from exc
+        finally:
+            self._land(claim, record)
+        if not stored:
+            self.lease_lost(claim)
+            raise ResultNotStored(
+                "The lease was lost before the result was stored; another caller may run "
+                "the action again."
+            )
+        return record
+
+    async def acomplete(
+        self,
+        claim: Claim,
+        state: State,
+        payload: bytes,
+        *,
+        ttl: float,
+        status: int | None = None,
+    ) -> Record | None:
+        """:meth:`complete` for coroutines."""
+        if not self._settle(claim):
+            return None
+        record = self._final(claim, state, payload, status)
+        sealed = self.sealer.seal(claim.slot.rid, record)
+        store = self.store.aio()
+        try:
+            with events.span("store", claim.door):
+                stored = await self._apatiently(
+                    claim,
+                    StoreOp.COMPLETE,
+                    lambda: store.complete(claim.slot, claim.token, sealed, ms(ttl)),
+                )
+        except StoreError as exc:
+            raise ResultNotStored(f"The store failed while storing the result: {exc}") from exc
+        finally:
+            self._land(claim, record)
+        if not stored:
+            self.lease_lost(claim)
+            raise ResultNotStored(
+                "The lease was lost before the result was stored; another caller may run "
+                "the action again."
+            )
+        return record
+
+    def release(self, claim: Claim) -> bool:
+        """Let the next caller run the action; False when the claim was already settled.
+
+        Store errors are only logged: the lease then expires on its own.
+        """
+        if not self._settle(claim):
+            return False
+        try:
+            self._patiently(
+                claim, StoreOp.RELEASE, lambda: self.store.release(claim.slot, claim.token)
+            )
+        except StoreError:
+            # The lease expires on its own; until then retries wait or get 409.
+            logger.warning("could not release idempotency key %r", claim.label[1], exc_info=True)
+        finally:
+            self._land(claim, RETRY)
+        return True
+
+    async def arelease(self, claim: Claim) -> bool:
+        """:meth:`release` for coroutines."""
+        if not self._settle(claim):
+            return False
+        store = self.store.aio()
+        try:
+            await self._apatiently(
+                claim, StoreOp.RELEASE, lambda: store.release(claim.slot, claim.token)
+            )
+        except StoreError:
+            logger.warning("could not release idempotency key %r", claim.label[1], exc_info=True)
+        finally:
+            self._land(claim, RETRY)
+        return True
+
+    def lease_lost(self, claim: Claim) -> None:
+        """Report a lost lease once (the keeper and a failed completion both may)."""
+        with self._lock:
+            if claim.reported_lost:
+                return
+            claim.reported_lost = True
+        events.emit(Outcome.LEASE_LOST, claim.door, *claim.label)
+
+    # -- timing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _timed(op: StoreOp, func: Callable[..., T], *args: Any) -> T:
+        if not events.observed():
+            return func(*args)
+        started = time.monotonic()
+        try:
+            return func(*args)
+        finally:
+            events.store_op(op, time.monotonic() - started)
+
+    @staticmethod
+    async def _atimed(op: StoreOp, awaitable: Awaitable[T]) -> T:
+        if not events.observed():
+            return await awaitable
+        started = time.monotonic()
+        try:
+            return await awaitable
+        finally:
+            events.store_op(op, time.monotonic() - started)
+
+    def close(self) -> None:
+        """Release what the store holds (its notifier thread)."""
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+
+
+class _Attempt:
+    """One caller's way through the claim: who, for what, and since when it waits."""
+
+    __slots__ = (
+        "door",
+        "engine",
+        "fingerprint",
+        "key",
+        "kind",
+        "label",
+        "lease_ms",
+        "scope",
+        "slot",
+        "token",
+        "wait_timeout",
+        "waiting_since",
+    )
+
+    def __init__(
+        self,
+        engine: Engine,
+        kind: Kind,
+        door: Door,
+        scope: str | bytes,
+        key: str | bytes,
+        fingerprint: bytes,
+        lock_ttl: float,
+        wait_timeout: float,
+    ) -> None:
+        self.engine = engine
+        self.kind = kind
+        self.door = door
+        self.label = (scope, key)
+        self.scope = text_bytes(scope)
+        self.key = text_bytes(key)
+        self.fingerprint = fingerprint
+        self.slot = engine.store.slot(record_id(kind, self.scope, self.key))
+        self.token = _new_token()
+        self.lease_ms = ms(lock_ttl)
+        self.wait_timeout = wait_timeout
+        self.waiting_since: float | None = None
+
+    def running(self, created: int) -> bytes:
+        return self.engine.sealer.running(
+            self.slot.rid, self.kind, self.scope, self.key, self.token, self.fingerprint, created
+        )

@@ -1,0 +1,284 @@
+"""Every outcome, once: signals, structured log records, and metrics or traces hang off here.
+
+The lifecycles (:mod:`.flows`) report what became of each request or call with
+:func:`emit` exactly once (``executed``, ``replayed``, ``waited``, ``conflict``, ...), and
+the engine reports what happens along the way (``lease_lost``, ``not_stored``,
+``integrity_failed``). :func:`emit` sends the matching Django signal, logs with the event's
+fields as ``extra`` (``idempotency_outcome``, ``idempotency_door``, ...), and hands the
+:class:`Event` to every installed :class:`Observer`, which is how the Prometheus and
+OpenTelemetry integrations count and trace without the engine knowing them.
+
+With no observer, no signal receiver and the logger quiet, :func:`emit` returns before
+building anything: the hot path pays a few attribute reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+from . import signals
+
+logger = logging.getLogger("django_idempotency")
+
+
+class Outcome(str, Enum):
+    """What became of a protected request or call (or what happened to it on the way)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    EXECUTED = "executed"
+    RELEASED = "released"
+    REPLAYED = "replayed"
+    WAITED = "waited"
+    CONFLICT = "conflict"
+    WAIT_TIMEOUT = "wait_timeout"
+    MISMATCH = "mismatch"
+    INVALID_KEY = "invalid_key"
+    KEY_REQUIRED = "key_required"
+    NOT_REPLAYABLE = "not_replayable"
+    UNAVAILABLE = "unavailable"
+    FAIL_OPEN = "fail_open"
+    NOT_STORED = "not_stored"
+    LEASE_LOST = "lease_lost"
+    INTEGRITY_FAILED = "integrity_failed"
+
+
+class Door(str, Enum):
+    """Which door a request or call came through."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    MIDDLEWARE = "middleware"
+    DECORATOR = "decorator"
+    DRF = "drf"
+    RUN = "run"
+    CELERY = "celery"
+    TASKS = "tasks"
+
+
+class StoreOp(str, Enum):
+    """The store operations whose duration is measured."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    CLAIM = "claim"
+    COMPLETE = "complete"
+    RELEASE = "release"
+    RENEW = "renew"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One outcome with its context. ``key`` is the client's raw key: never a metric label."""
+
+    outcome: Outcome
+    door: Door
+    scope: str | bytes
+    key: str | bytes
+    #: Seconds from the start of the request or call to this outcome (``None``: unknown).
+    duration: float | None = None
+    #: Seconds spent waiting for a concurrent owner, for ``waited`` and ``wait_timeout``.
+    wait: float | None = None
+    request: Any = None
+    #: For ``executed``: the stored state (``done``, ``error``, ``unreplayable``).
+    state: str | None = None
+    detail: str = ""
+
+
+class Observer(Protocol):
+    """Receives every event and store timing; installed with :func:`install`."""
+
+    def event(self, event: Event) -> None:
+        """Count, export or record ``event``."""
+
+    def store_op(self, op: StoreOp, seconds: float) -> None:
+        """One store operation took ``seconds``."""
+
+    def span(self, name: str, door: Door | None) -> contextlib.AbstractContextManager[Any]:
+        """A trace span around part of a request (``request``, ``claim``, ``wait``, ``store``)."""
+
+
+_observers: list[Observer] = []
+
+
+def install(observer: Observer) -> Observer:
+    """Add ``observer`` (idempotent per instance)."""
+    if observer not in _observers:
+        _observers.append(observer)
+    return observer
+
+
+def uninstall(observer: Observer) -> None:
+    """Remove ``observer``."""
+    if observer in _observers:
+        _observers.remove(observer)
+
+
+def observed() -> bool:
+    """Whether any observer is installed (store timings are measured only then)."""
+    return bool(_observers)
+
+
+_SIGNALS = {
+    Outcome.EXECUTED: signals.executed,
+    Outcome.RELEASED: signals.released,
+    Outcome.REPLAYED: signals.replayed,
+    Outcome.WAITED: signals.replayed,
+    Outcome.CONFLICT: signals.conflict,
+    Outcome.WAIT_TIMEOUT: signals.wait_timeout,
+    Outcome.MISMATCH: signals.mismatch,
+    Outcome.INVALID_KEY: signals.refused,
+    Outcome.KEY_REQUIRED: signals.refused,
+    Outcome.NOT_REPLAYABLE: signals.replayed,
+    Outcome.UNAVAILABLE: signals.unavailable,
+    Outcome.FAIL_OPEN: signals.unavailable,
+    Outcome.NOT_STORED: signals.not_stored,
+    Outcome.LEASE_LOST: signals.lease_lost,
+    Outcome.INTEGRITY_FAILED: signals.integrity_failed,
+}
+
+_LEVELS = {
+    Outcome.EXECUTED: logging.DEBUG,
+    Outcome.RELEASED: logging.DEBUG,
+    Outcome.REPLAYED: logging.DEBUG,
+    Outcome.WAITED: logging.DEBUG,
+    Outcome.CONFLICT: logging.INFO,
+    Outcome.WAIT_TIMEOUT: logging.WARNING,
+    Outcome.MISMATCH: logging.INFO,
+    Outcome.INVALID_KEY: logging.INFO,
+    Outcome.KEY_REQUIRED: logging.INFO,
+    Outcome.NOT_REPLAYABLE: logging.INFO,
+    Outcome.UNAVAILABLE: logging.ERROR,
+    Outcome.FAIL_OPEN: logging.WARNING,
+    Outcome.NOT_STORED: logging.CRITICAL,
+    Outcome.LEASE_LOST: logging.ERROR,
+    Outcome.INTEGRITY_FAILED: logging.CRITICAL,
+}
+
+_MESSAGES = {
+    Outcome.EXECUTED: "idempotency key %r (scope %r): executed, stored as %s",
+    Outcome.RELEASED: "idempotency key %r (scope %r): executed, not stored; key released",
+    Outcome.REPLAYED: "idempotency key %r (scope %r): replayed",
+    Outcome.WAITED: "idempotency key %r (scope %r): replayed after waiting %.3f s",
+    Outcome.CONFLICT: "idempotency key %r (scope %r): refused, still in progress",
+    Outcome.WAIT_TIMEOUT: "idempotency key %r (scope %r): gave up waiting after %.3f s",
+    Outcome.MISMATCH: "idempotency key %r (scope %r): reused with a different request",
+    Outcome.INVALID_KEY: "idempotency key %r (scope %r): malformed",
+    Outcome.KEY_REQUIRED: "request without an idempotency key where one is required",
+    Outcome.NOT_REPLAYABLE: "idempotency key %r (scope %r): ran once, cannot be replayed",
+    Outcome.UNAVAILABLE: "idempotency key %r (scope %r): refused, the store is unavailable",
+    Outcome.FAIL_OPEN: "idempotency key %r (scope %r): running without idempotency, the "
+    "store is unavailable",
+    Outcome.NOT_STORED: "idempotency key %r (scope %r): the action ran but its result was "
+    "NOT STORED; a retry may run it again",
+    Outcome.LEASE_LOST: "idempotency key %r (scope %r): lease lost while running; another "
+    "caller may run the action again",
+    Outcome.INTEGRITY_FAILED: "idempotency key %r (scope %r): the stored record FAILED "
+    "VERIFICATION (tampered, copied or planted); refused, not replayed, not run",
+}
+
+
+def _arguments(event: Event) -> tuple[Any, ...]:
+    if event.outcome is Outcome.KEY_REQUIRED:
+        return ()
+    base: tuple[Any, ...] = (event.key, event.scope)
+    if event.outcome is Outcome.EXECUTED:
+        return (*base, event.state)
+    if event.outcome in (Outcome.WAITED, Outcome.WAIT_TIMEOUT):
+        return (*base, event.wait or 0.0)
+    return base
+
+
+def emit(
+    outcome: Outcome,
+    door: Door,
+    scope: str | bytes,
+    key: str | bytes,
+    *,
+    started: float | None = None,
+    wait: float | None = None,
+    request: Any = None,
+    state: str | None = None,
+    detail: str = "",
+) -> None:
+    """Report ``outcome``: signal, log record, observers. ``started`` is a monotonic time."""
+    signal = _SIGNALS[outcome]
+    level = _LEVELS[outcome]
+    logs = logger.isEnabledFor(level)
+    if not (_observers or signal.receivers or logs):
+        return
+    event = Event(
+        outcome=outcome,
+        door=door,
+        scope=scope,
+        key=key,
+        duration=None if started is None else time.monotonic() - started,
+        wait=wait,
+        request=request,
+        state=state,
+        detail=detail,
+    )
+    if signal.receivers:
+        extra: dict[str, Any] = {"state": state} if state is not None else {}
+        signal.send(
+            sender=Event,
+            scope=scope,
+            key=key,
+            request=request,
+            outcome=outcome.value,
+            door=door.value,
+            wait=wait,
+            **extra,
+        )
+    if logs:
+        message = _MESSAGES[outcome] + (": %s" if detail else "")
+        args = _arguments(event) + ((detail,) if detail else ())
+        logger.log(
+            level,
+            message,
+            *args,
+            extra={
+                "idempotency_outcome": outcome.value,
+                "idempotency_door": door.value,
+                "idempotency_scope": scope,
+                "idempotency_duration": event.duration,
+                "idempotency_wait": wait,
+                "idempotency_state": state,
+            },
+        )
+    for observer in _observers:
+        observer.event(event)
+
+
+def store_op(op: StoreOp, seconds: float) -> None:
+    """Report the duration of one store operation to the observers."""
+    for observer in _observers:
+        observer.store_op(op, seconds)
+
+
+@contextlib.contextmanager
+def _nested(managers: list[contextlib.AbstractContextManager[Any]]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for manager in managers:
+            stack.enter_context(manager)
+        yield
+
+
+_NULL = contextlib.nullcontext()
+
+
+def span(name: str, door: Door | None = None) -> contextlib.AbstractContextManager[Any]:
+    """A span named ``name`` from every tracing observer (a no-op without one)."""
+    if not _observers:
+        return _NULL
+    managers = [observer.span(name, door) for observer in _observers]
+    return managers[0] if len(managers) == 1 else _nested(managers)

@@ -1,0 +1,130 @@
+"""Local single-flight: duplicates inside one process wait on the first local caller.
+
+A burst of duplicates of one key in one process (a retry storm, a redelivered batch)
+should cost Redis one claim, not one claim and one wait per duplicate. The first local
+caller of a record id *leads* a :class:`Flight`: it claims in Redis and, if another
+process runs the action, waits there. Every later local caller with the same
+fingerprint *follows*: it sends nothing to Redis and gets the leader's outcome, the
+final record, in memory, even when that record could not be stored. When the leader
+releases the key (the action failed in a way that is not stored) or gives up waiting,
+followers try again, and the first of them leads the next flight.
+
+A caller whose fingerprint differs from the flight's does not follow: Redis, not a
+local guess, decides whether it is a mismatch. Nor does the leader itself (the same
+thread, or the same asyncio task, calling again from inside its own action): it would
+wait for itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any
+
+#: A flight's outcome telling followers to try again themselves.
+RETRY: Any = object()
+_PENDING: Any = object()
+
+
+class Flight:
+    """The local callers of one record id."""
+
+    __slots__ = ("_event", "_futures", "fingerprint", "leader", "outcome", "rid")
+
+    def __init__(self, rid: bytes, fingerprint: bytes, leader: tuple[int, int]) -> None:
+        self.rid = rid
+        self.fingerprint = fingerprint
+        self.leader = leader
+        self.outcome: Any = _PENDING
+        # Made only when a follower comes: most flights never have one.
+        self._event: threading.Event | None = None
+        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
+
+
+class Flights:
+    """The process's flights, by record id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[bytes, Flight] = {}
+
+    def join(self, rid: bytes, fingerprint: bytes) -> tuple[Flight, bool] | None:
+        """The flight for ``rid`` and whether the caller leads it; ``None``: go alone."""
+        me = _caller()
+        with self._lock:
+            flight = self._flights.get(rid)
+            if flight is None:
+                flight = self._flights[rid] = Flight(rid, fingerprint, me)
+                return flight, True
+            if flight.fingerprint != fingerprint or flight.leader == me:
+                return None
+            return flight, False
+
+    def land(self, flight: Flight, outcome: Any) -> None:
+        """End ``flight`` with ``outcome`` (a final record, or :data:`RETRY`)."""
+        with self._lock:
+            if self._flights.get(flight.rid) is flight:
+                del self._flights[flight.rid]
+            if flight.outcome is not _PENDING:
+                return
+            flight.outcome = outcome
+            event, futures, flight._futures = flight._event, flight._futures, []
+        if event is not None:
+            event.set()
+        for loop, future in futures:
+            try:
+                loop.call_soon_threadsafe(_settle, future, outcome)
+            except RuntimeError:  # that loop is closed
+                pass
+
+    def wait(self, flight: Flight, timeout: float) -> Any:
+        """A follower's wait: the outcome, or ``None`` when ``timeout`` ran out."""
+        with self._lock:
+            if flight.outcome is not _PENDING:
+                return flight.outcome
+            if flight._event is None:
+                flight._event = threading.Event()
+            event = flight._event
+        event.wait(max(timeout, 0))
+        return None if flight.outcome is _PENDING else flight.outcome
+
+    async def await_outcome(self, flight: Flight, timeout: float) -> Any:
+        """:meth:`wait` for a coroutine (no thread)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            if flight.outcome is not _PENDING:
+                return flight.outcome
+            flight._futures.append((loop, future))
+        timer = loop.call_later(max(timeout, 0), _settle, future, None)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    def reset(self) -> None:
+        """Forget every flight (a forked child has none of its parent's)."""
+        self._lock = threading.Lock()
+        self._flights = {}
+
+
+def _caller() -> tuple[int, int]:
+    """Who is calling: the thread, and the asyncio task running in it (0 for none)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running event loop in this thread
+        task = None
+    return threading.get_ident(), 0 if task is None else id(task)
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+flights = Flights()
+os.register_at_fork(after_in_child=flights.reset)

@@ -1,0 +1,297 @@
+"""The ``run()`` lifecycle: one guard, :class:`CallFlow`, for functions, coroutines and jobs.
+
+The first caller of a key runs the action; its return value (or exception) is stored
+and every concurrent or later caller gets it back, or the same exception re-raised.
+What is *not* an outcome releases the key instead, so the next call runs the action:
+``should_ignore_error(exc)`` returning true, exceptions that are not ``Exception``
+(``KeyboardInterrupt``, ``SystemExit``, asyncio cancellation), and whatever a job door
+names as "not an outcome" (Celery's ``Retry``, ``Ignore``, ``Reject``). A return value
+the serializer refuses is remembered as unreplayable, so the action never runs twice,
+and :class:`ResultNotStored` carries the value back to this caller.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from ..conf import get_settings
+from ..engine import Claim, Engine, Found
+from ..events import Door, Outcome, emit
+from ..exceptions import (
+    FingerprintMismatch,
+    IdempotencyTimeout,
+    IdempotencyUnavailable,
+    NotReplayable,
+    RecordTampered,
+    RequestInProgress,
+    ResultNotStored,
+)
+from ..options import CallOptions
+from ..records import Kind, State
+from ..runtime import get_engine
+from ..stores.base import StoreError, StoreFull
+
+T = TypeVar("T")
+
+
+class CallFlow:
+    """The ``run()`` lifecycle for one door (``run`` itself, Celery, Django Tasks)."""
+
+    def __init__(
+        self,
+        door: Door = Door.RUN,
+        not_outcomes: tuple[type[BaseException], ...] = (),
+        *,
+        engine: Engine | None = None,
+    ) -> None:
+        self.door = door
+        self.not_outcomes = not_outcomes
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        """The engine this flow uses: the process's, unless one was given."""
+        return self._engine if self._engine is not None else get_engine()
+
+    # -- before the action ----------------------------------------------------------------
+
+    def _check_key(self, key: Any) -> None:
+        if not isinstance(key, (str, bytes)) or not key:
+            raise TypeError("run() needs a non-empty str or bytes key")
+
+    def begin(self, key: str | bytes, options: CallOptions) -> Claim | Found | None:
+        """A claim (run the action), a stored outcome, or ``None`` (fail-open: run unprotected)."""
+        self._check_key(key)
+        started = time.monotonic()
+        try:
+            return self.engine.acquire(
+                Kind.CALL,
+                self.door,
+                options.namespace,
+                key,
+                b"",
+                lock_ttl=options.lock_ttl,
+                wait_timeout=options.wait_timeout,
+                conflict=options.conflict,
+            )
+        except Exception as exc:
+            return self._refused(key, options, exc, started)
+
+    async def abegin(self, key: str | bytes, options: CallOptions) -> Claim | Found | None:
+        """:meth:`begin` for coroutines."""
+        self._check_key(key)
+        started = time.monotonic()
+        try:
+            return await self.engine.aacquire(
+                Kind.CALL,
+                self.door,
+                options.namespace,
+                key,
+                b"",
+                lock_ttl=options.lock_ttl,
+                wait_timeout=options.wait_timeout,
+                conflict=options.conflict,
+            )
+        except Exception as exc:
+            return self._refused(key, options, exc, started)
+
+    def _refused(
+        self, key: str | bytes, options: CallOptions, exc: Exception, started: float
+    ) -> None:
+        """Report a refused claim and raise the caller's exception (``None``: fail-open)."""
+        ns = options.namespace
+        if isinstance(exc, StoreError):
+            if get_settings().fail_open:
+                emit(Outcome.FAIL_OPEN, self.door, ns, key, started=started, detail=str(exc))
+                return None
+            emit(Outcome.UNAVAILABLE, self.door, ns, key, started=started, detail=str(exc))
+            what = "full (Redis is at maxmemory)" if isinstance(exc, StoreFull) else "unavailable"
+            raise IdempotencyUnavailable(f"The idempotency store (Redis) is {what}: {exc}") from exc
+        if isinstance(exc, IdempotencyTimeout):
+            emit(
+                Outcome.WAIT_TIMEOUT,
+                self.door,
+                ns,
+                key,
+                started=started,
+                wait=exc.extra.get("waited"),
+            )
+        elif isinstance(exc, RequestInProgress):
+            emit(Outcome.CONFLICT, self.door, ns, key, started=started)
+        elif isinstance(exc, FingerprintMismatch):
+            emit(Outcome.MISMATCH, self.door, ns, key, started=started)
+        elif not isinstance(exc, RecordTampered):
+            raise exc
+        raise exc
+
+    def replay(self, key: str | bytes, found: Found, options: CallOptions) -> Any:
+        """The stored value, or the stored error raised again."""
+        record, ns = found.record, options.namespace
+        if record.state is State.UNREPLAYABLE:
+            emit(Outcome.NOT_REPLAYABLE, self.door, ns, key)
+            raise NotReplayable(
+                "The action ran for this key, but its result cannot be replayed: "
+                + record.payload.decode("utf-8", "replace")
+            )
+        emit(
+            Outcome.REPLAYED if found.waited is None else Outcome.WAITED,
+            self.door,
+            ns,
+            key,
+            wait=found.waited,
+        )
+        if record.state is State.ERROR:
+            error = options.error_serializer.loads(record.payload)
+            if options.on_error_replay is not None:
+                options.on_error_replay(key, error)
+            raise error
+        value = options.value_serializer.loads(record.payload)
+        if options.on_success_replay is not None:
+            options.on_success_replay(key, value)
+        return value
+
+    # -- after the action -----------------------------------------------------------------
+
+    def _is_outcome(self, exc: BaseException, options: CallOptions) -> bool:
+        if not isinstance(exc, Exception) or isinstance(exc, self.not_outcomes):
+            return False
+        return options.should_ignore_error is None or not options.should_ignore_error(exc)
+
+    def _error_plan(
+        self, exc: BaseException, options: CallOptions
+    ) -> tuple[State, bytes] | None:
+        return (State.ERROR, options.error_serializer.dumps(exc)) if self._is_outcome(
+            exc, options
+        ) else None
+
+    def _value_plan(self, value: Any, options: CallOptions) -> tuple[State, bytes, str | None]:
+        try:
+            return State.DONE, options.value_serializer.dumps(value), None
+        except (TypeError, ValueError) as exc:
+            # Never run twice: remember that this key ran, even though we cannot replay it.
+            reason = f"The result of type {type(value).__name__} could not be serialized: {exc}"
+            return State.UNREPLAYABLE, reason.encode(), reason
+
+    def _stored(self, key: str | bytes, claim: Claim, options: CallOptions, state: State) -> None:
+        emit(Outcome.EXECUTED, self.door, options.namespace, key, state=state.value)
+
+    def _not_stored(self, key: str | bytes, options: CallOptions, exc: ResultNotStored) -> None:
+        emit(Outcome.NOT_STORED, self.door, options.namespace, key, detail=str(exc))
+
+    def failed(
+        self, key: str | bytes, claim: Claim | None, options: CallOptions, exc: BaseException
+    ) -> None:
+        """The action raised ``exc``: store it, or release the key when it is not an outcome."""
+        if claim is None:
+            return
+        plan = self._error_plan(exc, options)
+        engine = self.engine
+        if plan is None:
+            if engine.release(claim):
+                emit(Outcome.RELEASED, self.door, options.namespace, key)
+            return
+        try:
+            engine.complete(claim, plan[0], plan[1], ttl=options.ttl)
+        except ResultNotStored as critical:
+            self._not_stored(key, options, critical)
+            critical.error = exc
+            raise critical from exc
+        self._stored(key, claim, options, State.ERROR)
+        if options.on_action_error is not None:
+            options.on_action_error(key, exc)
+
+    async def afailed(
+        self, key: str | bytes, claim: Claim | None, options: CallOptions, exc: BaseException
+    ) -> None:
+        """:meth:`failed` for coroutines."""
+        if claim is None:
+            return
+        plan = self._error_plan(exc, options)
+        engine = self.engine
+        if plan is None:
+            if await engine.arelease(claim):
+                emit(Outcome.RELEASED, self.door, options.namespace, key)
+            return
+        try:
+            await engine.acomplete(claim, plan[0], plan[1], ttl=options.ttl)
+        except ResultNotStored as critical:
+            self._not_stored(key, options, critical)
+            critical.error = exc
+            raise critical from exc
+        self._stored(key, claim, options, State.ERROR)
+        if options.on_action_error is not None:
+            options.on_action_error(key, exc)
+
+    def succeeded(self, key: str | bytes, claim: Claim | None, options: CallOptions, value: T) -> T:
+        """The action returned ``value``: store it (``ResultNotStored`` if that failed)."""
+        if claim is None:
+            return value
+        state, payload, reason = self._value_plan(value, options)
+        try:
+            self.engine.complete(claim, state, payload, ttl=options.ttl)
+        except ResultNotStored as critical:
+            self._not_stored(key, options, critical)
+            critical.value = value
+            raise
+        return self._after_success(key, claim, options, value, state, reason)
+
+    async def asucceeded(
+        self, key: str | bytes, claim: Claim | None, options: CallOptions, value: T
+    ) -> T:
+        """:meth:`succeeded` for coroutines."""
+        if claim is None:
+            return value
+        state, payload, reason = self._value_plan(value, options)
+        try:
+            await self.engine.acomplete(claim, state, payload, ttl=options.ttl)
+        except ResultNotStored as critical:
+            self._not_stored(key, options, critical)
+            critical.value = value
+            raise
+        return self._after_success(key, claim, options, value, state, reason)
+
+    def _after_success(
+        self,
+        key: str | bytes,
+        claim: Claim,
+        options: CallOptions,
+        value: T,
+        state: State,
+        reason: str | None,
+    ) -> T:
+        self._stored(key, claim, options, state)
+        if reason is not None:
+            raise ResultNotStored(reason, value=value)
+        if options.on_action_success is not None:
+            options.on_action_success(key, value)
+        return value
+
+    # -- a whole call ---------------------------------------------------------------------
+
+    def run(self, key: str | bytes, action: Callable[[], T], options: CallOptions) -> T:
+        """Run ``action()`` at most once per key; see :func:`django_idempotency.run`."""
+        got = self.begin(key, options)
+        if isinstance(got, Found):
+            return self.replay(key, got, options)  # type: ignore[no-any-return]
+        try:
+            value = action()
+        except BaseException as exc:
+            self.failed(key, got, options, exc)
+            raise
+        return self.succeeded(key, got, options, value)
+
+    async def arun(
+        self, key: str | bytes, action: Callable[[], Awaitable[T]], options: CallOptions
+    ) -> T:
+        """Await ``action()`` at most once per key."""
+        got = await self.abegin(key, options)
+        if isinstance(got, Found):
+            return self.replay(key, got, options)  # type: ignore[no-any-return]
+        try:
+            value = await action()
+        except BaseException as exc:
+            await self.afailed(key, got, options, exc)
+            raise
+        return await self.asucceeded(key, got, options, value)

@@ -1,0 +1,456 @@
+"""The HTTP lifecycle: one guard, :class:`HttpFlow`, with blocking and asyncio forms.
+
+Before the view (:meth:`HttpFlow.begin`): the method is covered or the request passes;
+the key is read from the header (missing: pass, or 400 where it is required; malformed:
+400); the scope and fingerprint are computed; the engine claims the key or finds its
+record (replay), a concurrent duplicate waits or is refused (409), a reused key with
+another request is refused (422), a store that is down answers 503 (``fail_closed``)
+or lets the view run unprotected (``fail_open``).
+
+After the view (:meth:`HttpFlow.finish`): 2xx-4xx responses are stored (5xx only with
+``STORE_SERVER_ERRORS``, else the key is released); streaming and oversized responses
+are remembered as not replayable. Whether to store now or after the database commits
+is decided here once, for every door: inside an atomic block the response is stored
+on commit, and the key is released if the response is closed without one (rollback).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections, transaction
+from django.http import HttpResponse, HttpResponseBase
+
+from ..conf import get_settings
+from ..engine import Claim, Engine, Found
+from ..events import Door, Outcome, emit
+from ..exceptions import (
+    FingerprintMismatch,
+    IdempotencyTimeout,
+    IdempotencyUnavailable,
+    InvalidKey,
+    KeyRequired,
+    NotReplayable,
+    RecordTampered,
+    RequestInProgress,
+    ResultNotStored,
+)
+from ..http import SKIPPED_HEADERS, parse_key, problem_response, rendered
+from ..options import NONE, HttpOptions, Overrides
+from ..records import Kind, Record, State, decode_http, encode_http
+from ..runtime import get_engine
+from ..stores.base import StoreError, StoreFull
+
+
+@dataclass(eq=False)
+class Ticket:
+    """A claimed request: the view runs; :meth:`HttpFlow.finish` or ``abort`` follows."""
+
+    claim: Claim
+    options: HttpOptions
+    request: Any
+    scope: str
+    key: str
+    started: float
+
+
+@dataclass(frozen=True)
+class Begin:
+    """What :meth:`HttpFlow.begin` decided.
+
+    Answer with ``response`` (a replay or a problem), or run the view under ``ticket``;
+    both ``None``: the request is not covered, run the view unprotected.
+    """
+
+    response: HttpResponseBase | None = None
+    ticket: Ticket | None = None
+
+
+PASS = Begin()
+
+_current: ContextVar[Ticket | None] = ContextVar("idempotency_ticket", default=None)
+
+
+def current_ticket() -> Ticket | None:
+    """The protected request being served in this context, if any."""
+    return _current.get()
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    options: HttpOptions
+    scope: str
+    key: str
+    fingerprint: bytes
+    started: float
+
+
+def _fingerprint(value: str | bytes) -> bytes:
+    raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+    # The record keeps a fingerprint of at most 255 bytes; a long one is digested.
+    return raw if len(raw) <= 32 else hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def open_transactions() -> list[str]:
+    """Database aliases inside an atomic block opened by the app (not by a TestCase)."""
+    return [
+        conn.alias
+        for conn in connections.all(initialized_only=True)
+        if conn.in_atomic_block
+        and not all(getattr(block, "_from_testcase", False) for block in conn.atomic_blocks)
+    ]
+
+
+def replay_response(record: Record, replay_header: str) -> HttpResponse:
+    """The stored response again: same status, headers and body, marked as a replay."""
+    headers, body = decode_http(record.payload)
+    response = HttpResponse(body, status=record.status or 200)
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        del response["Content-Type"]
+    for name, value in headers:
+        response[name] = value
+    response[replay_header] = "true"
+    return response
+
+
+class HttpFlow:
+    """The HTTP lifecycle for one door (and one view's overrides)."""
+
+    def __init__(
+        self, door: Door, overrides: Overrides = NONE, *, engine: Engine | None = None
+    ) -> None:
+        self.door = door
+        self.overrides = overrides
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        """The engine this flow uses: the process's, unless one was given."""
+        return self._engine if self._engine is not None else get_engine()
+
+    # -- before the view ------------------------------------------------------------------
+
+    def _prepare(self, request: Any) -> _Request | Begin:
+        settings = get_settings()
+        options = self.overrides.http(settings)
+        if request.method not in options.methods:
+            return PASS
+        started = time.monotonic()
+        # META directly: request.headers builds a dict of every header on first use.
+        raw = request.META.get(settings.header_meta_key)
+        if raw is None:
+            if not options.required:
+                return PASS
+            emit(Outcome.KEY_REQUIRED, self.door, "", "", started=started, request=request)
+            return Begin(
+                response=problem_response(
+                    KeyRequired(f"This endpoint requires an {settings.HEADER} header.")
+                )
+            )
+        try:
+            key = parse_key(
+                raw, max_length=settings.MAX_KEY_LENGTH, key_format=settings.KEY_FORMAT
+            )
+        except InvalidKey as exc:
+            emit(Outcome.INVALID_KEY, self.door, "", raw, started=started, request=request)
+            return Begin(response=problem_response(exc))
+        return _Request(
+            options,
+            str(options.scope(request)),
+            key,
+            _fingerprint(options.fingerprint(request)),
+            started,
+        )
+
+    def begin(self, request: Any) -> Begin:
+        """Everything before the view runs."""
+        prepared = self._prepare(request)
+        if isinstance(prepared, Begin):
+            return prepared
+        o = prepared.options
+        try:
+            got = self.engine.acquire(
+                Kind.HTTP,
+                self.door,
+                prepared.scope,
+                prepared.key,
+                prepared.fingerprint,
+                lock_ttl=o.lock_ttl,
+                wait_timeout=o.wait_timeout,
+                conflict=o.conflict,
+            )
+        except Exception as exc:
+            return self._refused(request, prepared, exc)
+        return self._begun(request, prepared, got)
+
+    async def abegin(self, request: Any) -> Begin:
+        """:meth:`begin` for the asyncio stack: no thread, no connection held while waiting."""
+        prepared = self._prepare(request)
+        if isinstance(prepared, Begin):
+            return prepared
+        o = prepared.options
+        try:
+            got = await self.engine.aacquire(
+                Kind.HTTP,
+                self.door,
+                prepared.scope,
+                prepared.key,
+                prepared.fingerprint,
+                lock_ttl=o.lock_ttl,
+                wait_timeout=o.wait_timeout,
+                conflict=o.conflict,
+            )
+        except Exception as exc:
+            return self._refused(request, prepared, exc)
+        return self._begun(request, prepared, got)
+
+    def _refused(self, request: Any, prepared: _Request, exc: Exception) -> Begin:
+        """The answer for each way the claim can be refused."""
+        scope, key, started = prepared.scope, prepared.key, prepared.started
+        if isinstance(exc, FingerprintMismatch):
+            emit(Outcome.MISMATCH, self.door, scope, key, started=started, request=request)
+        elif isinstance(exc, IdempotencyTimeout):
+            waited = exc.extra.get("waited")
+            emit(
+                Outcome.WAIT_TIMEOUT,
+                self.door,
+                scope,
+                key,
+                started=started,
+                wait=waited,
+                request=request,
+            )
+        elif isinstance(exc, RequestInProgress):
+            emit(Outcome.CONFLICT, self.door, scope, key, started=started, request=request)
+        elif isinstance(exc, RecordTampered):
+            pass  # the engine has reported it, as critical
+        elif isinstance(exc, StoreError):
+            if get_settings().fail_open:
+                emit(
+                    Outcome.FAIL_OPEN,
+                    self.door,
+                    scope,
+                    key,
+                    started=started,
+                    request=request,
+                    detail=str(exc),
+                )
+                return PASS
+            emit(
+                Outcome.UNAVAILABLE,
+                self.door,
+                scope,
+                key,
+                started=started,
+                request=request,
+                detail=str(exc),
+            )
+            # Clients learn that the store is down, not the server's addresses or errors.
+            exc = IdempotencyUnavailable(
+                "The idempotency store is full (Redis is at maxmemory); retry later."
+                if isinstance(exc, StoreFull)
+                else "The idempotency store is unavailable; retry later."
+            )
+        else:
+            raise exc
+        assert isinstance(exc, Exception)
+        return Begin(response=problem_response(exc))  # type: ignore[arg-type]
+
+    def _begun(self, request: Any, prepared: _Request, got: Claim | Found) -> Begin:
+        if isinstance(got, Found):
+            return Begin(response=self._replay(request, prepared, got))
+        ticket = Ticket(
+            got, prepared.options, request, prepared.scope, prepared.key, prepared.started
+        )
+        _current.set(ticket)
+        return Begin(ticket=ticket)
+
+    def _replay(self, request: Any, prepared: _Request, found: Found) -> HttpResponse:
+        record = found.record
+        scope, key = prepared.scope, prepared.key
+        if record.state is State.UNREPLAYABLE:
+            emit(Outcome.NOT_REPLAYABLE, self.door, scope, key, request=request)
+            return problem_response(
+                NotReplayable(
+                    "The first request with this key was processed, but its response cannot "
+                    f"be replayed: {record.payload.decode('utf-8', 'replace')}"
+                )
+            )
+        emit(
+            Outcome.REPLAYED if found.waited is None else Outcome.WAITED,
+            self.door,
+            scope,
+            key,
+            started=prepared.started,
+            wait=found.waited,
+            request=request,
+        )
+        return replay_response(record, get_settings().REPLAY_HEADER)
+
+    # -- after the view -------------------------------------------------------------------
+
+    def _plan(self, response: HttpResponseBase) -> tuple[State, bytes, int] | None:
+        """What to store for ``response``: ``(state, payload, status)``, or ``None`` to release."""
+        settings = get_settings()
+        status = response.status_code
+        if status >= 500 and not settings.STORE_SERVER_ERRORS:
+            return None
+        if response.streaming:
+            return State.UNREPLAYABLE, b"it was a streaming response.", status
+        assert isinstance(response, HttpResponse)
+        rendered(response)
+        content = response.content
+        if len(content) > settings.MAX_BODY_BYTES:
+            reason = f"its body was larger than {settings.MAX_BODY_BYTES} bytes."
+            return State.UNREPLAYABLE, reason.encode(), status
+        headers = [(k, v) for k, v in response.items() if k.lower() not in SKIPPED_HEADERS]
+        return State.DONE, encode_http(headers, content), status
+
+    def _deferred(self, ticket: Ticket, response: HttpResponseBase) -> bool:
+        """Defer storing until the open transactions commit; True when it was deferred.
+
+        Django calls the response's closers when the server closes it, after the
+        outermost atomic block has committed or rolled back: without a commit by then,
+        the key is released. Asyncio views never run inside an atomic block.
+        """
+        aliases = open_transactions()
+        if not aliases:
+            return False
+        waiting = set(aliases)
+
+        def committed(alias: str) -> None:
+            waiting.discard(alias)
+            if not waiting:
+                self.settle(ticket, response)
+
+        for alias in aliases:
+            transaction.on_commit(functools.partial(committed, alias), using=alias)
+        response._resource_closers.append(lambda: self.abort(ticket))  # type: ignore[attr-defined]
+        return True
+
+    def finish(self, ticket: Ticket, response: HttpResponseBase) -> HttpResponseBase:
+        """Store or release after the view returned (on commit, inside a transaction)."""
+        _current.set(None)
+        if not self._deferred(ticket, response):
+            self.settle(ticket, response)
+        return response
+
+    async def afinish(self, ticket: Ticket, response: HttpResponseBase) -> HttpResponseBase:
+        """:meth:`finish` for the asyncio stack."""
+        _current.set(None)
+        if not self._deferred(ticket, response):
+            await self.asettle(ticket, response)
+        return response
+
+    def settle(self, ticket: Ticket, response: HttpResponseBase) -> None:
+        """Store the response for replays, or release the key; once per ticket."""
+        plan = self._plan(response)
+        engine = self.engine
+        if plan is None:
+            self._released(ticket, engine.release(ticket.claim))
+            return
+        state, payload, status = plan
+        try:
+            record = engine.complete(
+                ticket.claim, state, payload, ttl=ticket.options.ttl, status=status
+            )
+        except ResultNotStored as exc:
+            self._not_stored(ticket, exc)
+            return
+        self._executed(ticket, record)
+
+    async def asettle(self, ticket: Ticket, response: HttpResponseBase) -> None:
+        """:meth:`settle` for the asyncio stack."""
+        plan = self._plan(response)
+        engine = self.engine
+        if plan is None:
+            self._released(ticket, await engine.arelease(ticket.claim))
+            return
+        state, payload, status = plan
+        try:
+            record = await engine.acomplete(
+                ticket.claim, state, payload, ttl=ticket.options.ttl, status=status
+            )
+        except ResultNotStored as exc:
+            self._not_stored(ticket, exc)
+            return
+        self._executed(ticket, record)
+
+    def abort(self, ticket: Ticket) -> None:
+        """The view raised (or its transaction rolled back): release the key for a retry."""
+        _current.set(None)
+        self._released(ticket, self.engine.release(ticket.claim))
+
+    async def aabort(self, ticket: Ticket) -> None:
+        """:meth:`abort` for the asyncio stack."""
+        _current.set(None)
+        self._released(ticket, await self.engine.arelease(ticket.claim))
+
+    def _executed(self, ticket: Ticket, record: Record | None) -> None:
+        if record is not None:
+            emit(
+                Outcome.EXECUTED,
+                self.door,
+                ticket.scope,
+                ticket.key,
+                started=ticket.started,
+                request=ticket.request,
+                state=record.state.value,
+            )
+
+    def _released(self, ticket: Ticket, released: bool) -> None:
+        if released:
+            emit(
+                Outcome.RELEASED,
+                self.door,
+                ticket.scope,
+                ticket.key,
+                started=ticket.started,
+                request=ticket.request,
+            )
+
+    def _not_stored(self, ticket: Ticket, exc: ResultNotStored) -> None:
+        # The client still gets the true response; only later replays are at risk.
+        emit(
+            Outcome.NOT_STORED,
+            self.door,
+            ticket.scope,
+            ticket.key,
+            started=ticket.started,
+            request=ticket.request,
+            detail=str(exc),
+        )
+
+    # -- a whole view call (the decorator) ------------------------------------------------
+
+    def guard(self, request: Any, view: Callable[[], HttpResponseBase]) -> HttpResponseBase:
+        """Run ``view()`` under the lifecycle: begin, the view, then finish or abort."""
+        begun = self.begin(request)
+        if begun.ticket is None:
+            return begun.response or view()
+        try:
+            response = view()
+        except BaseException:
+            self.abort(begun.ticket)
+            raise
+        return self.finish(begun.ticket, response)
+
+    async def aguard(
+        self, request: Any, view: Callable[[], Awaitable[HttpResponseBase]]
+    ) -> HttpResponseBase:
+        """:meth:`guard` for an async view."""
+        begun = await self.abegin(request)
+        if begun.ticket is None:
+            return begun.response or await view()
+        try:
+            response = await view()
+        except BaseException:
+            await self.aabort(begun.ticket)
+            raise
+        return await self.afinish(begun.ticket, response)

@@ -1,0 +1,365 @@
+"""Read, count and purge stored records: what ``idempotency_inspect`` and the admin see.
+
+Everything streams, one store batch at a time, so memory is bounded by the batch size
+however many records exist. The store's scanner (for Redis:
+:mod:`django_idempotency.stores.redis.scan`) finds records and reads their first bytes;
+this module decodes them (:func:`~django_idempotency.records.peek`, decrypting the meta
+when encryption is on), filters, counts and decides what a purge may delete.
+
+Filters run in Python on the *decoded* header: store names are hashes of kind, scope and
+key, so a client's key or a glob of it can never be a store pattern.
+
+A scan returns every record that exists for its whole duration at least once; a record
+written or expiring meanwhile may or may not be seen, and one may be returned twice if
+the store resizes its table during the scan. Counts are therefore exact for a keyspace
+that does not change while it is counted.
+
+Purging never deletes a ``running`` record unless forced: deleting it lets a retry run
+the action a second time while the first run may still be going. Every deletion is
+checked again against a fresh read, so a record that changed in between (say it expired
+and a new request claimed it, so it is now ``running``) is left alone.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ..engine import now_ms
+from ..records import MAC_BYTES, IntegrityError, Kind, Record, Sealer, State, decode_http, peek
+from .display import RUNNING_WHY, human_bytes, human_duration, iso_ms, parse_duration, printable
+from .query import Detail, Entry, Filters, PurgeResult, Stats
+
+__all__ = [
+    "RUNNING_WHY",
+    "SCAN_COUNT",
+    "Detail",
+    "Entry",
+    "Filters",
+    "Inventory",
+    "Progress",
+    "PurgeResult",
+    "Stats",
+    "human_bytes",
+    "human_duration",
+    "iso_ms",
+    "parse_duration",
+    "printable",
+]
+
+#: Default keys per store round trip, and the unit of memory use.
+SCAN_COUNT = 1000
+#: How many records ``stats`` asks the store's memory usage of.
+MEMORY_SAMPLE = 1000
+
+#: Called after each batch with (keys scanned so far, records selected so far).
+Progress = Callable[[int, int], None]
+
+
+def _rid(name: str) -> bytes | None:
+    try:
+        return base64.urlsafe_b64decode(name[name.rindex("{") + 1 : -1].encode() + b"==")
+    except ValueError:
+        return None
+
+
+class Inventory:
+    """Streams, counts and purges the records of one store."""
+
+    def __init__(self, engine: Any, *, count: int = SCAN_COUNT) -> None:
+        if count <= 0:
+            raise ValueError("count must be positive")
+        self.engine = engine
+        self.sealer: Sealer = engine.sealer
+        self.scanner: Any = engine.store.scanner()
+        self.count = count
+
+    # -- decoding -----------------------------------------------------------------------
+
+    def _complete(self, head: bytes) -> bool:
+        """Whether a record's first bytes hold everything an entry shows."""
+        try:
+            return peek(head).payload_offset is not None
+        except (ValueError, IndexError):
+            return True  # not a record: reading more will not help
+
+    def entry(self, name: str, head: bytes, ttl_ms: int | None, size: int) -> Entry | None:
+        """An :class:`Entry` from a record's first bytes, or ``None`` when it is not one."""
+        try:
+            header = peek(head)
+        except (ValueError, IndexError):
+            return None
+        scope, key = header.scope, header.key
+        if header.encrypted or scope is None or key is None:
+            meta = self.sealer.meta(_rid(name), head)
+            if meta is None:
+                return None
+            scope, key = meta
+        stored = None
+        if header.state is not State.RUNNING and header.payload_offset is not None:
+            stored = max(size - header.payload_offset - MAC_BYTES, 0)
+        return Entry(
+            name=name,
+            state=header.state,
+            kind=header.kind,
+            scope=scope.decode("utf-8", "backslashreplace"),
+            key=key.decode("utf-8", "backslashreplace"),
+            owner=header.token.hex(),
+            fingerprint=header.fingerprint.hex(),
+            created_ms=header.created_ms,
+            finished_ms=header.finished_ms,
+            status=header.status,
+            ttl_ms=ttl_ms,
+            size=size,
+            compression=header.compression,
+            encrypted=header.encrypted,
+            stored_payload=stored,
+            original_payload=header.original_payload if header.compression else stored,
+        )
+
+    def _entries(self, heads: Iterable[Any]) -> tuple[list[Entry], int]:
+        entries: list[Entry] = []
+        unreadable = 0
+        for raw in heads:
+            entry = self.entry(raw.name, raw.head, raw.ttl_ms, raw.size)
+            if entry is None:
+                unreadable += 1
+            else:
+                entries.append(entry)
+        return entries, unreadable
+
+    def name_of(self, record_id: str) -> str:
+        """The store name of the record shown as ``record_id``; ``ValueError`` if malformed."""
+        name: str = self.scanner.name_of(record_id)
+        return name
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _batches(self) -> Iterator[tuple[Any, int, list[Entry], int]]:
+        for batch in self.scanner.batches(self.count, self._complete):
+            entries, unreadable = self._entries(batch.heads)
+            yield batch.node, batch.scanned, entries, unreadable + batch.foreign
+
+    def scan(
+        self, filters: Filters = Filters(), progress: Progress | None = None
+    ) -> Iterator[Entry]:
+        """Every record passing ``filters``, streamed; stop early with ``islice``.
+
+        ``progress(scanned, matched)`` is called after each batch.
+        """
+        matched = 0
+        for _, scanned, entries, _ in self._batches():
+            now = now_ms()
+            for entry in entries:
+                if filters.matches(entry, now):
+                    matched += 1
+                    yield entry
+            if progress is not None:
+                progress(scanned, matched)
+
+    def page(
+        self,
+        filters: Filters,
+        cursor: str | None,
+        size: int,
+        *,
+        max_scanned: int | None = None,
+    ) -> tuple[list[Entry], str | None]:
+        """At least ``size`` matching records (whole batches), and the next page's cursor.
+
+        Pages end on batch boundaries, so no record is skipped between pages. With
+        ``max_scanned`` a page also ends once that many keys were scanned, so narrow
+        filters on a large keyspace answer quickly, with fewer records. ``None`` as the
+        next cursor means the scan is over.
+        """
+        found: list[Entry] = []
+        scanned = 0
+        after: str | None = cursor
+        for heads, n, after in self.scanner.page(cursor, self.count, self._complete):
+            scanned += n
+            now = now_ms()
+            found.extend(e for e in self._entries(heads)[0] if filters.matches(e, now))
+            if after is None or len(found) >= size:
+                break
+            if max_scanned is not None and scanned >= max_scanned:
+                break
+        return found, after
+
+    def get(self, name: str) -> Detail | None:
+        """The whole record stored under ``name`` (verified and decoded), or ``None``."""
+        got = self.scanner.get(name)
+        if got is None:
+            return None
+        raw, ttl_ms = got
+        entry = self.entry(name, raw, ttl_ms, len(raw))
+        rid = _rid(name)
+        if entry is None or rid is None:
+            return None
+        try:
+            record = self.sealer.open(rid, raw)
+        except IntegrityError as exc:
+            return Detail(entry, False, None, b"", problem=str(exc))
+        return _detail(entry, record)
+
+    def find(
+        self, key: str, scope: str | None = None, kind: str | None = None
+    ) -> Iterator[Detail]:
+        """The records of client key ``key``.
+
+        With ``scope``: one lookup per kind (HTTP first, then ``run()``), no scan.
+        Without: a scan of every record for that key in any scope.
+        """
+        if scope is not None:
+            for k in [Kind(kind)] if kind else [Kind.HTTP, Kind.CALL]:
+                detail = self.get(self.engine.slot(k, scope, key).name)
+                if detail is not None:
+                    yield detail
+                    return
+            return
+        for entry in self.scan(Filters(key=key, kind=kind)):
+            detail = self.get(entry.name)
+            if detail is not None:
+                yield detail
+
+    def entries(self, names: Iterable[str]) -> list[Entry]:
+        """The listed records among ``names`` (missing ones are left out)."""
+        by_node: dict[int, tuple[Any, list[bytes]]] = {}
+        for name in names:
+            node = self.scanner.node_for(name)
+            by_node.setdefault(id(node), (node, []))[1].append(name.encode())
+        found: list[Entry] = []
+        for node, keys in by_node.values():
+            heads, _ = self.scanner.heads(node, keys, self._complete)
+            found.extend(self._entries(heads)[0])
+        return found
+
+    # -- counting -----------------------------------------------------------------------
+
+    def stats(
+        self,
+        filters: Filters = Filters(),
+        *,
+        sample: int = MEMORY_SAMPLE,
+        progress: Progress | None = None,
+    ) -> Stats:
+        """Exact counts by state and kind; memory usage of the first ``sample`` records.
+
+        Scans visit records in hash-table order and record names are hashes, so the
+        first records met are as good as a random sample.
+        """
+        stats = Stats()
+        for node, scanned, entries, unreadable in self._batches():
+            stats.scanned = scanned
+            stats.unreadable += unreadable
+            now = now_ms()
+            selected = [e for e in entries if filters.matches(e, now)]
+            for entry in selected:
+                stats.count(entry)
+            if progress is not None:
+                progress(stats.scanned, stats.total)
+            wanted = selected[: max(sample - stats.memory_sampled, 0)]
+            if wanted:
+                usage = self.scanner.memory_usage(node, [e.name for e in wanted])
+                stats.memory_sampled += len(usage)
+                stats.memory_sample_bytes += sum(usage)
+        return stats
+
+    # -- purging ------------------------------------------------------------------------
+
+    def purge(
+        self,
+        filters: Filters = Filters(),
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> PurgeResult:
+        """Delete every record passing ``filters``; ``running`` ones only with ``force``.
+
+        With ``dry_run`` nothing is deleted and ``deleted`` counts what would be.
+        """
+        result = PurgeResult()
+        for _, scanned, entries, _ in self._batches():
+            now = now_ms()
+
+            def still_matches(entry: Entry, now: int = now) -> bool:
+                return filters.matches(entry, now)
+
+            selected = [e for e in entries if still_matches(e)]
+            self._purge_entries(selected, still_matches, force, dry_run, result)
+            if progress is not None:
+                progress(scanned, result.matched)
+        return result
+
+    def purge_entries(
+        self, entries: Iterable[Entry], *, force: bool = False, dry_run: bool = False
+    ) -> PurgeResult:
+        """Delete these records (from ``find`` or ``entries``), re-checked as above.
+
+        A record is deleted only if, read again just before, it is still the same kind,
+        scope and key and (without ``force``) not ``running``.
+        """
+        result = PurgeResult()
+        chunk: list[Entry] = []
+        for entry in entries:
+            chunk.append(entry)
+            if len(chunk) >= self.count:
+                self._purge_entries(chunk, _same_record(chunk), force, dry_run, result)
+                chunk = []
+        if chunk:
+            self._purge_entries(chunk, _same_record(chunk), force, dry_run, result)
+        return result
+
+    def _purge_entries(
+        self,
+        entries: list[Entry],
+        still_wanted: Callable[[Entry], bool],
+        force: bool,
+        dry_run: bool,
+        result: PurgeResult,
+    ) -> None:
+        result.matched += len(entries)
+        doomed = [e for e in entries if force or e.state is not State.RUNNING]
+        if len(doomed) < len(entries):
+            kept = {e.name for e in entries if e.state is State.RUNNING} - result._running_seen
+            result.skipped_running += len(kept)
+            result._running_seen |= kept
+        if dry_run:
+            result.deleted += len(doomed)
+            return
+        for node, names in self.scanner.groups([e.name for e in doomed]):
+            deleted, changed = self.delete_checked(node, names, still_wanted, force)
+            result.deleted += deleted
+            result.changed += changed
+
+    def delete_checked(
+        self, node: Any, names: list[str], still_wanted: Callable[[Entry], bool], force: bool
+    ) -> tuple[int, int]:
+        """Delete those of ``names`` still wanted (and not running, unless ``force``)."""
+
+        def wanted(name: str, head: bytes) -> bool:
+            entry = self.entry(name, head, None, 0)
+            return (
+                entry is not None
+                and still_wanted(entry)
+                and (force or entry.state is not State.RUNNING)
+            )
+
+        result: tuple[int, int] = self.scanner.delete_checked(node, names, wanted, self._complete)
+        return result
+
+
+def _same_record(entries: list[Entry]) -> Callable[[Entry], bool]:
+    identity = {e.name: (e.kind, e.scope, e.key) for e in entries}
+    return lambda e: identity.get(e.name) == (e.kind, e.scope, e.key)
+
+
+def _detail(entry: Entry, record: Record) -> Detail:
+    if record.kind is Kind.HTTP and record.state is State.DONE:
+        try:
+            headers, body = decode_http(record.payload)
+        except (ValueError, IndexError):
+            return Detail(entry, True, None, record.payload)
+        return Detail(entry, True, headers, body)
+    return Detail(entry, True, None, record.payload)

@@ -1,0 +1,259 @@
+"""What the inventory selects and reports: entries, details, filters, counts, purge results.
+
+Nothing here talks to a store: these are built from a record's first bytes (see
+:func:`django_idempotency.records.peek`) and what the store said about it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..records import STATES, Kind, State
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One record as listed: its header fields, status code, TTL and size."""
+
+    #: The store's name for the record (its Redis key).
+    name: str
+    state: State
+    kind: Kind
+    scope: str
+    key: str
+    #: The fencing token (hex) of a running record's owner.
+    owner: str
+    #: The request fingerprint (hex), empty when not compared.
+    fingerprint: str
+    created_ms: int
+    finished_ms: int | None
+    #: The stored HTTP status code (finished HTTP records only).
+    status: int | None
+    #: Milliseconds until the store expires the record; ``None`` when it has no TTL.
+    ttl_ms: int | None
+    #: Stored bytes: the whole record.
+    size: int
+    compression: str | None = None
+    encrypted: bool = False
+    #: Finished records: the payload as stored, and before compression.
+    stored_payload: int | None = None
+    original_payload: int | None = None
+
+    @property
+    def record_id(self) -> str:
+        """The 16 base64url characters between the braces: the record's id in URLs."""
+        return self.name[self.name.rindex("{") + 1 : -1]
+
+    @property
+    def redis_key(self) -> str:
+        """The Redis key (the same as :attr:`name`)."""
+        return self.name
+
+    def age_ms(self, now: int) -> int:
+        """Milliseconds since the record was created."""
+        return max(now - self.created_ms, 0)
+
+    def as_dict(self, now: int) -> dict[str, Any]:
+        """The listing columns as JSON-ready values (seconds, bytes)."""
+        return {
+            "scope": self.scope,
+            "key": self.key,
+            "state": self.state.value,
+            "status": self.status,
+            "age_seconds": round(self.age_ms(now) / 1000, 3),
+            "ttl_seconds": None if self.ttl_ms is None else round(self.ttl_ms / 1000, 3),
+            "size_bytes": self.size,
+            "kind": self.kind.value,
+            # The listing's first name for ``kind``; kept for scripts reading it.
+            "door": self.kind.value,
+            "compression": self.compression,
+            "encrypted": self.encrypted,
+            "created_ms": self.created_ms,
+            "finished_ms": self.finished_ms,
+            "redis_key": self.name,
+        }
+
+
+@dataclass(frozen=True)
+class Detail:
+    """A whole record, for ``show`` and the admin detail page."""
+
+    entry: Entry
+    #: Whether the record's MAC verified (``False``: tampered; never replayed).
+    verified: bool
+    #: HTTP records: the stored headers as ``(name, value)`` pairs.
+    headers: list[tuple[str, str]] | None
+    #: HTTP records: the response body; ``run()`` and unreplayable records: the payload.
+    body: bytes
+    problem: str = ""
+
+    def body_text(self, limit: int) -> str | None:
+        """The first ``limit`` bytes of the body as text, or ``None`` when it is binary."""
+        head = self.body[:limit]
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            # A multi-byte character cut by the limit is still text.
+            if exc.start < len(head) - 3 or len(self.body) <= limit:
+                return None
+            text = head[: exc.start].decode("utf-8")
+        if any(ch < " " and ch not in "\t\r\n" for ch in text):
+            return None
+        return text
+
+    def as_dict(self, now: int, preview_bytes: int) -> dict[str, Any]:
+        """Every field, with a text preview of the body (``null`` when binary)."""
+        doc = self.entry.as_dict(now)
+        running = self.entry.state is State.RUNNING
+        lease = self.entry.ttl_ms if running else None
+        doc.update(
+            owner=self.entry.owner or None,
+            fingerprint=self.entry.fingerprint or None,
+            lease_seconds=None if lease is None else round(lease / 1000, 3),
+            verified=self.verified,
+            headers=None if self.headers is None else [list(h) for h in self.headers],
+            body_bytes=len(self.body),
+            body_preview=self.body_text(preview_bytes),
+            body_truncated=len(self.body) > preview_bytes,
+        )
+        return doc
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which records to select; every field left at its default selects everything."""
+
+    states: frozenset[str] = frozenset()
+    kind: str | None = None
+    scope: str | None = None
+    #: Exact client key.
+    key: str | None = None
+    #: ``fnmatch`` glob over the client key (case-sensitive).
+    key_glob: str | None = None
+    #: Case-insensitive substring of the scope or the key (the admin's search box).
+    search: str | None = None
+    #: Only records created more than this many seconds ago.
+    older_than: float | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.states) - {s.value for s in STATES}
+        if unknown:
+            raise ValueError(f"unknown state(s): {', '.join(sorted(unknown))}")
+        if self.kind is not None and self.kind not in {k.value for k in Kind}:
+            raise ValueError(f"unknown kind {self.kind!r} (http or run)")
+
+    @property
+    def selects_everything(self) -> bool:
+        """True when no filter is set."""
+        return self == Filters()
+
+    def matches(self, entry: Entry, now: int) -> bool:
+        """Whether ``entry`` passes every filter (``now`` in epoch milliseconds)."""
+        if self.states and entry.state.value not in self.states:
+            return False
+        if self.kind is not None and entry.kind.value != self.kind:
+            return False
+        if self.scope is not None and entry.scope != self.scope:
+            return False
+        if self.key is not None and entry.key != self.key:
+            return False
+        if self.key_glob is not None and not fnmatch.fnmatchcase(entry.key, self.key_glob):
+            return False
+        if self.search:
+            needle = self.search.casefold()
+            if needle not in entry.key.casefold() and needle not in entry.scope.casefold():
+                return False
+        return self.older_than is None or entry.age_ms(now) > self.older_than * 1000
+
+
+@dataclass
+class Stats:
+    """Exact counts of the selected records, plus a sampled memory estimate."""
+
+    scanned: int = 0
+    total: int = 0
+    by_state: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in STATES})
+    by_kind: dict[str, int] = field(default_factory=lambda: {k.value: 0 for k in Kind})
+    #: Keys matching the record pattern that are not records (foreign or corrupt).
+    unreadable: int = 0
+    #: The stored bytes of every selected record.
+    stored_bytes: int = 0
+    #: Payload bytes of finished records as stored, and as they were before compression.
+    payload_stored: int = 0
+    payload_original: int = 0
+    compressed: int = 0
+    encrypted: int = 0
+    memory_sampled: int = 0
+    memory_sample_bytes: int = 0
+
+    def count(self, entry: Entry) -> None:
+        """Add ``entry`` to the counts."""
+        self.total += 1
+        self.by_state[entry.state.value] = self.by_state.get(entry.state.value, 0) + 1
+        self.by_kind[entry.kind.value] = self.by_kind.get(entry.kind.value, 0) + 1
+        self.stored_bytes += entry.size
+        if entry.stored_payload is not None:
+            self.payload_stored += entry.stored_payload
+            self.payload_original += entry.original_payload or entry.stored_payload
+        self.compressed += entry.compression is not None
+        self.encrypted += entry.encrypted
+
+    @property
+    def compression_ratio(self) -> float | None:
+        """Stored size over original size of the finished records (1.0: nothing saved)."""
+        if not self.payload_original:
+            return None
+        return self.payload_stored / self.payload_original
+
+    @property
+    def memory_average(self) -> float | None:
+        """Mean ``MEMORY USAGE`` per sampled record, in bytes."""
+        return self.memory_sample_bytes / self.memory_sampled if self.memory_sampled else None
+
+    @property
+    def memory_estimate(self) -> int | None:
+        """The mean times the number of records: memory held by them, roughly."""
+        average = self.memory_average
+        return None if average is None else round(average * self.total)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "total": self.total,
+            "by_state": dict(self.by_state),
+            "by_kind": dict(self.by_kind),
+            # The first name of ``by_kind``; kept for scripts reading it.
+            "by_door": dict(self.by_kind),
+            "unreadable": self.unreadable,
+            "scanned_keys": self.scanned,
+            "stored_bytes": self.stored_bytes,
+            "compression": {
+                "compressed_records": self.compressed,
+                "encrypted_records": self.encrypted,
+                "ratio": self.compression_ratio,
+            },
+            "memory": {
+                "sampled": self.memory_sampled,
+                "sample_bytes": self.memory_sample_bytes,
+                "average_bytes": self.memory_average,
+                "estimated_total_bytes": self.memory_estimate,
+            },
+        }
+
+
+@dataclass
+class PurgeResult:
+    """What a purge did (or, dry, would do)."""
+
+    matched: int = 0
+    deleted: int = 0
+    #: Running records left alone because ``force`` was not given.
+    skipped_running: int = 0
+    #: Records that changed (or expired) between the scan and the delete, left alone.
+    changed: int = 0
+    # SCAN may return a key twice while Redis shrinks its table under our deletes: the
+    # running records kept are remembered to be counted once. They are the requests in
+    # flight, so this stays small (unlike remembering every key scanned).
+    _running_seen: set[str] = field(default_factory=set, init=False, repr=False, compare=False)

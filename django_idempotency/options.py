@@ -1,0 +1,356 @@
+"""One options model: every option of every door, declared once and validated once.
+
+Settings (``IDEMPOTENCY["TTL"]``), decorator arguments (``@idempotent_view(ttl=...)``),
+mixin attributes (``ChargeView.idempotency_options["ttl"]``), ``run()`` keywords and job
+attributes all go through the same validators below, with the same accepted types (a
+duration is an int, a float or a ``timedelta``), and every error names where the bad
+value came from. Doors validate when the view is decorated, the class is created or the
+call is made, never after a view ran.
+
+A door's per-view options are kept as :class:`Overrides`: the validated values it was
+given. The rest come from the settings when a request arrives (so ``override_settings``
+keeps working), merged by :meth:`Overrides.http` or :meth:`Overrides.call` into a frozen
+:class:`HttpOptions` or :class:`CallOptions`, cached per settings object.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+if TYPE_CHECKING:
+    from .conf import IdempotencySettings
+    from .serializers.base import ErrorSerializer, ValueSerializer
+
+
+class InvalidOption(ImproperlyConfigured, TypeError, ValueError):
+    """A setting or a door's option has a bad value; the message says which and where.
+
+    It is an ``ImproperlyConfigured`` (a configuration error, raised before anything
+    runs) and also a ``TypeError``/``ValueError``, what Python code passing a bad
+    argument expects.
+    """
+
+
+class Conflict(str, Enum):
+    """What a concurrent duplicate does while the first request runs."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    WAIT = "wait"
+    REJECT = "reject"
+
+
+#: Names a bad value's origin, e.g. ``lambda name: f"@idempotent_view({name}=...)"``.
+Where = Callable[[str], str]
+
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+_UUID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+def bad(where: str, what: str, value: Any) -> InvalidOption:
+    """The error for a bad value: ``<where> must be <what>, got <value>``."""
+    return InvalidOption(f"{where} must be {what}, got {value!r}")
+
+
+# -- validators: (value, where) -> normalized value ---------------------------------------
+
+
+def duration(value: Any, where: str) -> float:
+    """A positive duration: seconds as int or float, or a ``timedelta``."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise bad(where, "a positive number of seconds or a timedelta", value)
+    return float(value)
+
+
+def positive_int(value: Any, where: str) -> int:
+    """A positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise bad(where, "a positive integer", value)
+    return value
+
+
+def optional_size(value: Any, where: str) -> int | None:
+    """``None``, or a byte count of zero or more."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise bad(where, "None or a number of bytes (0 or more)", value)
+    return value
+
+
+def boolean(value: Any, where: str) -> bool:
+    """``True`` or ``False``."""
+    if not isinstance(value, bool):
+        raise bad(where, "True or False", value)
+    return value
+
+
+def text(value: Any, where: str) -> str:
+    """A non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise bad(where, "a non-empty string", value)
+    return value
+
+
+def namespace(value: Any, where: str) -> str:
+    """Any string, the empty one included."""
+    if not isinstance(value, str):
+        raise bad(where, "a string", value)
+    return value
+
+
+def conflict(value: Any, where: str) -> Conflict:
+    """``"wait"`` or ``"reject"``."""
+    try:
+        return Conflict(value)
+    except ValueError:
+        raise bad(where, 'one of "wait", "reject"', value) from None
+
+
+def importable(value: Any, where: str) -> Any:
+    """A callable, or a dotted path to one (imported now)."""
+    if isinstance(value, str):
+        try:
+            return import_string(value)
+        except ImportError as exc:
+            raise InvalidOption(
+                f"{where} must be an importable dotted path, got {value!r} ({exc})"
+            ) from exc
+    if not callable(value):
+        raise bad(where, "a callable or a dotted path to one", value)
+    return value
+
+
+def optional_callable(value: Any, where: str) -> Callable[..., Any] | None:
+    """``None`` or a callable."""
+    if value is not None and not callable(value):
+        raise bad(where, "a callable", value)
+    return value
+
+
+def serializer(value: Any, where: str) -> Any:
+    """An object with ``dumps``/``loads``, its class, or a dotted path to either."""
+    value = importable(value, where) if isinstance(value, str) else value
+    if isinstance(value, type):
+        value = value()
+    if not (callable(getattr(value, "dumps", None)) and callable(getattr(value, "loads", None))):
+        raise bad(where, "a serializer with dumps() and loads() methods", value)
+    return value
+
+
+def methods(value: Any, where: str) -> frozenset[str]:
+    """A collection of HTTP method names (upper-cased)."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise bad(where, "a list of HTTP method names", value)
+    upper = {str(m).upper() for m in value}
+    unknown = upper - _METHODS
+    if unknown:
+        raise bad(where, "a list of HTTP method names", sorted(unknown))
+    return frozenset(upper)
+
+
+def key_format(value: Any, where: str) -> re.Pattern[str] | None:
+    """``None`` (any visible ASCII), ``"uuid"``, or a regular expression."""
+    if value is None:
+        return None
+    if value == "uuid":
+        return re.compile(_UUID_RE)
+    if isinstance(value, re.Pattern):
+        return value
+    if isinstance(value, str):
+        try:
+            return re.compile(value)
+        except re.error as exc:
+            raise bad(where, f'None, "uuid" or a valid regular expression ({exc})', value) from exc
+    raise bad(where, 'None, "uuid" or a regular expression', value)
+
+
+# -- the per-door options -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One option: its validator, the setting it defaults from, and which doors take it."""
+
+    check: Callable[[Any, str], Any]
+    setting: str | None
+    kinds: frozenset[str]
+
+
+_HTTP, _CALL = "http", "call"
+_BOTH = frozenset({_HTTP, _CALL})
+
+#: Every per-view and per-call option. ``None`` for a setting means a fixed default.
+SPECS: dict[str, Spec] = {
+    "ttl": Spec(duration, "TTL", _BOTH),
+    "lock_ttl": Spec(duration, "LOCK_TTL", _BOTH),
+    "wait_timeout": Spec(duration, "WAIT_TIMEOUT", _BOTH),
+    "conflict": Spec(conflict, "CONFLICT", _BOTH),
+    "durable": Spec(boolean, "DURABLE", _BOTH),
+    "methods": Spec(methods, "METHODS", frozenset({_HTTP})),
+    "required": Spec(boolean, "REQUIRED", frozenset({_HTTP})),
+    "scope": Spec(importable, "SCOPE", frozenset({_HTTP})),
+    "fingerprint": Spec(importable, "FINGERPRINT", frozenset({_HTTP})),
+    "namespace": Spec(namespace, None, frozenset({_CALL})),
+    "value_serializer": Spec(serializer, "VALUE_SERIALIZER", frozenset({_CALL})),
+    "error_serializer": Spec(serializer, "ERROR_SERIALIZER", frozenset({_CALL})),
+    "should_ignore_error": Spec(optional_callable, None, frozenset({_CALL})),
+    "on_action_success": Spec(optional_callable, None, frozenset({_CALL})),
+    "on_action_error": Spec(optional_callable, None, frozenset({_CALL})),
+    "on_success_replay": Spec(optional_callable, None, frozenset({_CALL})),
+    "on_error_replay": Spec(optional_callable, None, frozenset({_CALL})),
+}
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """What an HTTP door applies to a request: settings merged with its overrides."""
+
+    ttl: float
+    lock_ttl: float
+    wait_timeout: float
+    conflict: Conflict
+    durable: bool
+    methods: frozenset[str]
+    required: bool
+    scope: Callable[..., str]
+    fingerprint: Callable[..., str | bytes]
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """What ``run()`` (and the job doors) apply to one call."""
+
+    ttl: float
+    lock_ttl: float
+    wait_timeout: float
+    conflict: Conflict
+    durable: bool
+    namespace: str
+    value_serializer: ValueSerializer
+    error_serializer: ErrorSerializer
+    should_ignore_error: Callable[[BaseException], bool] | None
+    on_action_success: Callable[[Any, Any], None] | None
+    on_action_error: Callable[[Any, BaseException], None] | None
+    on_success_replay: Callable[[Any, Any], None] | None
+    on_error_replay: Callable[[Any, BaseException], None] | None
+
+
+#: A duration as every option accepts it.
+Duration = int | float | timedelta
+
+
+class CallKeywords(TypedDict, total=False):
+    """The keyword options of ``run()``/``arun()`` (``None``: the setting's value)."""
+
+    namespace: str
+    ttl: Duration | None
+    lock_ttl: Duration | None
+    wait_timeout: Duration | None
+    conflict: Literal["wait", "reject"] | Conflict | None
+    durable: bool | None
+    should_ignore_error: Callable[[BaseException], bool] | None
+    value_serializer: ValueSerializer | type[ValueSerializer] | str | None
+    error_serializer: ErrorSerializer | type[ErrorSerializer] | str | None
+    on_action_success: Callable[[Any, Any], None] | None
+    on_action_error: Callable[[Any, BaseException], None] | None
+    on_success_replay: Callable[[Any, Any], None] | None
+    on_error_replay: Callable[[Any, BaseException], None] | None
+
+
+_FIXED_DEFAULTS: dict[str, Any] = {
+    "namespace": "",
+    "should_ignore_error": None,
+    "on_action_success": None,
+    "on_action_error": None,
+    "on_success_replay": None,
+    "on_error_replay": None,
+}
+
+
+class Overrides:
+    """A door's validated options; the rest is filled from the settings per request."""
+
+    __slots__ = ("_cache", "values")
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = dict(values)
+        self._cache: tuple[Any, Any] | None = None
+
+    @classmethod
+    def validate(
+        cls, given: Mapping[str, Any], kind: str, where: Where, *, skip_none: bool = True
+    ) -> Overrides:
+        """Check every option in ``given`` for a door of ``kind`` (``"http"``/``"call"``).
+
+        ``None`` values mean "the setting's default" unless ``skip_none`` is false.
+        """
+        checked: dict[str, Any] = {}
+        for name, value in given.items():
+            spec = SPECS.get(name)
+            if spec is None or kind not in spec.kinds:
+                known = ", ".join(sorted(n for n, s in SPECS.items() if kind in s.kinds))
+                raise InvalidOption(f"{where(name)} is not an option here; known: {known}")
+            if value is None and skip_none:
+                continue
+            checked[name] = spec.check(value, where(name))
+        return cls(checked)
+
+    def _merged(self, settings: IdempotencySettings, target: type[Any]) -> Any:
+        cached = self._cache
+        if cached is not None and cached[0] is settings:
+            return cached[1]
+        values: dict[str, Any] = {}
+        for f in fields(target):
+            if f.name in self.values:
+                values[f.name] = self.values[f.name]
+                continue
+            spec = SPECS[f.name]
+            values[f.name] = (
+                getattr(settings, spec.setting) if spec.setting else _FIXED_DEFAULTS[f.name]
+            )
+        merged = target(**values)
+        self._cache = (settings, merged)
+        return merged
+
+    def http(self, settings: IdempotencySettings) -> HttpOptions:
+        """The options for an HTTP request under ``settings``."""
+        merged: HttpOptions = self._merged(settings, HttpOptions)
+        return merged
+
+    def call(self, settings: IdempotencySettings) -> CallOptions:
+        """The options for a ``run()`` call under ``settings``."""
+        merged: CallOptions = self._merged(settings, CallOptions)
+        return merged
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+
+NONE = Overrides({})
+
+
+def named(label: str) -> Where:
+    """``where`` for keyword arguments: ``named("run")("ttl") == "run(ttl=...)"``."""
+    return lambda name: f"{label}({name}=...)"
+
+
+def keyed(label: str) -> Where:
+    """``where`` for a mapping: ``keyed("X.idempotency_options")("ttl")``."""
+    return lambda name: f'{label}["{name}"]'
+
+
+def attributes(label: str, prefix: str = "") -> Where:
+    """``where`` for class attributes: ``attributes("ChargeTask", "idempotency_")("ttl")``."""
+    return lambda name: f"{label}.{prefix}{name}"

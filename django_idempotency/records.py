@@ -1,0 +1,582 @@
+"""The stored format of a record, defined once: layout, MAC, compression, encryption.
+
+A stored response is replayed to a client as if the server had just produced it, so a
+record is a trust boundary. Every record carries a MAC (HMAC-SHA256, 128 bits) keyed
+from ``SECRET_KEY`` and bound to the record's id, so a byte flipped in Redis, a record
+copied under another key or one planted with a plain ``SET`` is refused, never replayed.
+Bodies may also be compressed (zstd when ``zstandard`` is installed, else zlib) and
+encrypted (AES-GCM, ``ENCRYPTION_KEYS``).
+
+Layout (binary, big-endian; offsets in bytes)::
+
+    0     state        R running, D done, E error, U unreplayable
+    1     waiter flag  '-', or 'w' once a duplicate waits (set by the store; not MAC'd)
+    2     version      '1'
+    3     flags        bits 0-1 compression (0 none, 1 zlib, 2 zstd), bit 2 encrypted,
+                       bits 3-4 kind (0 http, 1 run)
+    running records:
+    4:16  fencing token (12 bytes; the store compares it before any write)
+    16:22 created ms
+    22    fingerprint length, then the fingerprint
+    final records:
+    4:10  created ms
+    10:14 elapsed ms
+    14:16 HTTP status (0 for run() records)
+    16    fingerprint length, then the fingerprint
+          original payload length (varint), only when compressed
+    then: meta length (varint), meta (scope length varint, scope, key; encrypted: nonce,
+          ciphertext, tag), payload (final records; encrypted: nonce, ciphertext, tag),
+          and the 16-byte MAC over the record id and every byte but the flag and the MAC.
+
+Meta stays outside the compressed payload so that listing a record (a read of its first
+bytes) shows its scope, key and status without reading the body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+RUNNING_CHAR = b"R"
+WAITER_FLAG_OFFSET = 1
+NO_WAITERS = b"-"
+VERSION = b"1"
+#: Where a running record keeps its fencing token; the store's scripts compare it there.
+TOKEN_SLICE = slice(4, 16)
+TOKEN_BYTES = 12
+MAC_BYTES = 16
+RID_BYTES = 12
+
+_ZLIB, _ZSTD = 1, 2
+_ENCRYPTED = 4
+_NONCE = 12
+_GCM_TAG = 16
+
+_RUNNING_HEAD = struct.Struct(">cccc12s6sB")
+_FINAL_HEAD = struct.Struct(">cccc6sIHB")
+
+
+class State(str, Enum):
+    """The life of a record."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    RUNNING = "running"
+    DONE = "done"
+    ERROR = "error"
+    UNREPLAYABLE = "unreplayable"
+
+
+class Kind(str, Enum):
+    """Which lifecycle wrote a record: HTTP requests or ``run()`` calls (and jobs)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    HTTP = "http"
+    CALL = "run"
+
+
+STATES: tuple[State, ...] = tuple(State)
+_STATE_CHAR = {State.RUNNING: b"R", State.DONE: b"D", State.ERROR: b"E", State.UNREPLAYABLE: b"U"}
+_CHAR_STATE = {c[0]: s for s, c in _STATE_CHAR.items()}
+_KIND_BITS = {Kind.HTTP: 0, Kind.CALL: 8}
+_BITS_KIND = {b: k for k, b in _KIND_BITS.items()}
+_KIND_CODE = {Kind.HTTP: b"h", Kind.CALL: b"r"}
+
+
+class IntegrityError(Exception):
+    """A record failed verification (tampered, copied, planted) or cannot be decoded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record as the engine sees it: verified, decrypted and decompressed."""
+
+    state: State
+    kind: Kind
+    scope: bytes
+    key: bytes
+    fingerprint: bytes
+    created_ms: int
+    finished_ms: int | None = None
+    status: int | None = None
+    payload: bytes = b""
+    token: bytes = b""
+
+    @property
+    def scope_text(self) -> str:
+        """The scope for display."""
+        return self.scope.decode("utf-8", "backslashreplace")
+
+    @property
+    def key_text(self) -> str:
+        """The client's key for display (``run()`` keys may be arbitrary bytes)."""
+        return self.key.decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What a record's first bytes tell, unverified: for listing, counting and purging."""
+
+    state: State
+    kind: Kind
+    created_ms: int
+    finished_ms: int | None
+    status: int | None
+    fingerprint: bytes
+    token: bytes
+    scope: bytes | None
+    key: bytes | None
+    #: Where the payload starts, when the meta ends inside the bytes given.
+    payload_offset: int | None
+    #: Payload bytes before compression (compressed records, or complete ones).
+    original_payload: int | None
+    compression: str | None
+    encrypted: bool
+
+
+def text_bytes(value: str | bytes) -> bytes:
+    """``value`` as bytes (str as UTF-8), the form scopes and keys are hashed and stored in."""
+    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+
+
+def record_id(kind: Kind, scope: str | bytes, key: str | bytes) -> bytes:
+    """The 96-bit id of one record: no two (kind, scope, key) triples share one.
+
+    The scope is length-prefixed, so ``("a:b", "c")`` and ``("a", "b:c")`` differ. The id is
+    not keyed: rotating ``SECRET_KEY`` must not make stored records unreachable.
+    """
+    s, k = text_bytes(scope), text_bytes(key)
+    return hashlib.blake2b(
+        _KIND_CODE[kind] + b"%d:" % len(s) + s + k, digest_size=RID_BYTES
+    ).digest()
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        n |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return n, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def derive_key(secret: str | bytes, purpose: bytes) -> bytes:
+    """A key for ``purpose`` derived from a secret with a salt, as Django's signing does."""
+    return hashlib.sha256(b"django_idempotency.records." + purpose + text_bytes(secret)).digest()
+
+
+class _Compressor:
+    """zlib, or zstd when ``zstandard`` is installed; contexts kept per thread."""
+
+    def __init__(self) -> None:
+        try:
+            import zstandard  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            self._zstd: Any = None
+        else:
+            self._zstd = zstandard
+        self._local = threading.local()
+
+    @property
+    def code(self) -> int:
+        """The algorithm new records are compressed with."""
+        return _ZSTD if self._zstd is not None else _ZLIB
+
+    def compress(self, data: bytes) -> bytes:
+        if self._zstd is None:
+            # Raw deflate, fast level, small state: a 256 KiB deflate state per call would
+            # cost more than the compression.
+            c = zlib.compressobj(1, zlib.DEFLATED, -12, 4)
+            return c.compress(data) + c.flush()
+        cctx = getattr(self._local, "cctx", None)
+        if cctx is None:
+            cctx = self._local.cctx = self._zstd.ZstdCompressor(
+                level=1, write_content_size=False, write_checksum=False
+            )
+        return bytes(cctx.compress(data))
+
+    def decompress(self, code: int, data: bytes, size: int) -> bytes:
+        if code == _ZLIB:
+            out = zlib.decompress(data, -15, size or 1)
+        elif self._zstd is None:
+            raise IntegrityError(
+                "the record is compressed with zstd, but zstandard is not installed here: "
+                "install django-idempotency[zstd] on every process that reads records"
+            )
+        else:
+            dctx = getattr(self._local, "dctx", None)
+            if dctx is None:
+                dctx = self._local.dctx = self._zstd.ZstdDecompressor()
+            out = bytes(dctx.decompress(data, max_output_size=size))
+        if len(out) != size:
+            raise IntegrityError("the record's payload does not decompress to its length")
+        return out
+
+
+class _Cipher:
+    """AES-GCM over a rotating list of keys: the first encrypts, all decrypt."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aeads = [AESGCM(k) for k in keys]
+
+    def encrypt(self, data: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + self._aeads[0].encrypt(nonce, data, aad)
+
+    def decrypt(self, blob: bytes, aad: bytes) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
+        nonce, sealed = blob[:_NONCE], blob[_NONCE:]
+        for aead in self._aeads:
+            try:
+                return aead.decrypt(nonce, sealed, aad)
+            except InvalidTag:
+                continue
+        raise IntegrityError("the record was encrypted with a key not in ENCRYPTION_KEYS")
+
+
+class Sealer:
+    """Builds and verifies stored records: the one place that knows the byte layout.
+
+    ``mac_secrets`` are ``SECRET_KEY`` then its fallbacks (the first signs, all verify);
+    ``encryption_keys`` enable AES-GCM (the first encrypts, all decrypt);
+    ``compress_min_bytes`` is the payload size from which compression is tried
+    (``None``: never).
+    """
+
+    def __init__(
+        self,
+        mac_secrets: Iterable[str | bytes],
+        *,
+        encryption_keys: Sequence[bytes] = (),
+        compress_min_bytes: int | None = 1024,
+    ) -> None:
+        self._mac_keys = [derive_key(s, b"mac") for s in mac_secrets]
+        if not self._mac_keys:
+            raise ValueError("at least one MAC secret is needed")
+        self._cipher = _Cipher(encryption_keys) if encryption_keys else None
+        self._compress_min = compress_min_bytes
+        self._compressor = _Compressor()
+
+    @property
+    def encrypts(self) -> bool:
+        """Whether new records are encrypted."""
+        return self._cipher is not None
+
+    # -- MAC --------------------------------------------------------------------------
+
+    def _tag(self, key: bytes, rid: bytes, unsigned: bytes) -> bytes:
+        mac = hmac.new(key, rid, hashlib.sha256)
+        # The waiter flag (byte 1) is set by the store while the record runs.
+        mac.update(unsigned[:1])
+        mac.update(memoryview(unsigned)[2:])
+        return mac.digest()[:MAC_BYTES]
+
+    def _sign(self, rid: bytes, unsigned: bytes) -> bytes:
+        return unsigned + self._tag(self._mac_keys[0], rid, unsigned)
+
+    def _verify(self, rid: bytes, raw: bytes) -> None:
+        if len(raw) < 4 + MAC_BYTES:
+            raise IntegrityError("the record is too short to be one")
+        unsigned, tag = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
+        for key in self._mac_keys:
+            if hmac.compare_digest(tag, self._tag(key, rid, unsigned)):
+                return
+        raise IntegrityError(
+            "the record's MAC does not verify: it was altered, copied from another key, "
+            "written by something other than this app, or signed with a SECRET_KEY that is "
+            "neither SECRET_KEY nor in SECRET_KEY_FALLBACKS"
+        )
+
+    # -- meta -------------------------------------------------------------------------
+
+    def _meta(self, rid: bytes, scope: bytes, key: bytes) -> bytes:
+        meta = _varint(len(scope)) + scope + key
+        if self._cipher is not None:
+            meta = self._cipher.encrypt(meta, rid + b"meta")
+        return _varint(len(meta)) + meta
+
+    def _open_meta(self, rid: bytes | None, blob: bytes, encrypted: bool) -> tuple[bytes, bytes]:
+        if encrypted:
+            if self._cipher is None or rid is None:
+                raise IntegrityError("the record is encrypted and ENCRYPTION_KEYS is not set")
+            blob = self._cipher.decrypt(blob, rid + b"meta")
+        n, pos = _read_varint(blob, 0)
+        return blob[pos : pos + n], blob[pos + n :]
+
+    # -- building ---------------------------------------------------------------------
+
+    def running(
+        self,
+        rid: bytes,
+        kind: Kind,
+        scope: bytes,
+        key: bytes,
+        token: bytes,
+        fingerprint: bytes,
+        created_ms: int,
+    ) -> bytes:
+        """The running record a claim creates: owner token, fingerprint and meta."""
+        flags = _KIND_BITS[kind] | (_ENCRYPTED if self._cipher is not None else 0)
+        head = _RUNNING_HEAD.pack(
+            RUNNING_CHAR,
+            NO_WAITERS,
+            VERSION,
+            bytes((flags,)),
+            token,
+            created_ms.to_bytes(6, "big"),
+            len(fingerprint),
+        )
+        return self._sign(rid, head + fingerprint + self._meta(rid, scope, key))
+
+    def seal(self, rid: bytes, record: Record) -> bytes:
+        """A final record (done, error or unreplayable) as stored bytes."""
+        payload = record.payload
+        flags = _KIND_BITS[record.kind]
+        extra = b""
+        if self._compress_min is not None and len(payload) >= self._compress_min:
+            packed = self._compressor.compress(payload)
+            if len(packed) + 3 < len(payload):
+                flags |= self._compressor.code
+                extra = _varint(len(payload))
+                payload = packed
+        if self._cipher is not None:
+            flags |= _ENCRYPTED
+            payload = self._cipher.encrypt(payload, rid + b"payload")
+        finished = record.finished_ms if record.finished_ms is not None else record.created_ms
+        elapsed = min(max(finished - record.created_ms, 0), 0xFFFFFFFF)
+        head = _FINAL_HEAD.pack(
+            _STATE_CHAR[record.state],
+            NO_WAITERS,
+            VERSION,
+            bytes((flags,)),
+            record.created_ms.to_bytes(6, "big"),
+            elapsed,
+            record.status or 0,
+            len(record.fingerprint),
+        )
+        return self._sign(
+            rid,
+            head
+            + record.fingerprint
+            + extra
+            + self._meta(rid, record.scope, record.key)
+            + payload,
+        )
+
+    # -- reading ----------------------------------------------------------------------
+
+    def open(self, rid: bytes, raw: bytes) -> Record:
+        """Verify and decode a stored record; :class:`IntegrityError` if it is not ours."""
+        self._verify(rid, raw)
+        try:
+            return self._decode(rid, raw[:-MAC_BYTES])
+        except IntegrityError:
+            raise
+        except (ValueError, IndexError, KeyError, struct.error) as exc:
+            raise IntegrityError(f"the record cannot be decoded: {exc}") from exc
+
+    def _decode(self, rid: bytes, body: bytes) -> Record:
+        head = peek(body, complete=True)
+        flags = body[3]
+        pos = _payload_start(body)
+        meta_len, pos = _read_varint(body, pos)
+        scope, key = self._open_meta(rid, body[pos : pos + meta_len], head.encrypted)
+        pos += meta_len
+        if head.state is State.RUNNING:
+            return Record(
+                state=head.state,
+                kind=head.kind,
+                scope=scope,
+                key=key,
+                fingerprint=head.fingerprint,
+                created_ms=head.created_ms,
+                token=head.token,
+            )
+        payload = body[pos:]
+        if head.encrypted:
+            if self._cipher is None:
+                raise IntegrityError("the record is encrypted and ENCRYPTION_KEYS is not set")
+            payload = self._cipher.decrypt(payload, rid + b"payload")
+        if flags & 3:
+            payload = self._compressor.decompress(flags & 3, payload, head.original_payload or 0)
+        return Record(
+            state=head.state,
+            kind=head.kind,
+            scope=scope,
+            key=key,
+            fingerprint=head.fingerprint,
+            created_ms=head.created_ms,
+            finished_ms=head.finished_ms,
+            status=head.status,
+            payload=payload,
+        )
+
+    def meta(self, rid: bytes | None, raw: bytes) -> tuple[bytes, bytes] | None:
+        """Scope and key from a record's first bytes (unverified), decrypting if needed.
+
+        ``None`` when ``raw`` is cut before the meta ends, or it cannot be read here.
+        """
+        try:
+            head = peek(raw)
+            pos = _payload_start(raw)
+            meta_len, pos = _read_varint(raw, pos)
+            if pos + meta_len > len(raw):
+                return None
+            return self._open_meta(rid, raw[pos : pos + meta_len], head.encrypted)
+        except (IntegrityError, ValueError, IndexError, KeyError, struct.error):
+            return None
+
+
+def _payload_start(raw: bytes) -> int:
+    """Offset of the meta length varint (after the fingerprint and the original length)."""
+    if raw[0:1] == RUNNING_CHAR:
+        return _RUNNING_HEAD.size + raw[_RUNNING_HEAD.size - 1]
+    pos = _FINAL_HEAD.size + raw[_FINAL_HEAD.size - 1]
+    if raw[3] & 3:
+        _, pos = _read_varint(raw, pos)
+    return pos
+
+
+def peek(raw: bytes, *, complete: bool = False) -> Header:
+    """Decode the header of a record (or of its first bytes) without verifying it.
+
+    Raises ``ValueError`` when ``raw`` does not start like a record. With ``complete``,
+    ``raw`` is the whole record less its MAC (sizes are then exact).
+    """
+    if len(raw) < 4 or raw[2:3] != VERSION:
+        raise ValueError("not an idempotency record")
+    state = _CHAR_STATE.get(raw[0])
+    kind = _BITS_KIND.get(raw[3] & 24)
+    if state is None or kind is None:
+        raise ValueError("not an idempotency record")
+    flags = raw[3]
+    if state is State.RUNNING:
+        _, _, _, _, token, created, fp_len = _RUNNING_HEAD.unpack_from(raw)
+        fp_end = _RUNNING_HEAD.size + fp_len
+        finished = status = None
+        original = None
+    else:
+        _, _, _, _, created, elapsed, status_code, fp_len = _FINAL_HEAD.unpack_from(raw)
+        token = b""
+        fp_end = _FINAL_HEAD.size + fp_len
+        finished = int.from_bytes(created, "big") + elapsed
+        status = status_code or None
+        original = None
+    fingerprint = raw[fp_end - fp_len : fp_end]
+    if len(fingerprint) != fp_len:
+        raise ValueError("record cut inside its fingerprint")
+    scope = key = None
+    pos = fp_end
+    if state is not State.RUNNING and flags & 3:
+        original, pos = _read_varint(raw, pos)
+    meta_len, pos = _read_varint(raw, pos)
+    meta_end = pos + meta_len
+    offset = meta_end if meta_end <= len(raw) else None
+    if offset is not None and not flags & _ENCRYPTED:
+        n, mpos = _read_varint(raw, pos)
+        scope, key = raw[mpos : mpos + n], raw[mpos + n : meta_end]
+    if complete and state is not State.RUNNING and original is None:
+        original = len(raw) - meta_end
+    return Header(
+        state=state,
+        kind=kind,
+        created_ms=int.from_bytes(created, "big"),
+        finished_ms=finished,
+        status=status,
+        fingerprint=fingerprint,
+        token=token,
+        scope=scope,
+        key=key,
+        payload_offset=offset,
+        original_payload=original,
+        compression={0: None, _ZLIB: "zlib", _ZSTD: "zstd"}.get(flags & 3),
+        encrypted=bool(flags & _ENCRYPTED),
+    )
+
+
+# -- HTTP payload ------------------------------------------------------------------------
+
+#: Header names stored as one byte each: most responses carry a few of these.
+_COMMON_HEADERS = (
+    "Content-Type",
+    "Location",
+    "Vary",
+    "Allow",
+    "Cache-Control",
+    "Content-Language",
+    "Content-Disposition",
+    "ETag",
+    "Last-Modified",
+    "X-Frame-Options",
+    "X-Content-Type-Options",
+    "Referrer-Policy",
+    "Cross-Origin-Opener-Policy",
+    "Expires",
+    "Link",
+    "Retry-After",
+)
+_HEADER_CODE = {name.lower(): i for i, name in enumerate(_COMMON_HEADERS)}
+
+
+def encode_http(headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+    """Response headers and body as one payload (the status lives in the record header)."""
+    parts: list[bytes] = []
+    count = 0
+    for name, value in headers:
+        count += 1
+        code = _HEADER_CODE.get(name.lower())
+        if code is not None and name == _COMMON_HEADERS[code]:
+            parts.append(b"\x00" + bytes((code,)))
+        else:
+            raw_name = name.encode("latin-1")
+            parts.append(_varint(len(raw_name)) + raw_name)
+        raw_value = value.encode("latin-1")
+        parts.append(_varint(len(raw_value)) + raw_value)
+    return _varint(count) + b"".join(parts) + body
+
+
+def decode_http(payload: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """The ``(headers, body)`` of an HTTP payload built by :func:`encode_http`."""
+    count, pos = _read_varint(payload, 0)
+    headers: list[tuple[str, str]] = []
+    for _ in range(count):
+        if payload[pos] == 0:
+            name = _COMMON_HEADERS[payload[pos + 1]]
+            pos += 2
+        else:
+            n, pos = _read_varint(payload, pos)
+            name = payload[pos : pos + n].decode("latin-1")
+            pos += n
+        n, pos = _read_varint(payload, pos)
+        headers.append((name, payload[pos : pos + n].decode("latin-1")))
+        pos += n
+    return headers, payload[pos:]

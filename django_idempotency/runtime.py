@@ -1,0 +1,56 @@
+"""The process-wide engine, built from the settings: the composition root.
+
+Doors and commands ask :func:`get_engine` for the engine; it is built on first use
+(importing the package never needs Redis) and rebuilt when the settings change.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from django.conf import settings as django_settings
+
+from .conf import IdempotencySettings, get_settings, on_reload
+from .engine import Engine
+from .records import Sealer
+
+_engine: Engine | None = None
+_lock = threading.Lock()
+
+
+def sealer_for(settings: IdempotencySettings) -> Sealer:
+    """The record sealer: MAC keyed from ``SECRET_KEY`` (fallbacks verify), encryption keys."""
+    secrets = [django_settings.SECRET_KEY, *getattr(django_settings, "SECRET_KEY_FALLBACKS", ())]
+    return Sealer(
+        secrets,
+        encryption_keys=settings.ENCRYPTION_KEYS,
+        compress_min_bytes=settings.COMPRESS_MIN_BYTES,
+    )
+
+
+def build_engine(settings: IdempotencySettings) -> Engine:
+    """A new engine on the store the settings name."""
+    from .stores.redis import open_store
+
+    return Engine(open_store(settings), sealer_for(settings), max_waiters=settings.MAX_WAITERS)
+
+
+def get_engine() -> Engine:
+    """The engine for the current settings."""
+    global _engine
+    engine = _engine
+    if engine is None:
+        with _lock:
+            if _engine is None:
+                _engine = build_engine(get_settings())
+            engine = _engine
+    return engine
+
+
+@on_reload
+def _reset() -> None:
+    global _engine
+    with _lock:
+        old, _engine = _engine, None
+    if old is not None:
+        old.close()

@@ -1,0 +1,1 @@
+"""Stores: where records live. ``base`` is the seam; each backend is a package beside it."""

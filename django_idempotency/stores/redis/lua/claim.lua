@@ -1,0 +1,18 @@
+-- claim: create our running record, or report the record already there. One atomic step.
+-- KEYS[1] record
+-- ARGV[1] the running record to create   ARGV[2] lease in ms
+-- Returns 0 when we created it (we own the key now); the record when it is final; or
+-- {record, lease ms left} when another caller is running it. In that last case the
+-- record's waiter flag (its second byte) is set, so the owner's completion is published.
+local record = redis.call('GET', KEYS[1])
+if not record then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 0
+end
+if string.byte(record, 1) == 82 then -- 'R': running
+  if string.byte(record, 2) ~= 119 then -- not yet 'w'
+    redis.call('SETRANGE', KEYS[1], 1, 'w')
+  end
+  return {record, redis.call('PTTL', KEYS[1])}
+end
+return record

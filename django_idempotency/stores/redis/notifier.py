@@ -1,0 +1,306 @@
+"""One subscription per process that wakes every local waiter: waiting holds no connection.
+
+A duplicate that finds a record running waits for its owner. Blocking a pooled
+connection per waiter (the first design) let a burst larger than the pool fail with
+"Too many connections" and starve the owner's own completion. Instead each process
+subscribes once, from one daemon thread, to the prefix's notification channel, and the
+``complete`` and ``release`` scripts publish the record's key name there whenever a
+duplicate has flagged the record. The thread hands each message to the local waiters
+of that key: threads wait on an :class:`threading.Event`, coroutines on a future of
+their own event loop. Nothing is polled, and the number of connections does not depend
+on the number of waiters.
+
+No notification may be missed between a waiter's claim and its wait:
+
+* The subscription must have been live when the claim was sent. A waiter reads
+  :meth:`RedisNotifier.position` before its claim; if the subscription was down or has
+  been re-established since (an *epoch* change), the waiter looks at the record again
+  instead of waiting.
+* A message that arrives after the claim was sent but before the waiter registers is
+  remembered for a few seconds by key name (with its sequence number), so registering
+  late finds it.
+* When the connection drops, every registered waiter is told to look again, since
+  messages may have been lost meanwhile; the thread reconnects with a backoff. After a
+  Sentinel failover it reconnects to the new primary; on Redis Cluster, classic pub/sub
+  messages reach every node, so one subscription on any node hears every shard.
+
+A waiter that hears nothing still looks again when its owner's lease would end (a
+crashed owner publishes nothing) and at its deadline; see the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from ..base import Slot
+
+logger = logging.getLogger("django_idempotency")
+
+#: How long a received notification is remembered for a waiter registering late.
+RECENT_SECONDS = 10.0
+RECENT_MAX = 100_000
+#: Silence after which the subscription is checked with a PING.
+PING_AFTER = 5.0
+#: How long a PING (or the subscription's confirmation) may take before reconnecting.
+ANSWER_WITHIN = 5.0
+
+Position = tuple[int, int]
+
+
+class _Watch:
+    """One waiting thread or coroutine."""
+
+    __slots__ = ("event", "future", "loop", "notified")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop
+        self.notified = False
+        if loop is None:
+            self.event: threading.Event | None = threading.Event()
+            self.future: asyncio.Future[bool] | None = None
+        else:
+            self.event = None
+            self.future = loop.create_future()
+
+    def deliver(self, notified: bool) -> None:
+        self.notified = notified
+        if self.event is not None:
+            self.event.set()
+        elif self.loop is not None and self.future is not None:
+            try:
+                self.loop.call_soon_threadsafe(_resolve, self.future, notified)
+            except RuntimeError:  # the loop is closed: nobody awaits this any more
+                pass
+
+
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+_live: weakref.WeakSet[RedisNotifier] = weakref.WeakSet()
+
+
+class RedisNotifier:
+    """The process's subscription to one notification channel, shared by all waiters."""
+
+    def __init__(self, client_factory: Callable[[], Any], channel: str) -> None:
+        self._client_factory = client_factory
+        self.channel = channel
+        self._reset()
+        _live.add(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._watches: dict[str, list[_Watch]] = {}
+        #: Waiters for the subscription itself (they look again once it is live).
+        self._pending: list[_Watch] = []
+        self._epochs = itertools.count(1)
+        self._epoch = 0
+        self._seq = 0
+        self._recent: dict[str, tuple[int, float]] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = False
+
+    # -- the waiter's side ----------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """The live subscription's number; 0 while there is none."""
+        return self._epoch
+
+    def position(self) -> Position:
+        """Read before sending a claim; hand it to :meth:`wait` if the claim finds a runner."""
+        return self._epoch, self._seq
+
+    def _register(self, slot: Slot, position: Position, watch: _Watch) -> bool:
+        """Register ``watch`` for ``slot``; False when the caller must look again at once."""
+        epoch, seq = position
+        with self._lock:
+            self._ensure_thread()
+            heard = self._recent.get(slot.name)
+            if heard is not None and heard[0] > seq:
+                return False  # it finished after our claim was sent
+            if epoch == 0 or epoch != self._epoch:
+                if self._epoch == 0:
+                    # Not subscribed yet: the caller waits for it, then looks again.
+                    self._pending.append(watch)
+                else:
+                    watch.deliver(False)  # live, but re-established since the claim
+                return False
+            self._watches.setdefault(slot.name, []).append(watch)
+            return True
+
+    def _unregister(self, slot: Slot, watch: _Watch) -> None:
+        with self._lock:
+            watches = self._watches.get(slot.name)
+            if watches is not None and watch in watches:
+                watches.remove(watch)
+                if not watches:
+                    del self._watches[slot.name]
+            if watch in self._pending:
+                self._pending.remove(watch)
+
+    def wait(self, slot: Slot, position: Position, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True when the slot's owner finished.
+
+        False means: look at the record again (the wait ran out, the subscription was
+        not live since the claim, or it dropped meanwhile).
+        """
+        watch = _Watch()
+        assert watch.event is not None
+        if not self._register(slot, position, watch):
+            # Wait (bounded) for the subscription, so the next claim's wait is covered.
+            watch.event.wait(min(timeout, ANSWER_WITHIN))
+            self._unregister(slot, watch)
+            return False
+        try:
+            watch.event.wait(timeout)
+            return watch.notified
+        finally:
+            self._unregister(slot, watch)
+
+    async def await_outcome(self, slot: Slot, position: Position, timeout: float) -> bool:
+        """:meth:`wait` for a coroutine: it holds neither a thread nor a connection."""
+        loop = asyncio.get_running_loop()
+        watch = _Watch(loop)
+        assert watch.future is not None
+        live = self._register(slot, position, watch)
+        limit = timeout if live else min(timeout, ANSWER_WITHIN)
+        timer = loop.call_later(limit, _resolve, watch.future, False)
+        try:
+            notified = await watch.future
+            return notified and live
+        finally:
+            timer.cancel()
+            self._unregister(slot, watch)
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        # Called with the lock held; also revives a thread asked to stop.
+        self._stop = False
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="idempotency-notifier", daemon=True
+            )
+            self._thread.start()
+
+    def start(self) -> None:
+        """Subscribe now, so the first duplicate to wait finds the subscription live."""
+        with self._lock:
+            self._ensure_thread()
+
+    def close(self) -> None:
+        """Stop the thread (it restarts if another waiter comes)."""
+        with self._lock:
+            self._stop = True
+
+    def _run(self) -> None:
+        backoff = 0.05
+        quiet = False  # after the first failure of an outage, say nothing more
+        while not self._stop:
+            pubsub: Any = None
+            try:
+                pubsub = self._client_factory().pubsub()
+                pubsub.subscribe(self.channel)
+                self._await_confirmation(pubsub)
+                with self._lock:
+                    self._epoch = next(self._epochs)
+                    pending, self._pending = self._pending, []
+                for watch in pending:
+                    watch.deliver(False)
+                backoff, quiet = 0.05, False
+                self._listen(pubsub)
+            except Exception as exc:
+                if not self._stop:
+                    logger.log(
+                        logging.DEBUG if quiet else logging.WARNING,
+                        "idempotency notifier: no subscription to %s (%s); waiters look at "
+                        "their records again, and it reconnects",
+                        self.channel,
+                        exc,
+                    )
+                    quiet = True
+            finally:
+                self._drop_all()
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:
+                        pass
+            if not self._stop:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    def _await_confirmation(self, pubsub: Any) -> None:
+        deadline = time.monotonic() + ANSWER_WITHIN
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.1)
+            if message is not None and _text(message["type"]) == "subscribe":
+                return
+        raise TimeoutError("no confirmation of the subscription")
+
+    def _listen(self, pubsub: Any) -> None:
+        last_heard = time.monotonic()
+        ping_sent: float | None = None
+        while not self._stop:
+            message = pubsub.get_message(timeout=1.0)
+            now = time.monotonic()
+            if message is None:
+                if ping_sent is not None and now - ping_sent > ANSWER_WITHIN:
+                    raise TimeoutError("the subscription did not answer a PING")
+                if ping_sent is None and now - last_heard > PING_AFTER:
+                    pubsub.ping()
+                    ping_sent = now
+                continue
+            last_heard, ping_sent = now, None
+            if _text(message["type"]) == "message":
+                self._dispatch(message["data"])
+
+    def _dispatch(self, data: bytes | str) -> None:
+        name = _text(data).rpartition(" ")[0]
+        now = time.monotonic()
+        with self._lock:
+            self._seq += 1
+            recent = self._recent
+            recent.pop(name, None)
+            recent[name] = (self._seq, now)
+            while recent:
+                oldest, (_, at) = next(iter(recent.items()))
+                if now - at < RECENT_SECONDS and len(recent) <= RECENT_MAX:
+                    break
+                del recent[oldest]
+            watches = self._watches.pop(name, ())
+        for watch in watches:
+            watch.deliver(True)
+
+    def _drop_all(self) -> None:
+        """The subscription ended: every waiter looks again (messages may be lost)."""
+        with self._lock:
+            self._epoch = 0
+            everyone = [w for ws in self._watches.values() for w in ws] + self._pending
+            self._watches, self._pending = {}, []
+        for watch in everyone:
+            watch.deliver(False)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _after_fork() -> None:
+    # A forked child has no notifier thread, and its parent's waiters are not its own.
+    for notifier in list(_live):
+        notifier._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork)

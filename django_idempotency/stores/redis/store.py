@@ -1,0 +1,264 @@
+"""The blocking Redis store: claim, complete, release and renew, one script call each.
+
+See :mod:`.scripts` for the key layout and each script's contract. On a plain Redis
+(a URL, a django-redis alias, a Sentinel ``master_for`` client) the script calls are
+encoded here and sent on a connection of the client's own pool, under the client's own
+retry policy; on Redis Cluster they go through ``RedisCluster.execute_command``, which
+routes them by key.
+
+Sentinel: after a failover a pooled connection may still point at the demoted primary,
+which refuses writes (``READONLY``). Every script's first write is the one refused, so
+nothing was written: the idle connections are dropped (the next one asks the Sentinel
+for the new primary) and the command is sent once more. A retried claim that finds its
+own running record, or a retried completion that finds its own final record, counts as
+done: the first attempt went through and only its reply was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import weakref
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis
+from redis.client import NEVER_DECODE
+
+from ...records import TOKEN_SLICE
+from ..base import ClaimReply, Slot, StoreBusy, StoreError, StoreFull, StoreUnavailable
+from .connection import is_cluster
+from .notifier import RedisNotifier
+from .scripts import CLAIM, COMPLETE, RELEASE, RENEW, Script
+
+if TYPE_CHECKING:
+    from .aio import AsyncRedisStore
+
+_R = TypeVar("_R")
+
+
+def key_name(prefix: str, rid: bytes) -> str:
+    """The Redis key of record ``rid``: ``<prefix>:{<16 base64url characters>}``."""
+    return f"{prefix}:{{{base64.urlsafe_b64encode(rid).decode()}}}"
+
+
+def record_pattern(prefix: str) -> str:
+    """The SCAN MATCH pattern selecting every record under ``prefix``."""
+    return f"{prefix}:{{*}}"
+
+
+def channel_name(prefix: str) -> str:
+    """The pub/sub channel completions under ``prefix`` are announced on."""
+    return f"{prefix}:notify"
+
+
+def demoted(exc: BaseException) -> bool:
+    """Whether ``exc`` is a read-only replica refusing a write: the server was demoted.
+
+    Redis 6 reports a write refused inside a script as a script error quoting
+    ``-READONLY``; redis-py's Sentinel connection turns a plain ``READONLY`` reply into
+    a ``ConnectionError``.
+    """
+    if isinstance(exc, redis.exceptions.ConnectionError):
+        return isinstance(exc.__context__, redis.exceptions.ReadOnlyError)
+    return isinstance(exc, redis.exceptions.ResponseError) and "READONLY" in str(exc)
+
+
+def translate(exc: redis.exceptions.RedisError) -> StoreError:
+    """The neutral store error for a redis-py error."""
+    text = str(exc)
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in text:
+        return StoreFull(
+            "Redis is at maxmemory and refuses writes (maxmemory-policy noeviction): no "
+            "idempotency record can be created or stored until memory is freed or "
+            "maxmemory is raised"
+        )
+    busy = getattr(redis.exceptions, "MaxConnectionsError", ())
+    if (busy and isinstance(exc, busy)) or text in (
+        "Too many connections",
+        "No connection available.",
+    ):
+        return StoreBusy(text)
+    return StoreUnavailable(text or type(exc).__name__)
+
+
+def claim_reply(reply: Any) -> ClaimReply:
+    """Decode the claim script's reply (see :mod:`.scripts`)."""
+    if isinstance(reply, list):
+        return ClaimReply(_raw(reply[0]), max(int(reply[1]), 0))
+    if isinstance(reply, int):
+        return ClaimReply(None)
+    return ClaimReply(_raw(reply))
+
+
+def _raw(value: Any) -> bytes:
+    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+
+
+def _ms(value: int) -> bytes:
+    return b"%d" % max(value, 1)
+
+
+class RedisStore:
+    """Record operations on one Redis (or Cluster), for one key prefix."""
+
+    def __init__(
+        self, client: Any, prefix: str, *, async_client: Callable[[], Any] | None = None
+    ) -> None:
+        self.client = client
+        self._async_client = async_client
+        self._aio: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedisStore] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.prefix = prefix
+        self.channel = channel_name(prefix)
+        self._channel = self.channel.encode()
+        self.cluster = is_cluster(client)
+        # The fast path needs the client's own pool; RedisCluster has one per node.
+        self._pool: Any = None if self.cluster else client.connection_pool
+        self._notifier = RedisNotifier(lambda: self.client, self.channel)
+
+    @property
+    def notifier(self) -> RedisNotifier:
+        """The process-wide subscription that wakes this store's waiters."""
+        return self._notifier
+
+    def close(self) -> None:
+        """Stop the notifier thread (it restarts on demand)."""
+        self._notifier.close()
+
+    def aio(self) -> AsyncRedisStore:
+        """The asyncio store of the running event loop (created on first use)."""
+        from .aio import AsyncRedisStore
+        from .connection import async_client_from
+
+        loop = asyncio.get_running_loop()
+        store = self._aio.get(loop)
+        if store is None:
+            factory = self._async_client or (lambda: async_client_from(self.client))
+            store = self._aio[loop] = AsyncRedisStore(factory(), self)
+        return store
+
+    def scanner(self) -> Any:
+        """What ``idempotency_inspect`` and the admin scan and purge with."""
+        from .scan import RedisScanner
+
+        return RedisScanner(self)
+
+    def slot(self, rid: bytes) -> Slot:
+        """The slot of record ``rid``."""
+        return Slot(rid, key_name(self.prefix, rid))
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _guarded(self, func: Callable[[], _R]) -> _R:
+        """``func()``, once more after a demoted primary refused it; errors made neutral."""
+        for retry in (False, True):
+            try:
+                return func()
+            except redis.exceptions.RedisError as exc:
+                if retry or not demoted(exc):
+                    raise translate(exc) from exc
+            # Idle connections may still point at the demoted primary; reconnecting
+            # through the Sentinel finds the new one.
+            pool = getattr(self.client, "connection_pool", None)
+            if pool is not None:
+                pool.disconnect(inuse_connections=False)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connection(self) -> Any:
+        try:
+            return self._pool.get_connection()
+        except TypeError:  # redis-py < 5.3 wants a command name
+            return self._pool.get_connection("EVALSHA")
+
+    def _send(self, packed: Sequence[bytes]) -> list[Any]:
+        """Write already-encoded commands at once and read one reply each (errors raised)."""
+        pool = self._pool
+        conn = self._connection()
+
+        def exchange() -> list[Any]:
+            conn.send_packed_command([packed[0] if len(packed) == 1 else b"".join(packed)])
+            replies: list[Any] = []
+            error: redis.exceptions.ResponseError | None = None
+            for _ in packed:
+                # Read every reply, errors included, so the connection stays in step.
+                try:
+                    replies.append(conn.read_response(disable_decoding=True))
+                except redis.exceptions.ResponseError as exc:
+                    error = error or exc
+                    replies.append(exc)
+            if error is not None:
+                raise error
+            return replies
+
+        def failed(_error: Exception) -> None:
+            conn.disconnect()
+
+        try:
+            replies: list[Any] = conn.retry.call_with_retry(exchange, failed)
+            return replies
+        except BaseException as exc:
+            if not isinstance(exc, redis.exceptions.ResponseError):
+                # Replies may be left unread on the socket: never reuse it as it is.
+                conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+
+    def _eval(self, script: Script, name: str, args: Sequence[bytes]) -> Any:
+        key = name.encode()
+        for attempt in (1, 2):
+            try:
+                if self._pool is not None:
+                    return self._send([script.pack(key, args)])[0]
+                return self.client.execute_command(
+                    "EVALSHA", script.sha, 1, key, *args, **{NEVER_DECODE: True}
+                )
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                # First call on this server (or after a restart or SCRIPT FLUSH).
+                self.client.script_load(script.source)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the four steps -------------------------------------------------------------------
+
+    def claim(self, slot: Slot, running: bytes, lease_ms: int) -> ClaimReply:
+        """Create ``running`` with a lease, or return what is there (one round trip)."""
+        reply = claim_reply(
+            self._guarded(lambda: self._eval(CLAIM, slot.name, (running, _ms(lease_ms))))
+        )
+        # A retry of a claim whose reply was lost finds the record it created.
+        if reply.record is not None and reply.record[TOKEN_SLICE] == running[TOKEN_SLICE]:
+            return ClaimReply(None)
+        return reply
+
+    def complete(self, slot: Slot, token: bytes, record: bytes, ttl_ms: int) -> bool:
+        """Store ``record`` if ``token`` still owns the slot; publish if someone waits."""
+        args = (token, record, _ms(ttl_ms), self._channel)
+        return bool(self._guarded(lambda: self._eval(COMPLETE, slot.name, args)))
+
+    def release(self, slot: Slot, token: bytes) -> bool:
+        """Delete the running record if ``token`` owns it; publish if someone waits."""
+        args = (token, self._channel)
+        return bool(self._guarded(lambda: self._eval(RELEASE, slot.name, args)))
+
+    def renew(self, leases: Sequence[tuple[Slot, bytes, int]]) -> list[bool]:
+        """Extend many leases in one round trip (one per lease on Cluster)."""
+        if self._pool is None or len(leases) == 1:
+            return [
+                bool(self._guarded(lambda: self._eval(RENEW, s.name, (t, _ms(ms)))))
+                for s, t, ms in leases
+            ]
+
+        def pipelined() -> list[bool]:
+            packed = [RENEW.pack(s.name.encode(), (t, _ms(ms))) for s, t, ms in leases]
+            try:
+                return [bool(r) for r in self._send(packed)]
+            except redis.exceptions.NoScriptError:
+                self.client.script_load(RENEW.source)
+                return [bool(r) for r in self._send(packed)]
+
+        # Renewing is idempotent, so the whole batch may be sent again.
+        return self._guarded(pipelined)

