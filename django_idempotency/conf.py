@@ -77,6 +77,7 @@ DEFAULTS: dict[str, Any] = {
     "DURABLE": False,
 }
 
+
 @dataclass(frozen=True)
 class IdempotencySettings:
     """The validated settings; obtain it with :func:`get_settings`."""
@@ -153,7 +154,7 @@ def _optional_positive_int(value: Any, where: str) -> int | None:
 
 
 def _optional_factory(value: Any, where: str) -> Callable[[], Any] | None:
-    return None if value is None else o.importable(value, where)  # type: ignore[no-any-return]
+    return None if value is None else o.importable(value, where)
 
 
 def _encryption_keys(value: Any, where: str) -> tuple[bytes, ...]:
@@ -181,7 +182,8 @@ def _encryption_keys(value: Any, where: str) -> tuple[bytes, ...]:
             import cryptography  # noqa: F401
         except ImportError:
             raise o.InvalidOption(
-                f"{where} needs the cryptography package: pip install django-idempotency[encryption]"
+                f"{where} needs the cryptography package: "
+                "pip install django-idempotency[encryption]"
             ) from None
     return tuple(keys)
 

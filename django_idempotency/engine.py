@@ -446,9 +446,7 @@ class Engine:
                     raise
                 time.sleep(0.002)
 
-    async def _apatiently(
-        self, claim: Claim, op: StoreOp, step: Callable[[], Awaitable[T]]
-    ) -> T:
+    async def _apatiently(self, claim: Claim, op: StoreOp, step: Callable[[], Awaitable[T]]) -> T:
         until = time.monotonic() + claim.lease.lease_ms / 2000
         while True:
             try:

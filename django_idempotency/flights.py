@@ -18,6 +18,7 @@ wait for itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from typing import Any
@@ -73,10 +74,8 @@ class Flights:
         if event is not None:
             event.set()
         for loop, future in futures:
-            try:
+            with contextlib.suppress(RuntimeError):  # that loop is closed
                 loop.call_soon_threadsafe(_settle, future, outcome)
-            except RuntimeError:  # that loop is closed
-                pass
 
     def wait(self, flight: Flight, timeout: float) -> Any:
         """A follower's wait: the outcome, or ``None`` when ``timeout`` ran out."""

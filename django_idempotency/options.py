@@ -136,7 +136,8 @@ def optional_callable(value: Any, where: str) -> Callable[..., Any] | None:
     """``None`` or a callable."""
     if value is not None and not callable(value):
         raise bad(where, "a callable", value)
-    return value
+    checked: Callable[..., Any] | None = value
+    return checked
 
 
 def serializer(value: Any, where: str) -> Any:
@@ -286,7 +287,8 @@ class Overrides:
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.values = dict(values)
-        self._cache: tuple[Any, Any] | None = None
+        # Per target class: (the settings it was merged with, the merged options).
+        self._cache: dict[type[Any], tuple[Any, Any]] = {}
 
     @classmethod
     def validate(
@@ -308,7 +310,7 @@ class Overrides:
         return cls(checked)
 
     def _merged(self, settings: IdempotencySettings, target: type[Any]) -> Any:
-        cached = self._cache
+        cached = self._cache.get(target)
         if cached is not None and cached[0] is settings:
             return cached[1]
         values: dict[str, Any] = {}
@@ -321,7 +323,7 @@ class Overrides:
                 getattr(settings, spec.setting) if spec.setting else _FIXED_DEFAULTS[f.name]
             )
         merged = target(**values)
-        self._cache = (settings, merged)
+        self._cache[target] = (settings, merged)
         return merged
 
     def http(self, settings: IdempotencySettings) -> HttpOptions:

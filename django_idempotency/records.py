@@ -385,11 +385,7 @@ class Sealer:
         )
         return self._sign(
             rid,
-            head
-            + record.fingerprint
-            + extra
-            + self._meta(rid, record.scope, record.key)
-            + payload,
+            head + record.fingerprint + extra + self._meta(rid, record.scope, record.key) + payload,
         )
 
     # -- reading ----------------------------------------------------------------------

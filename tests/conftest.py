@@ -93,10 +93,15 @@ def redis_url(topology: Topology | None) -> str:
 
 
 @pytest.fixture
-def redis_client(topology: Topology | None) -> Iterator[Any]:
-    """A plain client on the test's Redis (for inspecting what the app stored)."""
-    assert topology is not None
-    client = topology.client()
+def redis_client(request: pytest.FixtureRequest, topology: Topology | None) -> Iterator[Any]:
+    """A plain client on the test's Redis (for inspecting what the app stored).
+
+    A ``no_redis`` test (the app is not pointed anywhere) gets one on the session server.
+    """
+    if topology is None:
+        client = request.getfixturevalue("redis_server").client()
+    else:
+        client = topology.client()
     yield client
     client.close()
 

@@ -22,10 +22,9 @@ from django.test import Client
 from django.urls import path
 from pytest_django.live_server_helper import LiveServer
 
-from django_idempotency.service import get_service
-from django_idempotency.store import DONE, HTTP_DOOR, RUN_DOOR, RUNNING, now_ms
+from django_idempotency.engine import now_ms
 
-from .test_inspect import record_bytes
+from .support.records import CALL, DONE, HTTP, RUNNING, sealed
 
 ROOT = Path(__file__).resolve().parent.parent
 LIST = "/admin/django_idempotency/idempotencykey/"
@@ -56,16 +55,15 @@ urlpatterns = [
 @pytest.fixture
 def records(redis_client) -> dict[str, str]:
     """Three HTTP records and a run() one; returns key -> record id."""
-    store = get_service().store
     ids = {}
     now = now_ms()
-    for state, door, scope, key in (
-        (DONE, HTTP_DOOR, "user:1", "charge-001"),
-        (DONE, HTTP_DOOR, "user:2", "charge-002"),
-        (RUNNING, HTTP_DOOR, "user:1", "charge-003"),
-        (DONE, RUN_DOOR, "billing", "invoice:7"),
+    for state, kind, scope, key in (
+        (DONE, HTTP, "user:1", "charge-001"),
+        (DONE, HTTP, "user:2", "charge-002"),
+        (RUNNING, HTTP, "user:1", "charge-003"),
+        (DONE, CALL, "billing", "invoice:7"),
     ):
-        redis_key, data = record_bytes(store, state, door, scope, key, created_ms=now - 90_000)
+        redis_key, data = sealed(state, kind, scope, key, created_ms=now - 90_000)
         redis_client.set(redis_key, data, px=600_000)
         ids[key] = redis_key[redis_key.index("{") + 1 : -1]
     return ids
@@ -136,10 +134,9 @@ def test_list_filters_and_search(records, admin_client):
 
 
 def test_list_pages_through_scan_batches_without_losing_records(redis_client, admin_client):
-    store = get_service().store
     pipe = redis_client.pipeline(transaction=False)
     for i in range(450):
-        redis_key, data = record_bytes(store, DONE, HTTP_DOOR, "s", f"page-{i:03}", created_ms=1)
+        redis_key, data = sealed(DONE, HTTP, "s", f"page-{i:03}", created_ms=1)
         pipe.set(redis_key, data)
     pipe.execute()
     seen: list[str] = []

@@ -1,139 +1,37 @@
-"""The core, the HTTP doors and idempotency_inspect again, on a 3-primary Redis Cluster.
+"""Redis Cluster only: what a single server cannot show.
 
-The tests of ``test_run``, ``test_doors`` and (most of) ``test_inspect`` are
-imported and collected here a second time; the fixtures below point
-``IDEMPOTENCY["REDIS"]`` at the cluster (a dotted path to a factory returning
-``redis.cluster.RedisCluster``, as a project would configure it) and
-``redis_client`` at a cluster client.
+The core, the HTTP doors and most of ``idempotency_inspect`` run on the cluster too,
+through the ``topology`` fixture (``@pytest.mark.topologies("single", "cluster")`` in
+``test_run``, ``test_doors`` and ``test_inspect``); this module holds the tests that
+only make sense on a cluster. ``IDEMPOTENCY["REDIS"]`` is a dotted path to a factory
+returning ``redis.cluster.RedisCluster``, as a project would configure it.
 """
 
 from __future__ import annotations
 
-import inspect
 import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import django
 import pytest
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import RedisCluster
 
 from django_idempotency import ResultNotStored, run
-from django_idempotency.service import get_service
+from django_idempotency.records import Kind
+from django_idempotency.runtime import get_engine
 
-from . import test_doors, test_inspect
-from .support.topologies import RedisClusterHarness
-from .test_run import (  # noqa: F401  collected again, against the cluster
-    Counter,
-    test_64_threads_with_one_key_run_the_action_once,
-    test_arun_runs_a_coroutine_once_for_concurrent_callers,
-    test_distinct_keys_never_share_a_record,
-    test_error_is_stored_and_reraised_on_replay,
-    test_keeper_reports_a_lost_lease_once_with_the_signal,
-    test_late_finisher_whose_lease_was_lost_does_not_overwrite_new_owner,
-    test_long_action_keeps_its_claim_through_renewal,
-    test_namespaces_separate_equal_keys_even_with_colons,
-    test_record_expires_after_ttl_and_action_runs_again,
-    test_redis_keys_never_contain_the_client_key,
-    test_second_call_replays_value_without_running_action,
-    test_should_ignore_error_releases_the_key_so_the_next_call_runs,
-    test_unserializable_result_is_never_run_twice,
-    test_waiter_is_woken_on_completion_not_by_polling,
-    test_waiter_times_out_with_idempotency_timeout,
-)
+from .support import topologies
+from .test_run import Counter
 
-pytestmark = pytest.mark.slow
-
-# Every HTTP door test (and the fixtures they use) runs here too.
-for _name, _value in vars(test_doors).items():
-    if _name.startswith("test_") or _name in {"door", "url", "_reset_calls"}:
-        globals()[_name] = _value
-
-# idempotency_inspect's tests that need only the app's Redis and a few records.
-_INSPECT_FIXTURES = {"redis_client", "some", "varied", "settings", "monkeypatch"}
-_INSPECT_STANDALONE_ONLY = {
-    # 200,000 records: 9 s on one server, 35 s on the cluster; covered by
-    # test_inspect's own cluster test at 3,000 records.
-    "test_purge_state_done_deletes_exactly_the_done_ones_and_running_ones_need_force",
-    # Hands the whole client to a per-node internal, and counts one SCAN batch.
-    "test_purge_rereads_a_batch_whose_watch_fired",
-    "test_progress_goes_to_a_terminal_stderr_only",
-}
-for _name, _value in vars(test_inspect).items():
-    if _name in {"some", "varied"} or (
-        _name.startswith("test_")
-        and _name not in _INSPECT_STANDALONE_ONLY
-        and "no_redis" not in {m.name for m in getattr(_value, "pytestmark", [])}
-        and set(inspect.signature(_value).parameters) <= _INSPECT_FIXTURES
-    ):
-        globals()[_name] = _value
-
-#: Where the session's cluster listens; set by the ``redis_cluster`` fixture (and in
-#: child processes by ``_child_run``).
-NODES: list[tuple[str, int]] = []
-SOCKET_TIMEOUT = 5.0
-
-
-def cluster_client() -> RedisCluster:
-    """The ``IDEMPOTENCY["REDIS"]`` factory: one node is enough to discover the rest."""
-    host, port = NODES[0]
-    return RedisCluster(
-        host=host, port=port, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=2
-    )
-
-
-def short_timeout_cluster_client() -> RedisCluster:
-    host, port = NODES[0]
-    return RedisCluster(host=host, port=port, socket_timeout=0.3, socket_connect_timeout=2)
-
-
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisClusterHarness]:
-    with RedisClusterHarness(3) as cluster:
-        NODES[:] = cluster.startup_nodes
-        yield cluster
-
-
-class WholeCluster(RedisCluster):
-    """A cluster client whose KEYS and DBSIZE cover every primary, as the tests assume.
-
-    (``RedisCluster`` sends them to one random node.)
-    """
-
-    def keys(self, pattern: Any = "*", **kwargs: Any) -> Any:
-        return super().keys(pattern, target_nodes=self.PRIMARIES, **kwargs)
-
-    def dbsize(self, **kwargs: Any) -> Any:
-        return super().dbsize(target_nodes=self.PRIMARIES)
-
-
-@pytest.fixture
-def redis_client(redis_cluster: RedisClusterHarness) -> Iterator[RedisCluster]:
-    """A cluster client on empty primaries (overrides conftest's single server)."""
-    client = WholeCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in redis_cluster.startup_nodes]
-    )
-    client.flushall(target_nodes=RedisCluster.PRIMARIES)
-    yield client
-    client.close()
-
-
-@pytest.fixture(autouse=True)
-def idempotency_settings(settings: Any, redis_client: RedisCluster) -> Any:
-    """Point the app at the cluster (overrides conftest's fixture of the same name)."""
-    settings.IDEMPOTENCY = {
-        "REDIS": "tests.test_cluster.cluster_client",
-        "LOCK_TTL": 5,
-        "WAIT_TIMEOUT": 5,
-    }
-    return settings
+pytestmark = [pytest.mark.slow, pytest.mark.topologies("cluster")]
 
 
 def test_the_app_talks_to_the_cluster_and_records_spread_over_every_primary(redis_cluster):
-    assert isinstance(get_service().store.client, RedisCluster)
+    store: Any = get_engine().store
+    assert isinstance(store.client, RedisCluster)
     for i in range(30):
         run(f"spread-{i}", lambda: "v")
     per_node = [
@@ -143,11 +41,12 @@ def test_the_app_talks_to_the_cluster_and_records_spread_over_every_primary(redi
     assert all(per_node), per_node
 
 
-def test_record_and_wake_list_share_one_slot(redis_client):
-    store = get_service().store
-    for key in ("a", "b:c", "*", "{brace}"):
-        slot = store.slot("r", "scope", key)
-        assert redis_client.keyslot(slot.record_key) == redis_client.keyslot(slot.wake_key)
+def test_a_records_key_is_its_own_hash_tag_whatever_the_client_key(redis_client):
+    engine = get_engine()
+    for key in ("a", "b:c", "*", "{brace}", "x}y{z"):
+        name = engine.slot(Kind.CALL, "scope", key).name
+        tag = name[name.index("{") + 1 : name.index("}")]
+        assert redis_client.keyslot(name) == redis_client.keyslot(tag)
 
 
 def test_many_leases_of_one_process_are_renewed_on_the_cluster():
@@ -182,7 +81,7 @@ def test_many_leases_of_one_process_are_renewed_on_the_cluster():
 
 def test_a_wait_longer_than_the_cluster_socket_timeout_is_not_an_outage(settings):
     settings.IDEMPOTENCY = {
-        "REDIS": "tests.test_cluster.short_timeout_cluster_client",
+        "REDIS": "tests.support.topologies.short_timeout_cluster_client",
         "WAIT_TIMEOUT": 5,
     }
 
@@ -208,13 +107,13 @@ def _child_run(nodes: list[tuple[str, int]], key: str, barrier: Any) -> dict[str
     """Run in a spawned child (after ``django.setup``): one ``run()`` on the cluster."""
     from django.conf import settings
 
-    NODES[:] = nodes
+    topologies.NODES[:] = nodes
     settings.IDEMPOTENCY = {
-        "REDIS": "tests.test_cluster.cluster_client",
+        "REDIS": "tests.support.topologies.cluster_client",
         "LOCK_TTL": 5,
         "WAIT_TIMEOUT": 10,
     }
-    counter = cluster_client()
+    counter = topologies.cluster_client()
 
     def action() -> dict[str, Any]:
         counter.incr("executions")
@@ -231,7 +130,7 @@ def test_4_processes_with_one_key_run_the_action_once_on_the_cluster(redis_clien
     barrier = ctx.Manager().Barrier(4)
     # django.setup first, so the children can import this module (it imports models).
     with ctx.Pool(4, initializer=django.setup) as pool:
-        results = pool.starmap(_child_run, [(list(NODES), "proc-key", barrier)] * 4)
+        results = pool.starmap(_child_run, [(list(topologies.NODES), "proc-key", barrier)] * 4)
     assert int(redis_client.get("executions")) == 1
     assert len({r["pid"] for r in results}) == 1
 

@@ -1,4 +1,4 @@
-"""SPEC §2 through Django's test client, parametrized over the three HTTP doors."""
+"""The HTTP lifecycle through Django's test client, parametrized over the three HTTP doors."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from django.test import Client
 from django_idempotency.http import PROBLEM_CONTENT_TYPE
 
 from .support import views
+
+#: Every test here runs on a single server and on a 3-primary Redis Cluster.
+pytestmark = pytest.mark.topologies("single", "cluster")
 
 DOORS = {"middleware": "/middleware/", "decorator": "/decorator/", "drf": "/drf/"}
 

@@ -15,28 +15,19 @@ import time
 from typing import Any
 
 import pytest
-import redis
 from django.core.management import call_command
 from django.test import Client
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from django_idempotency.http import decode_response
-from django_idempotency.service import get_service
-from django_idempotency.store import (
-    DONE,
-    HTTP_DOOR,
-    RUN_DOOR,
-    RUNNING,
-    Record,
-    RedisStore,
-    record_id,
-)
+from django_idempotency.records import Kind, decode_http, record_id
+from django_idempotency.stores.redis import key_name
 
 from .support import views
+from .support.records import DONE, HTTP, RUNNING, name_of, opened
 
-#: Every Redis key the app may write: a prefix, a hash tag of 32 hex digits, maybe ":w".
-KEY_NAME = re.compile(rb"idem:\{[A-Za-z0-9_-]{22}\}(:w)?")
+#: Every Redis key the app may write: a prefix and a hash tag of 16 base64url characters.
+KEY_NAME = re.compile(rb"idem:\{[A-Za-z0-9_-]{16}\}")
 
 TWO_MIB = bytes(range(256)) * (2 * 4096)
 THREE_MIB = b"\x00" * (3 * 1024 * 1024)  # beyond DATA_UPLOAD_MAX_MEMORY_SIZE: Django's 400
@@ -136,13 +127,12 @@ def assert_redis_holds_only_whole_records(redis_client: Any) -> None:
     for name in redis_client.scan_iter("*"):
         assert KEY_NAME.fullmatch(name), name
         assert redis_client.pttl(name) != -1, name  # (-2: it expired since the SCAN)
-        raw = None if name.endswith(b":w") else redis_client.get(name)
-        if raw is None:
+        if not redis_client.exists(name):
             continue
-        record = Record.parse(raw)
+        record = opened(redis_client, name)
         assert record.state != RUNNING
-        if record.state == DONE and record.door == HTTP_DOOR:
-            decode_response(record.payload, "Idempotent-Replayed")
+        if record.state == DONE and record.kind is HTTP:
+            decode_http(record.payload)
 
 
 @settings(
@@ -182,30 +172,26 @@ def test_any_request_is_never_a_500_and_never_leaves_half_a_record(
     views.calls.clear()
 
 
-#: A store on a client that never connects: naming keys needs no server.
-OFFLINE_STORE = RedisStore(redis.Redis(), "idem")
-
-
 @settings(max_examples=300, deadline=None)
 @given(
-    door=st.sampled_from([HTTP_DOOR, RUN_DOOR]),
+    kind=st.sampled_from(list(Kind)),
     scope=st.one_of(st.text(), st.binary()),
     key=st.one_of(st.text(), st.binary()),
 )
 @pytest.mark.no_redis
-def test_redis_key_names_never_carry_the_scope_or_the_key(door, scope, key):
-    slot = OFFLINE_STORE.slot(door, scope, key)
-    for name in (slot.record_key, slot.wake_key):
-        assert KEY_NAME.fullmatch(name.encode()), name
+def test_redis_key_names_never_carry_the_scope_or_the_key(kind, scope, key):
+    # Naming a key needs no server.
+    name = key_name("idem", record_id(kind, scope, key))
+    assert KEY_NAME.fullmatch(name.encode()), name
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    a=st.tuples(st.sampled_from("hr"), st.text(max_size=8), st.text(max_size=8)),
-    b=st.tuples(st.sampled_from("hr"), st.text(max_size=8), st.text(max_size=8)),
+    a=st.tuples(st.sampled_from(list(Kind)), st.text(max_size=8), st.text(max_size=8)),
+    b=st.tuples(st.sampled_from(list(Kind)), st.text(max_size=8), st.text(max_size=8)),
 )
 @pytest.mark.no_redis
-def test_distinct_door_scope_key_triples_never_share_a_record(a, b):
+def test_distinct_kind_scope_key_triples_never_share_a_record(a, b):
     assume(a != b)
     assert record_id(*a) != record_id(*b)
 
@@ -245,7 +231,7 @@ def test_glob_characters_in_scopes_and_keys_never_reach_another_scope(
     assert first.status_code == other.status_code == 201
     assert "Idempotent-Replayed" not in other
     assert post(tenant_a)["Idempotent-Replayed"] == "true"
-    assert redis_client.dbsize() == 4  # two records, two wake lists
+    assert redis_client.dbsize() == 2  # two records
     views.calls.clear()
 
 
@@ -258,12 +244,12 @@ def test_purge_of_a_glob_like_key_deletes_that_record_only(redis_client, setting
     for tenant in tenants:
         for key in keys_:
             client.post("/middleware/", headers={"Idempotency-Key": key, "X-Tenant": tenant})
-    records = {n for n in redis_client.scan_iter("idem:{*}") if not n.endswith(b":w")}
+    records = set(redis_client.scan_iter("idem:{*}"))
     assert len(records) == len(tenants) * len(keys_)
     call_command("idempotency_inspect", "purge", "*", "--scope", "t*", "--yes", stdout=_Null())
-    left = {n for n in redis_client.scan_iter("idem:{*}") if not n.endswith(b":w")}
+    left = set(redis_client.scan_iter("idem:{*}"))
     gone = records - left
-    assert gone == {get_service().store.slot(HTTP_DOOR, "t*", "*").record_key.encode()}
+    assert gone == {name_of(HTTP, "t*", "*").encode()}
 
 
 class _Null:

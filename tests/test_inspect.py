@@ -23,25 +23,19 @@ from django.core.management.base import CommandError
 from django.test import Client
 
 from django_idempotency import run
+from django_idempotency.conf import get_settings
+from django_idempotency.engine import now_ms
 from django_idempotency.inventory import Filters, Inventory, parse_duration
 from django_idempotency.management.commands.idempotency_inspect import Command
-from django_idempotency.service import get_service
-from django_idempotency.store import (
-    DONE,
-    ERROR,
-    HTTP_DOOR,
-    RUN_DOOR,
-    RUNNING,
-    STATES,
-    UNREPLAYABLE,
-    RedisStore,
-    now_ms,
-)
+from django_idempotency.records import STATES, Sealer, peek
+from django_idempotency.runtime import get_engine, sealer_for
 from django_idempotency.testing import RedisServer
 
-from .support.topologies import RedisClusterHarness
+from .support.records import CALL, DONE, ERROR, HTTP, RUNNING, UNREPLAYABLE, sealed
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The tests that need only a few records also run on a 3-primary Redis Cluster.
+BOTH_TOPOLOGIES = pytest.mark.topologies("single", "cluster")
 BIG = 200_000
 COLUMNS = {"scope", "key", "state", "status", "age_seconds", "ttl_seconds", "size_bytes"}
 
@@ -49,60 +43,27 @@ COLUMNS = {"scope", "key", "state", "status", "age_seconds", "ttl_seconds", "siz
 # -- writing records directly ------------------------------------------------------------
 
 
-def plan(i: int) -> tuple[str, str]:
-    """(state, door) of record number ``i`` in the large data set."""
+def plan(i: int) -> tuple[str, Any]:
+    """(state, kind) of record number ``i`` in the large data set."""
     if i % 1000 == 0:
-        return RUNNING, HTTP_DOOR
+        return RUNNING, HTTP
     if i % 10 == 1:
-        return ERROR, RUN_DOOR
+        return ERROR, CALL
     if i % 50 == 3:
-        return UNREPLAYABLE, HTTP_DOOR
-    return DONE, RUN_DOOR if i % 5 == 0 else HTTP_DOOR
+        return UNREPLAYABLE, HTTP
+    return DONE, CALL if i % 5 == 0 else HTTP
 
 
-def record_bytes(
-    store: RedisStore,
-    state: str,
-    door: str,
-    scope: str,
-    key: str,
-    *,
-    created_ms: int,
-    status: int = 201,
-    body: bytes = b'{"ok":true}',
-) -> tuple[str, bytes]:
-    """(Redis key, stored bytes) of one record, as the service would write it."""
-    slot = store.slot(door, scope, key)
-    running = state == RUNNING
-    header = slot.header(
-        state,
-        "0123456789abcdef" if running else "-",
-        "f1" * 16 if door == HTTP_DOOR else "",
-        created_ms,
-        None if running else created_ms + 5,
-    )
-    if running:
-        payload = b""
-    elif state == DONE and door == HTTP_DOOR:
-        head = json.dumps([status, [["Content-Type", "application/json"]]]).encode()
-        payload = head + b"\n" + body
-    elif state == UNREPLAYABLE:
-        payload = b"it was a streaming response."
-    else:
-        payload = body
-    return slot.record_key, header + payload
-
-
-def write_records(client: Any, store: RedisStore, count: int) -> Counter[str]:
+def write_records(client: Any, sealer: Sealer, count: int) -> Counter[str]:
     """Write ``count`` records following :func:`plan`; return how many of each state."""
     created = now_ms() - 3_600_000
     states: Counter[str] = Counter()
     pipe = client.pipeline(transaction=False)
     for i in range(count):
-        state, door = plan(i)
+        state, kind = plan(i)
         states[state] += 1
-        redis_key, data = record_bytes(
-            store, state, door, f"user:{i % 97}", f"key-{i}", created_ms=created + i
+        redis_key, data = sealed(
+            state, kind, f"user:{i % 97}", f"key-{i}", created_ms=created + i, sealer=sealer
         )
         # Running leases are long so none runs out during the test.
         ttl = 600_000 if state == RUNNING else 86_400_000
@@ -118,7 +79,7 @@ def big() -> Iterator[tuple[RedisServer, Counter[str]]]:
     """A private server with 200,000 records; tests on it only read."""
     with RedisServer() as server:
         client = server.client()
-        states = write_records(client, RedisStore(client, "idem"), BIG)
+        states = write_records(client, sealer_for(get_settings()), BIG)
         client.close()
         yield server, states
 
@@ -145,8 +106,8 @@ def states_left(*clients: Any) -> Counter[str]:
         keys = sorted(set(client.scan_iter("idem:{*}", count=1000)))
         pipe = client.pipeline(transaction=False)
         for k in keys:
-            pipe.getrange(k, 0, 15)
-        states.update(head.split(b" ")[0].decode() for head in pipe.execute())
+            pipe.getrange(k, 0, 599)
+        states.update(peek(head).state.value for head in pipe.execute())
     return states
 
 
@@ -182,7 +143,7 @@ class FakeTTY(io.StringIO):
 def test_list_limit_10_answers_in_one_or_two_scan_calls_on_200k_records(on_big):
     out, _ = inspect("list", "--limit", "10")
     lines = out.splitlines()
-    assert lines[0].split() == ["STATE", "STATUS", "AGE", "TTL", "SIZE", "DOOR", "SCOPE", "KEY"]
+    assert lines[0].split() == ["STATE", "STATUS", "AGE", "TTL", "SIZE", "KIND", "SCOPE", "KEY"]
     assert len(lines) == 11
     # COUNT 1000 returns ~1000 keys per call: the first call almost always suffices.
     assert scan_calls(on_big) <= 2
@@ -220,7 +181,7 @@ def test_listing_all_200k_records_peaks_under_50_mb_of_python_memory(on_big):
 def test_purge_state_done_deletes_exactly_the_done_ones_and_running_ones_need_force(
     redis_client,
 ):
-    states = write_records(redis_client, get_service().store, BIG)
+    states = write_records(redis_client, get_engine().sealer, BIG)
     out, _ = inspect("purge", "--state", "done", "--yes")
     assert out.splitlines() == [f"Deleted {states[DONE]:,} record(s)."]
     assert states_left(redis_client) == {s: states[s] for s in STATES if s != DONE}
@@ -259,6 +220,7 @@ def some(redis_client) -> dict[str, str]:
     return {"http": "pay-1"}
 
 
+@BOTH_TOPOLOGIES
 def test_json_list_parses_and_carries_every_column(some):
     out, _ = inspect("list", "--json")
     rows = json.loads(out)
@@ -279,14 +241,16 @@ def test_json_list_parses_and_carries_every_column(some):
     assert by_key["order:*:odd"]["scope"] == "billing"
 
 
+@BOTH_TOPOLOGIES
 def test_json_of_an_empty_list_is_an_empty_array(redis_client):
     assert json.loads(inspect("list", "--json")[0]) == []
     assert inspect("list")[0] == "No matching records.\n"
 
 
+@BOTH_TOPOLOGIES
 def test_show_prints_fingerprint_timestamps_status_headers_and_body(some):
     out, _ = inspect("show", "pay-1", "--scope", "anonymous")
-    assert "door:        http" in out
+    assert "kind:        http" in out
     assert "state:       done" in out
     assert "status:      201" in out
     assert "fingerprint: " in out and "(not compared)" not in out
@@ -302,9 +266,10 @@ def test_show_prints_fingerprint_timestamps_status_headers_and_body(some):
     assert doc.keys() >= COLUMNS
 
 
-def test_show_finds_run_records_by_scope_then_door(some):
+@BOTH_TOPOLOGIES
+def test_show_finds_run_records_by_scope_then_kind(some):
     out, _ = inspect("show", "order:2", "--scope", "")
-    assert "door:        run" in out and "state:       error" in out
+    assert "kind:        run" in out and "state:       error" in out
     assert "card declined" in out
     doc = json.loads(inspect("show", "order:*:odd", "--scope", "billing", "--json")[0])[0]
     assert json.loads(doc["body_preview"]) == [1, 2]
@@ -312,15 +277,16 @@ def test_show_finds_run_records_by_scope_then_door(some):
         inspect("show", "order:*:odd", "--scope", "billing", "--door", "http")
 
 
+@BOTH_TOPOLOGIES
 def test_show_of_a_running_record_names_its_owner_and_lease(redis_client):
-    store = get_service().store
-    redis_key, data = record_bytes(store, RUNNING, HTTP_DOOR, "user:7", "slow", created_ms=now_ms())
+    redis_key, data = sealed(RUNNING, HTTP, "user:7", "slow", created_ms=now_ms())
     redis_client.set(redis_key, data, px=60_000)
     out, _ = inspect("show", "slow")
-    assert "owner:       0123456789abcdef (lease: " in out
+    assert "owner:       0123456789abcdef01234567 (lease: " in out
     assert "payload" not in out and "body" not in out
 
 
+@BOTH_TOPOLOGIES
 def test_show_of_an_unknown_key_exits_1_with_a_message(redis_client):
     with pytest.raises(CommandError) as info:
         inspect("show", "nope", "--scope", "user:1")
@@ -328,13 +294,11 @@ def test_show_of_an_unknown_key_exits_1_with_a_message(redis_client):
     assert str(info.value) == "No idempotency record for key 'nope' in scope 'user:1'."
 
 
+@BOTH_TOPOLOGIES
 def test_binary_bodies_are_shown_as_hex_and_long_ones_are_cut(redis_client):
-    store = get_service().store
     created = now_ms()
     for key, body in (("bin", b"\x00\xff\x10binary"), ("long", b"x" * 5000)):
-        redis_key, data = record_bytes(
-            store, DONE, HTTP_DOOR, "s", key, created_ms=created, body=body
-        )
+        redis_key, data = sealed(DONE, HTTP, "s", key, created_ms=created, body=body)
         redis_client.set(redis_key, data)
     out, _ = inspect("show", "bin")
     assert "<binary> 00 ff 10" in out
@@ -349,10 +313,10 @@ def test_binary_bodies_are_shown_as_hex_and_long_ones_are_cut(redis_client):
     assert row["status"] == 201
 
 
+@BOTH_TOPOLOGIES
 def test_records_with_headers_longer_than_the_first_read_are_listed_whole(redis_client):
-    store = get_service().store
     key = "%" * 250  # percent-encoded to 750 bytes: the header outgrows GETRANGE 0 599
-    redis_key, data = record_bytes(store, DONE, HTTP_DOOR, "user:1", key, created_ms=now_ms())
+    redis_key, data = sealed(DONE, HTTP, "user:1", key, created_ms=now_ms())
     redis_client.set(redis_key, data)
     (row,) = json.loads(inspect("list", "--json")[0])
     assert row["key"] == key
@@ -360,6 +324,7 @@ def test_records_with_headers_longer_than_the_first_read_are_listed_whole(redis_
     assert row["size_bytes"] == len(data)
 
 
+@BOTH_TOPOLOGIES
 def test_foreign_keys_under_the_prefix_are_counted_as_unreadable_and_skipped(redis_client):
     redis_client.hset("idem:{not-a-record}", "a", "b")
     redis_client.set("idem:{garbage}", b"hello world")
@@ -374,17 +339,16 @@ def test_foreign_keys_under_the_prefix_are_counted_as_unreadable_and_skipped(red
 
 @pytest.fixture
 def varied(redis_client) -> None:
-    store = get_service().store
     now = now_ms()
     rows = [
-        (DONE, HTTP_DOOR, "user:1", "order-1", now - 7_200_000),
-        (DONE, HTTP_DOOR, "user:2", "order-2", now - 60_000),
-        (RUNNING, HTTP_DOOR, "user:1", "order-3", now),
-        (ERROR, RUN_DOOR, "jobs", "order-1", now - 7_200_000),
-        (DONE, RUN_DOOR, "jobs", "refund:*", now),
+        (DONE, HTTP, "user:1", "order-1", now - 7_200_000),
+        (DONE, HTTP, "user:2", "order-2", now - 60_000),
+        (RUNNING, HTTP, "user:1", "order-3", now),
+        (ERROR, CALL, "jobs", "order-1", now - 7_200_000),
+        (DONE, CALL, "jobs", "refund:*", now),
     ]
     for state, door, scope, key, created in rows:
-        redis_key, data = record_bytes(store, state, door, scope, key, created_ms=created)
+        redis_key, data = sealed(state, door, scope, key, created_ms=created)
         redis_client.set(redis_key, data, px=600_000)
 
 
@@ -393,6 +357,7 @@ def keys_listed(*args: str) -> list[tuple[str, str]]:
     return sorted((r["scope"], r["key"]) for r in rows)
 
 
+@BOTH_TOPOLOGIES
 def test_list_filters_by_state_scope_door_glob_and_age(varied):
     assert keys_listed("--state", "done") == [
         ("jobs", "refund:*"),
@@ -417,6 +382,7 @@ def test_list_filters_by_state_scope_door_glob_and_age(varied):
     assert len(keys_listed("--limit", "1")) == 1
 
 
+@BOTH_TOPOLOGIES
 def test_bad_filter_values_are_argument_errors(redis_client):
     for args in (["--older-than", "soon"], ["--state", "sleeping"], ["--limit", "0"]):
         with pytest.raises(CommandError):
@@ -426,6 +392,7 @@ def test_bad_filter_values_are_argument_errors(redis_client):
     assert parse_duration("2d") == 172_800
 
 
+@BOTH_TOPOLOGIES
 def test_show_without_scope_finds_the_key_in_every_scope(varied):
     out, _ = inspect("show", "order-1")
     assert out.count("redis key:") == 2
@@ -435,6 +402,7 @@ def test_show_without_scope_finds_the_key_in_every_scope(varied):
     }
 
 
+@BOTH_TOPOLOGIES
 def test_stats_take_the_same_filters(varied):
     stats = json.loads(inspect("stats", "--json", "--scope", "user:1")[0])
     assert stats["total"] == 2
@@ -447,6 +415,7 @@ def test_stats_take_the_same_filters(varied):
 # -- purge -------------------------------------------------------------------------------
 
 
+@BOTH_TOPOLOGIES
 def test_purge_dry_run_counts_and_deletes_nothing(varied):
     out, err = inspect("purge", "--all", "--dry-run")
     assert "Would delete 4 record(s)." in out
@@ -454,6 +423,7 @@ def test_purge_dry_run_counts_and_deletes_nothing(varied):
     assert len(keys_listed()) == 5
 
 
+@BOTH_TOPOLOGIES
 def test_purge_by_key_keeps_a_running_record_without_force(varied):
     out, err = inspect("purge", "order-3", "--scope", "user:1", "--yes")
     assert "Deleted 0 record(s)." in out
@@ -465,12 +435,14 @@ def test_purge_by_key_keeps_a_running_record_without_force(varied):
     assert ("user:1", "order-3") not in keys_listed()
 
 
+@BOTH_TOPOLOGIES
 def test_purge_by_key_without_scope_deletes_it_in_every_scope(varied):
     out, _ = inspect("purge", "order-1", "--yes")
     assert "Deleted 2 record(s)." in out
     assert sorted(k for _, k in keys_listed()) == ["order-2", "order-3", "refund:*"]
 
 
+@BOTH_TOPOLOGIES
 def test_purge_of_an_unknown_key_exits_1_after_purging_the_others(varied):
     with pytest.raises(CommandError) as info:
         inspect("purge", "order-2", "missing", "--yes")
@@ -478,6 +450,7 @@ def test_purge_of_an_unknown_key_exits_1_after_purging_the_others(varied):
     assert ("user:2", "order-2") not in keys_listed()
 
 
+@BOTH_TOPOLOGIES
 def test_purge_asks_for_confirmation(varied, monkeypatch):
     answers = iter(["no", "yes"])
     prompts: list[str] = []
@@ -496,6 +469,7 @@ def test_purge_asks_for_confirmation(varied, monkeypatch):
     assert len(keys_listed()) == 2
 
 
+@BOTH_TOPOLOGIES
 def test_purge_needs_a_selection_and_force_for_running_state(varied):
     for args, message in (
         ([], "Say what to purge"),
@@ -509,23 +483,24 @@ def test_purge_needs_a_selection_and_force_for_running_state(varied):
     assert len(keys_listed()) == 5
 
 
+@BOTH_TOPOLOGIES
 def test_purge_never_deletes_a_record_that_turned_running_after_the_scan(redis_client):
-    store = get_service().store
-    inventory = Inventory(store)
-    redis_key, done = record_bytes(store, DONE, HTTP_DOOR, "u", "k", created_ms=now_ms())
+    inventory = Inventory(get_engine())
+    redis_key, done = sealed(DONE, HTTP, "u", "k", created_ms=now_ms())
     redis_client.set(redis_key, done)
     (entry,) = inventory.scan()
     # Meanwhile the record expires and a new request claims the key.
-    _, running = record_bytes(store, RUNNING, HTTP_DOOR, "u", "k", created_ms=now_ms())
+    _, running = sealed(RUNNING, HTTP, "u", "k", created_ms=now_ms())
     redis_client.set(redis_key, running, px=60_000)
     result = inventory.purge_entries([entry])
     assert (result.deleted, result.changed) == (0, 1)
     assert redis_client.get(redis_key) == running
 
 
+@BOTH_TOPOLOGIES
 def test_purge_counts_a_key_that_scan_returned_twice_once(varied):
     # SCAN repeats keys while Redis shrinks its table under a mass delete.
-    inventory = Inventory(get_service().store)
+    inventory = Inventory(get_engine())
     entries = list(inventory.scan())
     result = inventory.purge_entries(entries + entries)
     assert (result.deleted, result.skipped_running, result.changed) == (4, 1, 0)
@@ -533,14 +508,13 @@ def test_purge_counts_a_key_that_scan_returned_twice_once(varied):
 
 def test_purge_rereads_a_batch_whose_watch_fired(redis_client):
     """A write between our read and EXEC aborts the transaction; the retry sees it."""
-    store = get_service().store
-    inventory = Inventory(store)
+    inventory = Inventory(get_engine())
     keys = []
     for i in range(4):
-        redis_key, data = record_bytes(store, DONE, RUN_DOOR, "", f"k{i}", created_ms=now_ms())
+        redis_key, data = sealed(DONE, CALL, "", f"k{i}", created_ms=now_ms())
         redis_client.set(redis_key, data)
         keys.append(redis_key)
-    _, running = record_bytes(store, RUNNING, RUN_DOOR, "", "k0", created_ms=now_ms())
+    _, running = sealed(RUNNING, CALL, "", "k0", created_ms=now_ms())
     calls = Counter[str]()
 
     def wanted(entry: Any) -> bool:
@@ -549,7 +523,7 @@ def test_purge_rereads_a_batch_whose_watch_fired(redis_client):
             redis_client.set(keys[0], running)  # another client, inside our WATCH
         return bool(entry.state != RUNNING)
 
-    deleted, changed = inventory._delete_checked(redis_client, keys, wanted)
+    deleted, changed = inventory.delete_checked(redis_client, keys, wanted, force=True)
     assert (deleted, changed) == (3, 1)
     assert redis_client.get(keys[0]) == running
     assert calls[keys[0]] >= 2  # read again after the abort
@@ -569,6 +543,7 @@ def test_progress_goes_to_a_terminal_stderr_only(varied, monkeypatch):
     assert plain.getvalue() == ""
 
 
+@BOTH_TOPOLOGIES
 def test_redis_unreachable_is_a_command_error_with_exit_code_3(settings):
     settings.IDEMPOTENCY = {"REDIS": "redis://127.0.0.1:1/0"}
     for args in (["list"], ["stats"], ["show", "k", "--scope", "s"], ["purge", "--all"]):
@@ -606,19 +581,13 @@ def test_manage_py_prints_one_line_and_no_traceback_when_redis_is_down(tmp_path)
 # -- Redis Cluster -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterHarness]:
-    with RedisClusterHarness(3) as harness:
-        yield harness
-
-
 @pytest.mark.slow
-def test_list_stats_and_purge_cover_every_primary_of_a_cluster(cluster, settings):
+def test_list_stats_and_purge_cover_every_primary_of_a_cluster(redis_cluster, settings):
+    cluster = redis_cluster
     client = cluster.client()
     client.flushall(target_nodes=client.PRIMARIES)
     settings.IDEMPOTENCY = {"REDIS": cluster.client}
-    store = get_service().store
-    states = write_records(client, store, 3000)  # a cluster pipeline splits by slot
+    states = write_records(client, get_engine().sealer, 3000)  # a cluster pipeline splits by slot
     per_node = [sum(1 for _ in n.client().scan_iter("idem:{*}")) for n in cluster.primaries]
     assert all(per_node) and sum(per_node) == 3000
 
@@ -636,8 +605,8 @@ def test_list_stats_and_purge_cover_every_primary_of_a_cluster(cluster, settings
 
 
 @pytest.mark.no_redis
-def test_filters_refuse_unknown_states_and_doors():
+def test_filters_refuse_unknown_states_and_kinds():
     with pytest.raises(ValueError):
         Filters(states=frozenset({"sleeping"}))
     with pytest.raises(ValueError):
-        Filters(door="x")
+        Filters(kind="x")

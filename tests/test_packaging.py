@@ -34,7 +34,7 @@ def test_wheel_contains_scripts_and_type_marker(tmp_path):
     (wheel,) = tmp_path.glob("django_idempotency-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for script in ("claim", "complete", "release", "renew"):
-        assert f"django_idempotency/lua/{script}.lua" in names
+        assert f"django_idempotency/stores/redis/lua/{script}.lua" in names
     assert "django_idempotency/py.typed" in names
 
 

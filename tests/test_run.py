@@ -34,7 +34,6 @@ from django_idempotency.stores.redis import RedisStore
 from .support import workers
 from .support.records import CALL, name_of
 
-
 #: The tests also run on a 3-primary Redis Cluster.
 BOTH_TOPOLOGIES = pytest.mark.topologies("single", "cluster")
 

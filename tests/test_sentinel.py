@@ -25,9 +25,14 @@ from django_redis import get_redis_connection  # type: ignore[import-untyped]
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from django_idempotency import run
-from django_idempotency.service import get_service
-from django_idempotency.store import RedisStore
-from django_idempotency.testing import RedisServer
+from django_idempotency.conf import get_settings
+from django_idempotency.engine import Engine
+from django_idempotency.events import Door
+from django_idempotency.flights import Flights
+from django_idempotency.flows.call import CallFlow
+from django_idempotency.options import NONE
+from django_idempotency.runtime import get_engine, sealer_for
+from django_idempotency.stores.redis import RedisStore
 
 from .support import views
 from .support.topologies import SentinelHarness
@@ -79,7 +84,8 @@ def post(client: Client, key: str, body: str) -> Any:
 
 
 def test_run_and_http_replays_through_sentinel_master_for():
-    assert isinstance(get_service().store.client.connection_pool, SentinelConnectionPool)
+    store: Any = get_engine().store
+    assert isinstance(store.client.connection_pool, SentinelConnectionPool)
     assert run("through-sentinel", lambda: {"v": 1}) == {"v": 1}
     assert run("through-sentinel", lambda: {"v": 2}) == {"v": 1}
     first = post(Client(), "k", "x")
@@ -116,26 +122,49 @@ def test_django_redis_sentinel_client_alias(settings, sentinel):
     assert sentinel.current_primary().client().dbsize() > 0
 
 
-def test_a_waiter_unblocked_by_a_role_change_looks_again_instead_of_failing():
-    # When a primary is demoted, Redis ends every blocked command with an UNBLOCKED
-    # error; a waiting duplicate then re-reads the record rather than answering 503.
-    with RedisServer() as primary, RedisServer() as other:
-        client = primary.client()
-        store = RedisStore(client, "idem")
-        woke: list[object] = []
-        waiter = threading.Thread(
-            target=lambda: woke.append(store.wait(store.slot("r", "", "k"), 10))
-        )
-        waiter.start()
-        deadline = time.monotonic() + 5
-        while client.info("clients")["blocked_clients"] < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        started = time.monotonic()
-        client.replicaof(other.host, other.port)
-        waiter.join(5)
-        assert woke == [False]
-        assert time.monotonic() - started < 5
+def test_a_waiter_through_a_failover_gets_the_owners_result_instead_of_failing(sentinel):
+    # A duplicate waits (its notifier subscribed to the old primary) while the primary is
+    # demoted; the owner completes on the new one. The waiter must replay the result,
+    # not answer 503 and not run the action.
+    ran: list[str] = []
+    claimed = threading.Event()
+    finish = threading.Event()
+
+    def owner_action() -> str:
+        ran.append("owner")
+        claimed.set()
+        finish.wait(30)
+        return "owner's"
+
+    owner_result: list[Any] = []
+    owner = threading.Thread(target=lambda: owner_result.append(run("failover", owner_action)))
+    owner.start()
+    assert claimed.wait(10)
+    # Another process's caller: its own engine and notifier, no local coalescing.
+    other = Engine(
+        RedisStore(master_client(), "idem"), sealer_for(get_settings()), flights=Flights()
+    )
+    flow = CallFlow(Door.RUN, engine=other)
+    waited: list[Any] = []
+    options = NONE.call(get_settings())
+
+    def waiter_action() -> str:
+        ran.append("waiter")
+        return "waiter's"
+
+    waiter = threading.Thread(
+        target=lambda: waited.append(flow.run("failover", waiter_action, options))
+    )
+    waiter.start()
+    time.sleep(0.3)  # let it wait
+    sentinel.failover()
+    finish.set()
+    owner.join(30)
+    waiter.join(30)
+    other.close()
+    assert ran == ["owner"]
+    assert owner_result == ["owner's"]
+    assert waited == ["owner's"]
 
 
 @dataclass

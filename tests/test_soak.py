@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .soak import MIX, Reply, check, soak
+from .support.soak import MIX, Reply, check, soak
 
 # The soak starts its own Redis and gunicorn; it needs no fixture server.
 pytestmark = [pytest.mark.slow, pytest.mark.no_redis]

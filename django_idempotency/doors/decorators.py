@@ -56,9 +56,7 @@ def idempotent_view(view: V | None = None, **options: Any) -> V | Callable[[V], 
     ``scope``, ``fingerprint``, ``conflict``, ``durable``. A bad value raises
     ``ImproperlyConfigured`` here, naming it (``@idempotent_view(ttl=...)``).
     """
-    flow = HttpFlow(
-        Door.DECORATOR, Overrides.validate(options, "http", named("@idempotent_view"))
-    )
+    flow = HttpFlow(Door.DECORATOR, Overrides.validate(options, "http", named("@idempotent_view")))
 
     def decorate(view: V) -> V:
         if iscoroutinefunction(view):

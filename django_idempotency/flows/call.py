@@ -77,7 +77,8 @@ class CallFlow:
                 conflict=options.conflict,
             )
         except Exception as exc:
-            return self._refused(key, options, exc, started)
+            self._refused(key, options, exc, started)
+            return None
 
     async def abegin(self, key: str | bytes, options: CallOptions) -> Claim | Found | None:
         """:meth:`begin` for coroutines."""
@@ -95,17 +96,18 @@ class CallFlow:
                 conflict=options.conflict,
             )
         except Exception as exc:
-            return self._refused(key, options, exc, started)
+            self._refused(key, options, exc, started)
+            return None
 
     def _refused(
         self, key: str | bytes, options: CallOptions, exc: Exception, started: float
     ) -> None:
-        """Report a refused claim and raise the caller's exception (``None``: fail-open)."""
+        """Report a refused claim and raise the caller's exception; returns for fail-open."""
         ns = options.namespace
         if isinstance(exc, StoreError):
             if get_settings().fail_open:
                 emit(Outcome.FAIL_OPEN, self.door, ns, key, started=started, detail=str(exc))
-                return None
+                return
             emit(Outcome.UNAVAILABLE, self.door, ns, key, started=started, detail=str(exc))
             what = "full (Redis is at maxmemory)" if isinstance(exc, StoreFull) else "unavailable"
             raise IdempotencyUnavailable(f"The idempotency store (Redis) is {what}: {exc}") from exc
@@ -159,12 +161,12 @@ class CallFlow:
             return False
         return options.should_ignore_error is None or not options.should_ignore_error(exc)
 
-    def _error_plan(
-        self, exc: BaseException, options: CallOptions
-    ) -> tuple[State, bytes] | None:
-        return (State.ERROR, options.error_serializer.dumps(exc)) if self._is_outcome(
-            exc, options
-        ) else None
+    def _error_plan(self, exc: BaseException, options: CallOptions) -> tuple[State, bytes] | None:
+        return (
+            (State.ERROR, options.error_serializer.dumps(exc))
+            if self._is_outcome(exc, options)
+            else None
+        )
 
     def _value_plan(self, value: Any, options: CallOptions) -> tuple[State, bytes, str | None]:
         try:

@@ -32,6 +32,7 @@ from ..engine import Claim, Engine, Found
 from ..events import Door, Outcome, emit
 from ..exceptions import (
     FingerprintMismatch,
+    IdempotencyError,
     IdempotencyTimeout,
     IdempotencyUnavailable,
     InvalidKey,
@@ -154,9 +155,7 @@ class HttpFlow:
                 )
             )
         try:
-            key = parse_key(
-                raw, max_length=settings.MAX_KEY_LENGTH, key_format=settings.KEY_FORMAT
-            )
+            key = parse_key(raw, max_length=settings.MAX_KEY_LENGTH, key_format=settings.KEY_FORMAT)
         except InvalidKey as exc:
             emit(Outcome.INVALID_KEY, self.door, "", raw, started=started, request=request)
             return Begin(response=problem_response(exc))
@@ -213,54 +212,36 @@ class HttpFlow:
     def _refused(self, request: Any, prepared: _Request, exc: Exception) -> Begin:
         """The answer for each way the claim can be refused."""
         scope, key, started = prepared.scope, prepared.key, prepared.started
+
+        def report(outcome: Outcome, **extra: Any) -> None:
+            emit(outcome, self.door, scope, key, started=started, request=request, **extra)
+
+        error: IdempotencyError
         if isinstance(exc, FingerprintMismatch):
-            emit(Outcome.MISMATCH, self.door, scope, key, started=started, request=request)
+            report(Outcome.MISMATCH)
+            error = exc
         elif isinstance(exc, IdempotencyTimeout):
-            waited = exc.extra.get("waited")
-            emit(
-                Outcome.WAIT_TIMEOUT,
-                self.door,
-                scope,
-                key,
-                started=started,
-                wait=waited,
-                request=request,
-            )
+            report(Outcome.WAIT_TIMEOUT, wait=exc.extra.get("waited"))
+            error = exc
         elif isinstance(exc, RequestInProgress):
-            emit(Outcome.CONFLICT, self.door, scope, key, started=started, request=request)
+            report(Outcome.CONFLICT)
+            error = exc
         elif isinstance(exc, RecordTampered):
-            pass  # the engine has reported it, as critical
+            error = exc  # the engine has reported it, as critical
         elif isinstance(exc, StoreError):
             if get_settings().fail_open:
-                emit(
-                    Outcome.FAIL_OPEN,
-                    self.door,
-                    scope,
-                    key,
-                    started=started,
-                    request=request,
-                    detail=str(exc),
-                )
+                report(Outcome.FAIL_OPEN, detail=str(exc))
                 return PASS
-            emit(
-                Outcome.UNAVAILABLE,
-                self.door,
-                scope,
-                key,
-                started=started,
-                request=request,
-                detail=str(exc),
-            )
+            report(Outcome.UNAVAILABLE, detail=str(exc))
             # Clients learn that the store is down, not the server's addresses or errors.
-            exc = IdempotencyUnavailable(
+            error = IdempotencyUnavailable(
                 "The idempotency store is full (Redis is at maxmemory); retry later."
                 if isinstance(exc, StoreFull)
                 else "The idempotency store is unavailable; retry later."
             )
         else:
             raise exc
-        assert isinstance(exc, Exception)
-        return Begin(response=problem_response(exc))  # type: ignore[arg-type]
+        return Begin(response=problem_response(error))
 
     def _begun(self, request: Any, prepared: _Request, got: Claim | Found) -> Begin:
         if isinstance(got, Found):

@@ -53,6 +53,9 @@ SCAN_COUNT = 1000
 #: How many records ``stats`` asks the store's memory usage of.
 MEMORY_SAMPLE = 1000
 
+#: Selects every record.
+EVERYTHING = Filters()
+
 #: Called after each batch with (keys scanned so far, records selected so far).
 Progress = Callable[[int, int], None]
 
@@ -142,7 +145,7 @@ class Inventory:
             yield batch.node, batch.scanned, entries, unreadable + batch.foreign
 
     def scan(
-        self, filters: Filters = Filters(), progress: Progress | None = None
+        self, filters: Filters = EVERYTHING, progress: Progress | None = None
     ) -> Iterator[Entry]:
         """Every record passing ``filters``, streamed; stop early with ``islice``.
 
@@ -202,9 +205,7 @@ class Inventory:
             return Detail(entry, False, None, b"", problem=str(exc))
         return _detail(entry, record)
 
-    def find(
-        self, key: str, scope: str | None = None, kind: str | None = None
-    ) -> Iterator[Detail]:
+    def find(self, key: str, scope: str | None = None, kind: str | None = None) -> Iterator[Detail]:
         """The records of client key ``key``.
 
         With ``scope``: one lookup per kind (HTTP first, then ``run()``), no scan.
@@ -238,7 +239,7 @@ class Inventory:
 
     def stats(
         self,
-        filters: Filters = Filters(),
+        filters: Filters = EVERYTHING,
         *,
         sample: int = MEMORY_SAMPLE,
         progress: Progress | None = None,
@@ -269,7 +270,7 @@ class Inventory:
 
     def purge(
         self,
-        filters: Filters = Filters(),
+        filters: Filters = EVERYTHING,
         *,
         force: bool = False,
         dry_run: bool = False,

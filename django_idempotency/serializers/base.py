@@ -1,4 +1,4 @@
-"""What a serializer of ``run()`` values and errors provides (``VALUE_SERIALIZER``/``ERROR_SERIALIZER``)."""
+"""What a serializer of ``run()`` values or errors provides (``VALUE_SERIALIZER``...)."""
 
 from __future__ import annotations
 

@@ -110,7 +110,6 @@ class AsyncStore(Protocol):
         """See :meth:`Store.release`."""
 
 
-
 class Notifier(Protocol):
     """Tells local waiters that a slot's owner finished, without a connection per waiter."""
 

@@ -19,6 +19,8 @@ from django_idempotency.stores.redis import key_name
 
 DONE, ERROR, RUNNING, UNREPLAYABLE = State.DONE, State.ERROR, State.RUNNING, State.UNREPLAYABLE
 HTTP, CALL = Kind.HTTP, Kind.CALL
+#: The owner token of running records written here.
+TOKEN = bytes.fromhex("0123456789abcdef01234567")
 
 
 def sealed(
@@ -39,7 +41,7 @@ def sealed(
     fingerprint = b"\xf1" * 16 if kind is Kind.HTTP else b""
     s, k = text_bytes(scope), text_bytes(key)
     if State(state) is State.RUNNING:
-        raw = sealer.running(rid, kind, s, k, b"0123456789ab", fingerprint, created_ms)
+        raw = sealer.running(rid, kind, s, k, TOKEN, fingerprint, created_ms)
         return key_name(prefix, rid), raw
     if State(state) is State.UNREPLAYABLE:
         payload = b"it was a streaming response."

@@ -106,7 +106,9 @@ class Command(BaseCommand):
         )
         p.add_argument("--json", action="store_true", help="Print a JSON array of records.")
 
-        p = sub.add_parser("stats", help="Exact counts by state and kind, compression, sampled memory use.")
+        p = sub.add_parser(
+            "stats", help="Exact counts by state and kind, compression, sampled memory use."
+        )
         self._add_filters(p)
         p.add_argument(
             "--sample",

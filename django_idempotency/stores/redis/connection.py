@@ -101,19 +101,55 @@ def is_cluster(client: Any) -> bool:
 _ASYNC_CLASSES: dict[type[Any], type[Any]] = {
     redis.connection.Connection: redis.asyncio.connection.Connection,
     redis.connection.SSLConnection: redis.asyncio.connection.SSLConnection,
-    redis.connection.UnixDomainSocketConnection: redis.asyncio.connection.UnixDomainSocketConnection,
+    redis.connection.UnixDomainSocketConnection: (
+        redis.asyncio.connection.UnixDomainSocketConnection
+    ),
 }
 
 
+#: Connection options that mean the same to the blocking and the asyncio clients.
+_PORTABLE = frozenset(
+    {
+        "host",
+        "port",
+        "path",
+        "db",
+        "username",
+        "password",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "socket_keepalive_options",
+        "retry_on_timeout",
+        "encoding",
+        "encoding_errors",
+        "decode_responses",
+        "client_name",
+        "lib_name",
+        "lib_version",
+        "health_check_interval",
+        "protocol",
+        "credential_provider",
+    }
+)
+
+
 def _accepted(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The ``kwargs`` that ``cls`` accepts: sync-only ones (``retry``, pools) are left out."""
+    """The portable ``kwargs`` that ``cls`` accepts (address, credentials, timeouts, TLS).
+
+    Blocking-only ones (a ``Retry``, a pool, maintenance-notification handlers) are left
+    out: the asyncio client makes its own.
+    """
     names: set[str] = set()
     for klass in inspect.getmro(cls):
         init = klass.__dict__.get("__init__")
         if init is not None:
             names |= set(inspect.signature(init).parameters)
-    dropped = {"retry", "connection_pool", "self", "args", "kwargs", "cache", "cache_config"}
-    return {k: v for k, v in kwargs.items() if k in names and k not in dropped}
+    return {
+        k: v
+        for k, v in kwargs.items()
+        if (k in _PORTABLE or k.startswith("ssl_")) and (k in names or "kwargs" in names)
+    }
 
 
 def async_client_from(client: Any) -> Any:
@@ -121,7 +157,8 @@ def async_client_from(client: Any) -> Any:
     if isinstance(client, RedisCluster):
         kwargs = dict(client.nodes_manager.connection_kwargs)
         startup = [
-            redis.asyncio.cluster.ClusterNode(node.host, node.port) for node in client.get_nodes()
+            redis.asyncio.cluster.ClusterNode(node.host, node.port)
+            for node in client.get_nodes()  # type: ignore[no-untyped-call]
         ]
         accepted = _accepted(redis.asyncio.cluster.RedisCluster, kwargs)
         accepted.pop("host", None)
@@ -133,10 +170,13 @@ def async_client_from(client: Any) -> Any:
     if isinstance(pool, SentinelConnectionPool):
         manager = pool.sentinel_manager
         sentinels = [
-            (s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+            (
+                s.connection_pool.connection_kwargs["host"],
+                s.connection_pool.connection_kwargs["port"],
+            )
             for s in manager.sentinels
         ]
-        sentinel = redis.asyncio.sentinel.Sentinel(
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             sentinels,
             sentinel_kwargs=_accepted(redis.asyncio.connection.Connection, manager.sentinel_kwargs),
             **_accepted(redis.asyncio.connection.Connection, kwargs),

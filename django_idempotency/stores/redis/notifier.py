@@ -31,6 +31,7 @@ crashed owner publishes nothing) and at its deadline; see the engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -75,10 +76,8 @@ class _Watch:
         if self.event is not None:
             self.event.set()
         elif self.loop is not None and self.future is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits it
                 self.loop.call_soon_threadsafe(_resolve, self.future, notified)
-            except RuntimeError:  # the loop is closed: nobody awaits this any more
-                pass
 
 
 def _resolve(future: asyncio.Future[bool], value: bool) -> None:
@@ -233,10 +232,8 @@ class RedisNotifier:
             finally:
                 self._drop_all()
                 if pubsub is not None:
-                    try:
+                    with contextlib.suppress(Exception):
                         pubsub.close()
-                    except Exception:
-                        pass
             if not self._stop:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)

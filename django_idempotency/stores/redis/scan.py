@@ -67,6 +67,11 @@ def _getrange(key: bytes, length: int) -> bytes:
     return _command(b"GETRANGE", key, b"0", b"%d" % (length - 1))
 
 
+# The two commands sent per listed record, as templates: they are most of the traffic.
+_HEAD_COMMAND = _getrange(b"%b", HEAD_BYTES).replace(b"$2\r\n%b", b"$%d\r\n%b")
+_PTTL_COMMAND = _command(b"PTTL", b"%b").replace(b"$2\r\n%b", b"$%d\r\n%b")
+
+
 def _bytes(value: Any) -> bytes:
     # A client built with decode_responses=True hands back str.
     if isinstance(value, str):
@@ -149,6 +154,14 @@ class RedisScanner:
 
     # -- reading ------------------------------------------------------------------------
 
+    def _scan(self, node: Any, cursor: int, count: int) -> tuple[int, list[Any]]:
+        def scan() -> tuple[int, list[Any]]:
+            after, keys = node.scan(cursor=cursor, match=self.pattern, count=count)
+            return int(after), list(keys)
+
+        result: tuple[int, list[Any]] = self._guard(scan)
+        return result
+
     def heads(
         self, node: Any, names: Sequence[bytes], complete: Callable[[bytes], bool]
     ) -> tuple[list[RawHead], int]:
@@ -162,7 +175,7 @@ class RedisScanner:
         def read() -> tuple[list[RawHead], int]:
             commands: list[bytes] = []
             for k in names:
-                commands += (_getrange(k, HEAD_BYTES), _command(b"PTTL", k))
+                commands += (_HEAD_COMMAND % (len(k), k), _PTTL_COMMAND % (len(k), k))
             replies = _pipeline(node, commands)
             found: list[RawHead] = []
             long: list[tuple[bytes, int, bytes]] = []
@@ -205,11 +218,7 @@ class RedisScanner:
         for node in self.nodes():
             cursor: int = 0
             while True:
-                cursor, raw_keys = self._guard(
-                    lambda node=node, cursor=cursor: node.scan(
-                        cursor=cursor, match=self.pattern, count=count
-                    )
-                )
+                cursor, raw_keys = self._scan(node, cursor, count)
                 keys = [_bytes(k) for k in raw_keys]
                 heads, foreign = self.heads(node, keys, complete) if keys else ([], 0)
                 scanned += len(keys)
@@ -237,13 +246,8 @@ class RedisScanner:
         nodes = self.nodes()
         while node_index < len(nodes):
             node = nodes[node_index]
-            scan_cursor, raw_keys = self._guard(
-                lambda: node.scan(cursor=scan_cursor, match=self.pattern, count=count)
-            )
-            scan_cursor = int(scan_cursor)
-            heads = (
-                self.heads(node, [_bytes(k) for k in raw_keys], complete)[0] if raw_keys else []
-            )
+            scan_cursor, raw_keys = self._scan(node, scan_cursor, count)
+            heads = self.heads(node, [_bytes(k) for k in raw_keys], complete)[0] if raw_keys else []
             if scan_cursor == 0:
                 node_index += 1
             after = None if node_index >= len(nodes) else f"{node_index}-{scan_cursor}"
@@ -305,10 +309,12 @@ class RedisScanner:
         work: list[tuple[list[str], int]] = [(names, 0)]
         while work:
             group, attempt = work.pop()
+
+            def once(group: list[str] = group) -> tuple[int, int]:
+                return self._delete_once(node, group, still_wanted, complete)
+
             try:
-                outcome = self._guard(
-                    lambda group=group: self._delete_once(node, group, still_wanted, complete)
-                )
+                outcome = self._guard(once)
             except StoreError as exc:
                 if not isinstance(exc.__cause__, redis.exceptions.WatchError):
                     raise
@@ -336,7 +342,7 @@ class RedisScanner:
             # The reads must share the watching connection, in one round trip: below
             # redis-py's immediate mode, straight on that connection.
             conn = pipe.connection
-            heads = _send(conn, [_getrange(n.encode(), HEAD_BYTES) for n in names])
+            heads = _send(conn, [_HEAD_COMMAND % (len(n), n.encode()) for n in names])
             long = [
                 i
                 for i, h in enumerate(heads)

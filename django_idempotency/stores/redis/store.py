@@ -247,10 +247,13 @@ class RedisStore:
     def renew(self, leases: Sequence[tuple[Slot, bytes, int]]) -> list[bool]:
         """Extend many leases in one round trip (one per lease on Cluster)."""
         if self._pool is None or len(leases) == 1:
-            return [
-                bool(self._guarded(lambda: self._eval(RENEW, s.name, (t, _ms(ms)))))
-                for s, t, ms in leases
-            ]
+
+            def renew_one(slot: Slot, token: bytes, lease_ms: int) -> bool:
+                return bool(
+                    self._guarded(lambda: self._eval(RENEW, slot.name, (token, _ms(lease_ms))))
+                )
+
+            return [renew_one(s, t, ms) for s, t, ms in leases]
 
         def pipelined() -> list[bool]:
             packed = [RENEW.pack(s.name.encode(), (t, _ms(ms))) for s, t, ms in leases]
