@@ -21,6 +21,7 @@ from .exceptions import (
     RequestInProgress,
     ResultNotStored,
 )
+from .flows.http import request_key
 from .options import InvalidOption
 
 __version__ = "0.2.0"
@@ -41,5 +42,6 @@ __all__ = [
     "arun",
     "idempotency_exempt",
     "idempotent_view",
+    "request_key",
     "run",
 ]

@@ -26,6 +26,7 @@ The rules:
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -218,8 +219,21 @@ class Engine:
 
     def _stop_waiting(self, attempt: _Attempt) -> None:
         if attempt.waiting_since is not None:
+            attempt.waiting_since = None
             with self._lock:
                 self._waiting -= 1
+
+    def _before_following(self, attempt: _Attempt, conflict: Conflict) -> float:
+        """A local follower about to wait: refused in reject mode or past ``MAX_WAITERS``."""
+        retry_after = max(1, -(-attempt.lease_ms // 1000))
+        if conflict is Conflict.REJECT:
+            raise RequestInProgress(
+                "A request with this key is still being processed; retry later.",
+                retry_after=retry_after,
+            )
+        self._start_waiting(attempt, retry_after)
+        assert attempt.waiting_since is not None
+        return attempt.waiting_since
 
     def _claimed(self, attempt: _Attempt, created: int) -> Claim:
         lease = Lease(self.store, attempt.slot, attempt.token, attempt.lease_ms)
@@ -284,15 +298,12 @@ class Engine:
             flight, leading = self._follow_or_lead(attempt)
             if not leading:
                 assert flight is not None
-                if conflict is Conflict.REJECT:
-                    raise RequestInProgress(
-                        "A request with this key is still being processed; retry later.",
-                        retry_after=max(1, -(-attempt.lease_ms // 1000)),
-                    )
-                started = time.monotonic()
-                found = self._followed(
-                    attempt, self.flights.wait(flight, deadline - started), started
-                )
+                started = self._before_following(attempt, conflict)
+                try:
+                    outcome = self.flights.wait(flight, deadline - started)
+                finally:
+                    self._stop_waiting(attempt)
+                found = self._followed(attempt, outcome, started)
                 if found is not None:
                     return found
                 continue
@@ -316,12 +327,12 @@ class Engine:
                 position = notifier.position()
                 created = now_ms()
                 with events.span("claim", attempt.door):
-                    reply = self._timed(
-                        StoreOp.CLAIM,
-                        self.store.claim,
-                        attempt.slot,
-                        attempt.running(created),
-                        attempt.lease_ms,
+                    running = attempt.running(created)
+                    reply = self._queued(
+                        deadline,
+                        functools.partial(
+                            self.store.claim, attempt.slot, running, attempt.lease_ms
+                        ),
                     )
                 if reply.claimed:
                     return self._claimed(attempt, created)
@@ -355,13 +366,11 @@ class Engine:
             flight, leading = self._follow_or_lead(attempt)
             if not leading:
                 assert flight is not None
-                if conflict is Conflict.REJECT:
-                    raise RequestInProgress(
-                        "A request with this key is still being processed; retry later.",
-                        retry_after=max(1, -(-attempt.lease_ms // 1000)),
-                    )
-                started = time.monotonic()
-                outcome = await self.flights.await_outcome(flight, deadline - started)
+                started = self._before_following(attempt, conflict)
+                try:
+                    outcome = await self.flights.await_outcome(flight, deadline - started)
+                finally:
+                    self._stop_waiting(attempt)
                 found = self._followed(attempt, outcome, started)
                 if found is not None:
                     return found
@@ -389,9 +398,10 @@ class Engine:
                 position = notifier.position()
                 created = now_ms()
                 with events.span("claim", attempt.door):
-                    reply = await self._atimed(
-                        StoreOp.CLAIM,
-                        store.claim(attempt.slot, attempt.running(created), attempt.lease_ms),
+                    running = attempt.running(created)
+                    reply = await self._aqueued(
+                        deadline,
+                        functools.partial(store.claim, attempt.slot, running, attempt.lease_ms),
                     )
                 if reply.claimed:
                     return self._claimed(attempt, created)
@@ -432,29 +442,45 @@ class Engine:
         if claim.flight is not None:
             self.flights.land(claim.flight, outcome)
 
-    # A completion or release must never be lost because every pooled connection is
-    # busy: that is waited out, for up to half the lease (so the lease cannot expire
-    # meanwhile). Other store errors are not retried here.
+    # Every pooled connection busy (StoreBusy: nothing was sent) is waited out rather
+    # than failed: a completion or release for up to half the lease (so the lease cannot
+    # expire meanwhile), a claim until the caller's wait deadline. A result is never
+    # lost, and a burst never fails, for want of a connection. Other errors propagate.
 
     def _patiently(self, claim: Claim, op: StoreOp, step: Callable[[], T]) -> T:
+        return self._retry_busy(op, step, time.monotonic() + claim.lease.lease_ms / 2000)
+
+    async def _apatiently(self, claim: Claim, op: StoreOp, step: Callable[[], Awaitable[T]]) -> T:
         until = time.monotonic() + claim.lease.lease_ms / 2000
+        return await self._aretry_busy(op, step, until)
+
+    def _queued(self, deadline: float, step: Callable[[], T]) -> T:
+        return self._retry_busy(StoreOp.CLAIM, step, max(deadline, time.monotonic() + 1))
+
+    async def _aqueued(self, deadline: float, step: Callable[[], Awaitable[T]]) -> T:
+        return await self._aretry_busy(StoreOp.CLAIM, step, max(deadline, time.monotonic() + 1))
+
+    def _retry_busy(self, op: StoreOp, step: Callable[[], T], until: float) -> T:
+        pause = 0.001
         while True:
             try:
                 return self._timed(op, step)
             except StoreBusy:
                 if time.monotonic() >= until:
                     raise
-                time.sleep(0.002)
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
 
-    async def _apatiently(self, claim: Claim, op: StoreOp, step: Callable[[], Awaitable[T]]) -> T:
-        until = time.monotonic() + claim.lease.lease_ms / 2000
+    async def _aretry_busy(self, op: StoreOp, step: Callable[[], Awaitable[T]], until: float) -> T:
+        pause = 0.001
         while True:
             try:
                 return await self._atimed(op, step())
             except StoreBusy:
                 if time.monotonic() >= until:
                     raise
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.02)
 
     def complete(
         self,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -81,6 +82,29 @@ _current: ContextVar[Ticket | None] = ContextVar("idempotency_ticket", default=N
 def current_ticket() -> Ticket | None:
     """The protected request being served in this context, if any."""
     return _current.get()
+
+
+def request_key(name: str = "") -> str:
+    """A stable key derived from the protected request's scope, key and ``name``.
+
+    Inside a view run under an idempotency key, hand it to the work the view enqueues
+    (a Celery task id, a ``run()`` key): a view run again after a crash (the documented
+    at-least-once case) then enqueues the same key, and the job runs once. It is a UUID
+    string, so it fits wherever an id does. Outside a protected request (no key was sent,
+    or the view is not covered) it raises ``LookupError``: there is nothing stable to
+    derive it from.
+    """
+    ticket = _current.get()
+    if ticket is None:
+        raise LookupError(
+            "request_key() needs a request protected by an Idempotency-Key "
+            "(inside the view, after the key was claimed)"
+        )
+    parts = [ticket.scope.encode(), ticket.key.encode(), name.encode()]
+    digest = hashlib.blake2b(
+        b"".join(b"%d:%b" % (len(p), p) for p in parts), digest_size=16, person=b"request_key"
+    ).digest()
+    return str(uuid.UUID(bytes=digest, version=5))
 
 
 @dataclass(frozen=True, slots=True)
