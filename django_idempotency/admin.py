@@ -27,6 +27,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.http import urlencode
 
 from .engine import now_ms
+from .events import Door
 from .inventory import (
     RUNNING_WHY,
     Detail,
@@ -48,7 +49,7 @@ logger = logging.getLogger("django_idempotency")
 _RUNNING_WHY = RUNNING_WHY[0].upper() + RUNNING_WHY[1:] + "."
 _STATES = [s.value for s in STATES]
 _KINDS = sorted(k.value for k in Kind)
-# "door" is the kind filter's first name: old bookmarks keep working.
+_DOORS = [d.value for d in Door]
 _FILTER_FIELDS = ("state", "kind", "door", "scope", "q", "older")
 
 
@@ -63,6 +64,7 @@ class Row:
     ttl: str
     size: int
     kind: str
+    door: str
     scope: str
     key: str
     running: bool
@@ -78,6 +80,7 @@ class Row:
             ttl=human_duration(entry.ttl_ms),
             size=entry.size,
             kind=entry.kind.value,
+            door="-" if entry.door is None else entry.door.value,
             scope=entry.scope,
             key=entry.key,
             running=entry.state is State.RUNNING,
@@ -95,13 +98,13 @@ def _filters(data: QueryDict) -> tuple[Filters, dict[str, str], list[str]]:
         except ValueError as exc:
             errors.append(str(exc))
     state = values["state"] if values["state"] in _STATES else ""
-    kind = values["kind"] or values["door"]
-    kind = kind if kind in _KINDS else ""
-    values.update(state=state, kind=kind)
-    values.pop("door")
+    kind = values["kind"] if values["kind"] in _KINDS else ""
+    door = values["door"] if values["door"] in _DOORS else ""
+    values.update(state=state, kind=kind, door=door)
     filters = Filters(
         states=frozenset([state]) if state else frozenset(),
         kind=kind or None,
+        door=door or None,
         scope=values["scope"] or None,
         search=values["q"] or None,
         older_than=older,
@@ -199,6 +202,7 @@ class IdempotencyKeyAdmin(_ModelAdmin):
             values=values,
             states=_STATES,
             kinds=_KINDS,
+            doors=_DOORS,
             filtered=bool(query),
             filter_query=urlencode(query),
             next_url=("?" + urlencode({**query, "cursor": next_cursor})) if next_cursor else None,

@@ -429,6 +429,7 @@ class Engine:
         return Record(
             state=state,
             kind=claim.kind,
+            door=claim.door,
             scope=claim.scope,
             key=claim.key,
             fingerprint=claim.fingerprint,
@@ -667,5 +668,12 @@ class _Attempt:
 
     def running(self, created: int) -> bytes:
         return self.engine.sealer.running(
-            self.slot.rid, self.kind, self.scope, self.key, self.token, self.fingerprint, created
+            self.slot.rid,
+            self.kind,
+            self.scope,
+            self.key,
+            self.token,
+            self.fingerprint,
+            created,
+            self.door,
         )

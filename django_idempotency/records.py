@@ -13,7 +13,7 @@ Layout (binary, big-endian; offsets in bytes)::
     1     waiter flag  '-', or 'w' once a duplicate waits (set by the store; not MAC'd)
     2     version      '1'
     3     flags        bits 0-1 compression (0 none, 1 zlib, 2 zstd), bit 2 encrypted,
-                       bits 3-4 kind (0 http, 1 run)
+                       bits 3-4 kind (0 http, 1 run), bits 5-7 the door (0 unknown)
     running records:
     4:16  fencing token (12 bytes; the store compares it before any write)
     16:22 created ms
@@ -44,6 +44,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
+
+from .events import Door
 
 RUNNING_CHAR = b"R"
 WAITER_FLAG_OFFSET = 1
@@ -91,6 +93,14 @@ _STATE_CHAR = {State.RUNNING: b"R", State.DONE: b"D", State.ERROR: b"E", State.U
 _CHAR_STATE = {c[0]: s for s, c in _STATE_CHAR.items()}
 _KIND_BITS = {Kind.HTTP: 0, Kind.CALL: 8}
 _BITS_KIND = {b: k for k, b in _KIND_BITS.items()}
+_DOOR_BITS = {door: (i + 1) << 5 for i, door in enumerate(Door)}
+_BITS_DOOR = {b: d for d, b in _DOOR_BITS.items()}
+
+
+def _door_bits(door: Door | None) -> int:
+    return 0 if door is None else _DOOR_BITS[door]
+
+
 _KIND_CODE = {Kind.HTTP: b"h", Kind.CALL: b"r"}
 
 
@@ -112,6 +122,8 @@ class Record:
     status: int | None = None
     payload: bytes = b""
     token: bytes = b""
+    #: The door the first request or call came through (``None``: not recorded).
+    door: Door | None = None
 
     @property
     def scope_text(self) -> str:
@@ -130,6 +142,7 @@ class Header:
 
     state: State
     kind: Kind
+    door: Door | None
     created_ms: int
     finished_ms: int | None
     status: int | None
@@ -343,9 +356,11 @@ class Sealer:
         token: bytes,
         fingerprint: bytes,
         created_ms: int,
+        door: Door | None = None,
     ) -> bytes:
         """The running record a claim creates: owner token, fingerprint and meta."""
-        flags = _KIND_BITS[kind] | (_ENCRYPTED if self._cipher is not None else 0)
+        flags = _KIND_BITS[kind] | _door_bits(door)
+        flags |= _ENCRYPTED if self._cipher is not None else 0
         head = _RUNNING_HEAD.pack(
             RUNNING_CHAR,
             NO_WAITERS,
@@ -360,7 +375,7 @@ class Sealer:
     def seal(self, rid: bytes, record: Record) -> bytes:
         """A final record (done, error or unreplayable) as stored bytes."""
         payload = record.payload
-        flags = _KIND_BITS[record.kind]
+        flags = _KIND_BITS[record.kind] | _door_bits(record.door)
         extra = b""
         if self._compress_min is not None and len(payload) >= self._compress_min:
             packed = self._compressor.compress(payload)
@@ -411,6 +426,7 @@ class Sealer:
             return Record(
                 state=head.state,
                 kind=head.kind,
+                door=head.door,
                 scope=scope,
                 key=key,
                 fingerprint=head.fingerprint,
@@ -427,6 +443,7 @@ class Sealer:
         return Record(
             state=head.state,
             kind=head.kind,
+            door=head.door,
             scope=scope,
             key=key,
             fingerprint=head.fingerprint,
@@ -505,6 +522,7 @@ def peek(raw: bytes, *, complete: bool = False) -> Header:
     return Header(
         state=state,
         kind=kind,
+        door=_BITS_DOOR.get(flags & 224),
         created_ms=int.from_bytes(created, "big"),
         finished_ms=finished,
         status=status,

@@ -156,7 +156,8 @@ def test_stats_counts_every_state_exactly_on_200k_records(on_big, big):
     stats = json.loads(out)
     assert stats["total"] == BIG
     assert stats["by_state"] == {state: states[state] for state in STATES}
-    assert stats["by_door"]["http"] + stats["by_door"]["run"] == BIG
+    assert stats["by_kind"]["http"] + stats["by_kind"]["run"] == BIG
+    assert stats["by_door"]["middleware"] + stats["by_door"]["run"] == BIG
     assert stats["unreadable"] == 0
     assert stats["memory"]["sampled"] == 1000
     assert stats["memory"]["estimated_total_bytes"] > stats["stored_bytes"] / 2
@@ -232,7 +233,8 @@ def test_json_list_parses_and_carries_every_column(some):
     assert http["scope"] == "anonymous"
     assert http["state"] == DONE
     assert http["status"] == 201
-    assert http["door"] == "http"
+    assert http["kind"] == "http"
+    assert http["door"] == "middleware"
     assert 0 <= http["age_seconds"] < 600
     assert 86_000 < http["ttl_seconds"] <= 86_400
     assert http["size_bytes"] > len("hello")
@@ -274,7 +276,7 @@ def test_show_finds_run_records_by_scope_then_kind(some):
     doc = json.loads(inspect("show", "order:*:odd", "--scope", "billing", "--json")[0])[0]
     assert json.loads(doc["body_preview"]) == [1, 2]
     with pytest.raises(CommandError):
-        inspect("show", "order:*:odd", "--scope", "billing", "--door", "http")
+        inspect("show", "order:*:odd", "--scope", "billing", "--kind", "http")
 
 
 @BOTH_TOPOLOGIES
@@ -369,6 +371,7 @@ def test_list_filters_by_state_scope_door_glob_and_age(varied):
         ("user:1", "order-3"),
     ]
     assert keys_listed("--scope", "user:1") == [("user:1", "order-1"), ("user:1", "order-3")]
+    assert keys_listed("--kind", "run") == [("jobs", "order-1"), ("jobs", "refund:*")]
     assert keys_listed("--door", "run") == [("jobs", "order-1"), ("jobs", "refund:*")]
     assert keys_listed("--older-than", "1h") == [("jobs", "order-1"), ("user:1", "order-1")]
     # The glob runs on the decoded key in Python: '*' and ':' in keys are just characters.

@@ -106,6 +106,7 @@ class Inventory:
             name=name,
             state=header.state,
             kind=header.kind,
+            door=header.door,
             scope=scope.decode("utf-8", "backslashreplace"),
             key=key.decode("utf-8", "backslashreplace"),
             owner=header.token.hex(),

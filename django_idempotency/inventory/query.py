@@ -10,6 +10,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..events import Door
 from ..records import STATES, Kind, State
 
 
@@ -21,6 +22,8 @@ class Entry:
     name: str
     state: State
     kind: Kind
+    #: The door the first request or call came through (``None``: not recorded).
+    door: Door | None
     scope: str
     key: str
     #: The fencing token (hex) of a running record's owner.
@@ -66,8 +69,7 @@ class Entry:
             "ttl_seconds": None if self.ttl_ms is None else round(self.ttl_ms / 1000, 3),
             "size_bytes": self.size,
             "kind": self.kind.value,
-            # The listing's first name for ``kind``; kept for scripts reading it.
-            "door": self.kind.value,
+            "door": None if self.door is None else self.door.value,
             "compression": self.compression,
             "encrypted": self.encrypted,
             "created_ms": self.created_ms,
@@ -127,6 +129,7 @@ class Filters:
 
     states: frozenset[str] = frozenset()
     kind: str | None = None
+    door: str | None = None
     scope: str | None = None
     #: Exact client key.
     key: str | None = None
@@ -143,6 +146,8 @@ class Filters:
             raise ValueError(f"unknown state(s): {', '.join(sorted(unknown))}")
         if self.kind is not None and self.kind not in {k.value for k in Kind}:
             raise ValueError(f"unknown kind {self.kind!r} (http or run)")
+        if self.door is not None and self.door not in {d.value for d in Door}:
+            raise ValueError(f"unknown door {self.door!r}")
 
     @property
     def selects_everything(self) -> bool:
@@ -154,6 +159,8 @@ class Filters:
         if self.states and entry.state.value not in self.states:
             return False
         if self.kind is not None and entry.kind.value != self.kind:
+            return False
+        if self.door is not None and (entry.door is None or entry.door.value != self.door):
             return False
         if self.scope is not None and entry.scope != self.scope:
             return False
@@ -176,6 +183,8 @@ class Stats:
     total: int = 0
     by_state: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in STATES})
     by_kind: dict[str, int] = field(default_factory=lambda: {k.value: 0 for k in Kind})
+    #: Records by the door they came through (``unknown``: not recorded).
+    by_door: dict[str, int] = field(default_factory=dict)
     #: Keys matching the record pattern that are not records (foreign or corrupt).
     unreadable: int = 0
     #: The stored bytes of every selected record.
@@ -193,6 +202,8 @@ class Stats:
         self.total += 1
         self.by_state[entry.state.value] = self.by_state.get(entry.state.value, 0) + 1
         self.by_kind[entry.kind.value] = self.by_kind.get(entry.kind.value, 0) + 1
+        door = "unknown" if entry.door is None else entry.door.value
+        self.by_door[door] = self.by_door.get(door, 0) + 1
         self.stored_bytes += entry.size
         if entry.stored_payload is not None:
             self.payload_stored += entry.stored_payload
@@ -224,8 +235,7 @@ class Stats:
             "total": self.total,
             "by_state": dict(self.by_state),
             "by_kind": dict(self.by_kind),
-            # The first name of ``by_kind``; kept for scripts reading it.
-            "by_door": dict(self.by_kind),
+            "by_door": dict(self.by_door),
             "unreadable": self.unreadable,
             "scanned_keys": self.scanned,
             "stored_bytes": self.stored_bytes,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django_idempotency.conf import get_settings
+from django_idempotency.events import Door
 from django_idempotency.records import (
     Kind,
     Record,
@@ -34,14 +35,19 @@ def sealed(
     body: bytes = b'{"ok":true}',
     sealer: Sealer | None = None,
     prefix: str = "idem",
+    door: Door | None = None,
 ) -> tuple[str, bytes]:
-    """(Redis key, stored bytes) of one record, as the engine would write it."""
+    """(Redis key, stored bytes) of one record, as the engine would write it.
+
+    The door defaults to the middleware for HTTP records and ``run()`` for the others.
+    """
+    door = door or (Door.MIDDLEWARE if kind is Kind.HTTP else Door.RUN)
     sealer = sealer or sealer_for(get_settings())
     rid = record_id(kind, scope, key)
     fingerprint = b"\xf1" * 16 if kind is Kind.HTTP else b""
     s, k = text_bytes(scope), text_bytes(key)
     if State(state) is State.RUNNING:
-        raw = sealer.running(rid, kind, s, k, TOKEN, fingerprint, created_ms)
+        raw = sealer.running(rid, kind, s, k, TOKEN, fingerprint, created_ms, door)
         return key_name(prefix, rid), raw
     if State(state) is State.UNREPLAYABLE:
         payload = b"it was a streaming response."
@@ -59,6 +65,7 @@ def sealed(
         finished_ms=created_ms + 5,
         status=status if kind is Kind.HTTP else None,
         payload=payload,
+        door=door,
     )
     return key_name(prefix, rid), sealer.seal(rid, record)
 

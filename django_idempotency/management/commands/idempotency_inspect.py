@@ -28,6 +28,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from ...engine import now_ms
+from ...events import Door
 from ...inventory import (
     RUNNING_WHY,
     Detail,
@@ -47,6 +48,7 @@ from ...runtime import get_engine
 from ...stores.base import StoreError
 
 _KINDS = sorted(k.value for k in Kind)
+_DOORS = [d.value for d in Door]
 _STATES = [s.value for s in STATES]
 
 _COLUMNS = "{state:<12} {status:>6} {age:>8} {ttl:>8} {size:>8}  {kind:<4}  {scope:<16} {key}"
@@ -146,6 +148,7 @@ class Command(BaseCommand):
         p.add_argument("--scope", help="Only this scope (exact), e.g. user:42 or anonymous.")
         p.add_argument("--key-glob", help="Only keys matching this glob, e.g. 'order-*'.")
         self._add_kind(p, "Only http or run() records.")
+        p.add_argument("--door", choices=_DOORS, help="Only records that came through this door.")
         p.add_argument(
             "--older-than", type=_duration, help="Only records created longer ago (90s, 1h, 2d)."
         )
@@ -155,8 +158,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _add_kind(p: ArgumentParser, help: str) -> None:
-        # --door was the option's first name; it stays for scripts that use it.
-        p.add_argument("--kind", "--door", dest="kind", choices=_KINDS, help=help)
+        p.add_argument("--kind", choices=_KINDS, help=help)
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -179,6 +181,7 @@ class Command(BaseCommand):
         return Filters(
             states=frozenset(options.get("state") or ()),
             kind=options.get("kind"),
+            door=options.get("door"),
             scope=options.get("scope"),
             key_glob=options.get("key_glob"),
             older_than=options.get("older_than"),
@@ -300,6 +303,7 @@ class Command(BaseCommand):
         lines = [
             ("redis key", e.name),
             ("kind", e.kind.value),
+            ("door", "-" if e.door is None else e.door.value),
             ("scope", printable(e.scope) or '""'),
             ("key", printable(e.key)),
             ("state", e.state),
@@ -347,6 +351,7 @@ class Command(BaseCommand):
         for state, count in stats.by_state.items():
             write(f"  {state:<14}{count:>12,}")
         write("by kind: " + ", ".join(f"{d} {n:,}" for d, n in stats.by_kind.items()))
+        write("by door: " + ", ".join(f"{d} {n:,}" for d, n in stats.by_door.items()))
         write(f"stored bytes: {stats.stored_bytes:,} ({human_bytes(stats.stored_bytes)})")
         if stats.memory_sampled:
             write(
@@ -372,7 +377,7 @@ class Command(BaseCommand):
         if not keys and not options["all"] and filters.selects_everything:
             raise CommandError(
                 "Say what to purge: KEY..., --all, or filters "
-                "(--state, --scope, --key-glob, --kind, --older-than)."
+                "(--state, --scope, --key-glob, --kind, --door, --older-than)."
             )
         if filters.states == {State.RUNNING.value} and not force:
             raise CommandError(f"Purging running records needs --force: {RUNNING_WHY}.")
