@@ -24,8 +24,9 @@ Layout (binary, big-endian; offsets in bytes)::
     14:16 HTTP status (0 for run() records)
     16    fingerprint length, then the fingerprint
           original payload length (varint), only when compressed
-    then: meta length (varint), meta (scope length varint, scope, key; encrypted: nonce,
-          ciphertext, tag), payload (final records; encrypted: nonce, ciphertext, tag),
+    then: meta length (varint), meta (varint of 2 x scope length, + 1 when the key is a
+          packed UUID; scope; key, 16 bytes when packed; encrypted: nonce, ciphertext,
+          tag), payload (final records; encrypted: nonce, ciphertext, tag),
           and the 16-byte MAC over the record id and every byte but the flag and the MAC.
 
 Meta stays outside the compressed payload so that listing a record (a read of its first
@@ -39,6 +40,7 @@ import hmac
 import os
 import struct
 import threading
+import uuid
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -205,31 +207,30 @@ def derive_key(secret: str | bytes, purpose: bytes) -> bytes:
 
 
 class _Compressor:
-    """zlib, or zstd when ``zstandard`` is installed; contexts kept per thread."""
+    """zlib, or zstd when ``zstandard`` is installed; contexts kept per thread.
 
-    def __init__(self) -> None:
+    Records compressed with either are read whichever this process writes with.
+    """
+
+    def __init__(self, zstd: bool = True) -> None:
         try:
             import zstandard  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
-            self._zstd: Any = None
+            self._module: Any = None
         else:
-            self._zstd = zstandard
+            self._module = zstandard
+        self.code = _ZSTD if zstd and self._module is not None else _ZLIB
         self._local = threading.local()
 
-    @property
-    def code(self) -> int:
-        """The algorithm new records are compressed with."""
-        return _ZSTD if self._zstd is not None else _ZLIB
-
     def compress(self, data: bytes) -> bytes:
-        if self._zstd is None:
+        if self.code == _ZLIB:
             # Raw deflate, fast level, small state: a 256 KiB deflate state per call would
             # cost more than the compression.
             c = zlib.compressobj(1, zlib.DEFLATED, -12, 4)
             return c.compress(data) + c.flush()
         cctx = getattr(self._local, "cctx", None)
         if cctx is None:
-            cctx = self._local.cctx = self._zstd.ZstdCompressor(
+            cctx = self._local.cctx = self._module.ZstdCompressor(
                 level=1, write_content_size=False, write_checksum=False
             )
         return bytes(cctx.compress(data))
@@ -237,7 +238,7 @@ class _Compressor:
     def decompress(self, code: int, data: bytes, size: int) -> bytes:
         if code == _ZLIB:
             out = zlib.decompress(data, -15, size or 1)
-        elif self._zstd is None:
+        elif self._module is None:
             raise IntegrityError(
                 "the record is compressed with zstd, but zstandard is not installed here: "
                 "install django-idempotency[zstd] on every process that reads records"
@@ -245,7 +246,7 @@ class _Compressor:
         else:
             dctx = getattr(self._local, "dctx", None)
             if dctx is None:
-                dctx = self._local.dctx = self._zstd.ZstdDecompressor()
+                dctx = self._local.dctx = self._module.ZstdDecompressor()
             out = bytes(dctx.decompress(data, max_output_size=size))
         if len(out) != size:
             raise IntegrityError("the record's payload does not decompress to its length")
@@ -282,7 +283,8 @@ class Sealer:
     ``mac_secrets`` are ``SECRET_KEY`` then its fallbacks (the first signs, all verify);
     ``encryption_keys`` enable AES-GCM (the first encrypts, all decrypt);
     ``compress_min_bytes`` is the payload size from which compression is tried
-    (``None``: never).
+    (``None``: never); zstd is used when ``zstandard`` is installed, unless ``zstd`` is
+    false. Any record is read whatever this process writes with.
     """
 
     def __init__(
@@ -291,13 +293,14 @@ class Sealer:
         *,
         encryption_keys: Sequence[bytes] = (),
         compress_min_bytes: int | None = 1024,
+        zstd: bool = True,
     ) -> None:
         self._mac_keys = [derive_key(s, b"mac") for s in mac_secrets]
         if not self._mac_keys:
             raise ValueError("at least one MAC secret is needed")
         self._cipher = _Cipher(encryption_keys) if encryption_keys else None
         self._compress_min = compress_min_bytes
-        self._compressor = _Compressor()
+        self._compressor = _Compressor(zstd)
 
     @property
     def encrypts(self) -> bool:
@@ -332,7 +335,7 @@ class Sealer:
     # -- meta -------------------------------------------------------------------------
 
     def _meta(self, rid: bytes, scope: bytes, key: bytes) -> bytes:
-        meta = _varint(len(scope)) + scope + key
+        meta = _join_meta(scope, key)
         if self._cipher is not None:
             meta = self._cipher.encrypt(meta, rid + b"meta")
         return _varint(len(meta)) + meta
@@ -342,8 +345,7 @@ class Sealer:
             if self._cipher is None or rid is None:
                 raise IntegrityError("the record is encrypted and ENCRYPTION_KEYS is not set")
             blob = self._cipher.decrypt(blob, rid + b"meta")
-        n, pos = _read_varint(blob, 0)
-        return blob[pos : pos + n], blob[pos + n :]
+        return _split_meta(blob)
 
     # -- building ---------------------------------------------------------------------
 
@@ -469,6 +471,30 @@ class Sealer:
             return None
 
 
+def _join_meta(scope: bytes, key: bytes) -> bytes:
+    """Scope and key as stored: ``varint(2 * len(scope) + packed)``, scope, key.
+
+    Most clients send UUIDs as keys: a canonical lower-case one is stored as its 16 bytes
+    (the low bit of the length says so) instead of 36 characters, on every record.
+    """
+    if len(key) == 36 and key[8:9] == b"-":
+        try:
+            packed = uuid.UUID(key.decode("ascii"))
+        except ValueError:
+            packed = None
+        if packed is not None and str(packed).encode() == key:
+            return _varint(2 * len(scope) + 1) + scope + packed.bytes
+    return _varint(2 * len(scope)) + scope + key
+
+
+def _split_meta(meta: bytes) -> tuple[bytes, bytes]:
+    n, pos = _read_varint(meta, 0)
+    scope, key = meta[pos : pos + (n >> 1)], meta[pos + (n >> 1) :]
+    if n & 1:
+        key = str(uuid.UUID(bytes=key)).encode()
+    return scope, key
+
+
 def _payload_start(raw: bytes) -> int:
     """Offset of the meta length varint (after the fingerprint and the original length)."""
     if raw[0:1] == RUNNING_CHAR:
@@ -515,8 +541,7 @@ def peek(raw: bytes, *, complete: bool = False) -> Header:
     meta_end = pos + meta_len
     offset = meta_end if meta_end <= len(raw) else None
     if offset is not None and not flags & _ENCRYPTED:
-        n, mpos = _read_varint(raw, pos)
-        scope, key = raw[mpos : mpos + n], raw[mpos + n : meta_end]
+        scope, key = _split_meta(raw[pos:meta_end])
     if complete and state is not State.RUNNING and original is None:
         original = len(raw) - meta_end
     return Header(
@@ -560,9 +585,49 @@ _COMMON_HEADERS = (
 )
 _HEADER_CODE = {name.lower(): i for i, name in enumerate(_COMMON_HEADERS)}
 
+#: Header values stored as one byte each: what Django and DRF send on most responses.
+#: Append only: a code, once written to a record, must keep its meaning.
+_COMMON_VALUES = (
+    "application/json",
+    "text/html; charset=utf-8",
+    "text/plain",
+    "text/plain; charset=utf-8",
+    "application/problem+json",
+    "application/octet-stream",
+    "Accept",
+    "Cookie",
+    "Accept, Cookie",
+    "Accept-Language",
+    "Cookie, Accept-Language",
+    "Accept, Cookie, Accept-Language",
+    "Origin",
+    "POST, OPTIONS",
+    "POST, PATCH, OPTIONS",
+    "GET, POST, HEAD, OPTIONS",
+    "GET, PUT, PATCH, DELETE, HEAD, OPTIONS",
+    "PUT, PATCH, OPTIONS",
+    "DENY",
+    "SAMEORIGIN",
+    "nosniff",
+    "same-origin",
+    "strict-origin-when-cross-origin",
+    "no-cache",
+    "no-store",
+    "private",
+    "max-age=0, no-cache, no-store, must-revalidate, private",
+    "1",
+    "true",
+)
+_VALUE_CODE = {value: i for i, value in enumerate(_COMMON_VALUES)}
+
 
 def encode_http(headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
-    """Response headers and body as one payload (the status lives in the record header)."""
+    """Response headers and body as one payload (the status lives in the record header).
+
+    Each header is its name (``0`` and a code for a common one, else the length and the
+    name) then its value (``0`` and a code for a common one, else the length + 1 and the
+    value).
+    """
     parts: list[bytes] = []
     count = 0
     for name, value in headers:
@@ -573,8 +638,12 @@ def encode_http(headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
         else:
             raw_name = name.encode("latin-1")
             parts.append(_varint(len(raw_name)) + raw_name)
-        raw_value = value.encode("latin-1")
-        parts.append(_varint(len(raw_value)) + raw_value)
+        code = _VALUE_CODE.get(value)
+        if code is not None:
+            parts.append(b"\x00" + bytes((code,)))
+        else:
+            raw_value = value.encode("latin-1")
+            parts.append(_varint(len(raw_value) + 1) + raw_value)
     return _varint(count) + b"".join(parts) + body
 
 
@@ -590,7 +659,12 @@ def decode_http(payload: bytes) -> tuple[list[tuple[str, str]], bytes]:
             n, pos = _read_varint(payload, pos)
             name = payload[pos : pos + n].decode("latin-1")
             pos += n
-        n, pos = _read_varint(payload, pos)
-        headers.append((name, payload[pos : pos + n].decode("latin-1")))
-        pos += n
+        if payload[pos] == 0:
+            value = _COMMON_VALUES[payload[pos + 1]]
+            pos += 2
+        else:
+            n, pos = _read_varint(payload, pos)
+            value = payload[pos : pos + n - 1].decode("latin-1")
+            pos += n - 1
+        headers.append((name, value))
     return headers, payload[pos:]

@@ -1,7 +1,9 @@
 """Views behind the three doors, with switches (query parameters) for every path.
 
 ``?status=N`` answer N; ``?raise=1`` raise; ``?stream=1`` stream; ``?big=N`` a body of
-N bytes; ``?sleep=S`` sleep first; ``?db=1`` record the execution in the database;
+N bytes (``?random=N``: N random, incompressible ones; ``?json=N``: a JSON list of
+charges of about N bytes); ``?sleep=S`` sleep first;
+``?db=1`` record the execution in the database;
 ``?rollback=1`` mark the surrounding transaction for rollback.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -57,12 +60,44 @@ def _side_effect(request: Any, door: str) -> dict[str, Any]:
     }
 
 
+def typical_json(size: int) -> bytes:
+    """A list of charges, as a payments API answers, of at least ``size`` bytes."""
+    items: list[dict[str, Any]] = []
+    while True:
+        i = len(items)
+        items.append(
+            {
+                "id": f"ch_3P{i:06d}Xk29aQ",
+                "object": "charge",
+                "amount": 1999 + i * 7,
+                "amount_refunded": 0,
+                "currency": "eur",
+                "customer": f"cus_Q{i * 31:07d}",
+                "description": f"Order #{10400 + i}",
+                "created": 1764700000 + i * 61,
+                "livemode": False,
+                "paid": True,
+                "status": "succeeded",
+                "payment_method": f"pm_1P{i:05d}Z",
+                "metadata": {"order_id": str(10400 + i), "channel": "web"},
+                "receipt_email": f"customer{i}@example.com",
+            }
+        )
+        body = json.dumps({"object": "list", "data": items, "has_more": True}).encode()
+        if len(body) >= size:
+            return body
+
+
 def _respond(request: Any, data: dict[str, Any]) -> HttpResponse | StreamingHttpResponse:
     params = request.GET
     if params.get("stream"):
         return StreamingHttpResponse(iter([b"chunk-1 ", json.dumps(data).encode()]))
     if "big" in params:
         return HttpResponse(b"x" * int(params["big"]), content_type="text/plain")
+    if "random" in params:  # incompressible
+        return HttpResponse(os.urandom(int(params["random"])), content_type="text/plain")
+    if "json" in params:  # a typical API list response of about that many bytes
+        return HttpResponse(typical_json(int(params["json"])), content_type="application/json")
     response = JsonResponse(data, status=int(params.get("status", 201)))
     response.set_cookie("session-ish", f"cookie-{data['n']}")
     response["X-Run"] = str(data["n"])
@@ -111,7 +146,7 @@ class DRFCharge(IdempotentMixin, APIView):
         data = _side_effect(request, "drf")
         data["amount"] = request.data.get("amount")
         params = request.GET
-        if params.get("stream") or "big" in params:
+        if params.get("stream") or {"big", "random", "json"} & set(params):
             return _respond(request, data)
         response = Response(data, status=int(params.get("status", 201)))
         response.set_cookie("session-ish", f"cookie-{data['n']}")
