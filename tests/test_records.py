@@ -156,15 +156,19 @@ def test_a_record_planted_with_a_plain_set_is_refused(door, redis_client, heard,
 
 
 def test_run_raises_record_tampered_and_does_not_run_the_action(redis_client, heard):
-    ran: list[int] = []
-    assert run("tampered", lambda: ran.append(1) or "v") == "v"
+    ran: list[str] = []
+
+    def action(value: str) -> Any:
+        return lambda: ran.append(value) or value  # type: ignore[func-returns-value]
+
+    assert run("tampered", action("v")) == "v"
     name = only_record(redis_client)
     raw = bytearray(redis_client.get(name))
     raw[5] ^= 0x40
     redis_client.set(name, bytes(raw))
     with pytest.raises(RecordTampered):
-        run("tampered", lambda: ran.append(2) or "w")
-    assert ran == [1]
+        run("tampered", action("w"))
+    assert ran == ["v"]
     assert heard.sent[0]["door"] == "run" and heard.sent[0]["key"] == "tampered"
 
 
