@@ -43,8 +43,20 @@ def migrate(env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def serve(kind: str, env: dict[str, str], workers: int = 4) -> Iterator[int]:
+def serve(kind: str, env: dict[str, str], workers: int = 4, threads: int = 1) -> Iterator[int]:
     """Run ``gunicorn`` (WSGI) or ``uvicorn`` (ASGI) on a free port; yield the port."""
+    with serve_process(kind, env, workers, threads) as (port, _):
+        yield port
+
+
+@contextlib.contextmanager
+def serve_process(
+    kind: str, env: dict[str, str], workers: int = 4, threads: int = 1
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """:func:`serve`, yielding the port and the server's process.
+
+    ``threads`` > 1 makes gunicorn use its ``gthread`` worker with that many threads.
+    """
     port = free_port()
     bin_dir = Path(sys.executable).parent
     if kind == "gunicorn":
@@ -60,6 +72,8 @@ def serve(kind: str, env: dict[str, str], workers: int = 4) -> Iterator[int]:
             "--log-level",
             "warning",
         ]
+        if threads > 1:
+            cmd += ["-k", "gthread", "--threads", str(threads)]
     else:
         cmd = [
             str(bin_dir / "uvicorn"),
@@ -86,7 +100,7 @@ def serve(kind: str, env: dict[str, str], workers: int = 4) -> Iterator[int]:
             except OSError:
                 assert time.monotonic() < deadline, f"{kind} did not start"
                 time.sleep(0.1)
-        yield port
+        yield port, proc
     finally:
         proc.terminate()
         try:
