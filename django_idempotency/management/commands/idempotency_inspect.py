@@ -353,6 +353,13 @@ class Command(BaseCommand):
         write("by kind: " + ", ".join(f"{d} {n:,}" for d, n in stats.by_kind.items()))
         write("by door: " + ", ".join(f"{d} {n:,}" for d, n in stats.by_door.items()))
         write(f"stored bytes: {stats.stored_bytes:,} ({human_bytes(stats.stored_bytes)})")
+        if stats.compression_ratio is not None:
+            write(
+                f"compression: {stats.compressed:,} record(s) compressed, payloads stored in "
+                f"{stats.compression_ratio:.2f} of their size"
+            )
+        if stats.encrypted:
+            write(f"encrypted: {stats.encrypted:,} record(s)")
         if stats.memory_sampled:
             write(
                 f"memory: about {human_bytes(stats.memory_estimate)} "
