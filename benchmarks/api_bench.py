@@ -3,7 +3,13 @@
 Usage (``benchmarks/run.py`` calls it)::
 
     python -m benchmarks.api_bench --seconds 2 --order 0       # throughput, JSON out
-    python -m benchmarks.api_bench --storm 100 --sleep-ms 200  # duplicate storm
+    python -m benchmarks.api_bench --storm 1000 --sleep-ms 500 --key K [--async]
+    python -m benchmarks.api_bench --wake-floor 1000 [--async]  # the storm's floor
+
+A storm prints ``ready``, waits for a line on stdin, then releases its callers (threads
+for ``run()``, asyncio tasks with ``--async`` for ``arun()``) and prints, as JSON, what
+each did: outcome, the time it was stored (owner) or decided (waiter), the time it
+returned, and the Redis commands it sent (``benchmarks.counting``).
 
 ``REDIS_URL`` names the server; ``PYTHONPATH`` picks the django_idempotency measured.
 """
@@ -11,8 +17,10 @@ Usage (``benchmarks/run.py`` calls it)::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -31,10 +39,11 @@ import redis  # noqa: E402
 from django_redis import get_redis_connection  # type: ignore[import-untyped]  # noqa: E402
 
 import django_idempotency  # noqa: E402
+from benchmarks import clock  # noqa: E402
 from benchmarks.floor import floor_run  # noqa: E402
 from benchmarks.load import percentile  # noqa: E402
 from benchmarks.probe import commandstats, reset  # noqa: E402
-from django_idempotency import run, signals  # noqa: E402
+from django_idempotency import arun, run  # noqa: E402
 
 PAYLOAD = {"id": 1234, "status": "created", "amount": 100, "currency": "EUR"}
 
@@ -134,69 +143,148 @@ def throughput(seconds: float, order: int) -> dict[str, Any]:
     return results
 
 
-def storm(n: int, sleep_ms: int) -> dict[str, Any]:
-    """``n`` threads call ``run()`` with one key; the action sleeps ``sleep_ms``."""
-    key = f"storm-{uuid.uuid4().hex}"
-    stored: list[float] = []
-    signals.executed.connect(lambda **kw: stored.append(time.time()), weak=False)
-    stats_client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    # Open every connection the storm will use first: connection setup (HELLO, CLIENT
-    # SETINFO) is not a waiter's cost.
-    pool = get_redis_connection("default").connection_pool
-    opened = [pool.get_connection() for _ in range(n)]
-    for conn in opened:
-        conn.connect()
-        pool.release(conn)
-    barrier = threading.Barrier(n)
-    outcomes: list[tuple[bool, float, int]] = []
+def storm(n: int, sleep_ms: int, key: str, use_async: bool) -> dict[str, Any]:
+    """``n`` callers of ``run()`` (threads) or ``arun()`` (tasks) with one key.
+
+    The action sleeps ``sleep_ms``. Callers are started and held at a barrier; this
+    process prints ``ready`` and releases them when a line arrives on stdin, so that
+    several processes storm the same key at once (``benchmarks/storm.py``).
+    """
+    clock.install()
+    # Connections open, scripts loaded, notifier subscribed: not a waiter's cost.
+    warm = f"warm-{uuid.uuid4().hex}"
+    if use_async:
+        return asyncio.run(_astorm(n, sleep_ms, key, warm))
+    run(warm, action)
+    run(warm, action)
+    callers: list[dict[str, Any]] = []
     lock = threading.Lock()
+    barrier = threading.Barrier(n + 1)
 
-    def caller(trips: RoundTrips) -> None:
-        ran = []
+    def slow() -> dict[str, Any]:
+        time.sleep(sleep_ms / 1000)
+        return PAYLOAD
 
-        def slow() -> dict[str, Any]:
-            ran.append(True)
-            time.sleep(sleep_ms / 1000)
-            return PAYLOAD
-
+    def caller() -> None:
         barrier.wait()
-        run(key, slow)
+        me = clock.begin()
+        try:
+            got = run(key, slow) == PAYLOAD
+        except Exception as exc:
+            me.outcome, got = f"{type(exc).__name__}", False
         done = time.time()
         with lock:
-            outcomes.append((bool(ran), done, trips.take()))
+            callers.append({**me.as_dict(), "done": done, "ok": got})
 
-    reset(stats_client)
-    with RoundTrips() as trips:
-        threads = [threading.Thread(target=caller, args=(trips,)) for _ in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    stats = commandstats(stats_client)
-    owner_done = stored[0]
-    waiters = [(done, trips) for ran, done, trips in outcomes if not ran]
-    delays = sorted(done - owner_done for done, _ in waiters)
-    return {
-        "waiters": len(waiters),
-        "owners": sum(1 for ran, _, _ in outcomes if ran),
-        "delay_p50_ms": percentile(delays, 50) * 1000,
-        "delay_p99_ms": percentile(delays, 99) * 1000,
-        "delay_max_ms": (delays[-1] if delays else 0) * 1000,
-        "delays": delays,
-        "waiter_round_trips": sum(trips for _, trips in waiters),
-        "waiter_round_trips_max": max((trips for _, trips in waiters), default=0),
-        "commandstats": dict(Counter(stats)),
-    }
+    threads = [threading.Thread(target=caller) for _ in range(n)]
+    for t in threads:
+        t.start()
+    _ready()
+    barrier.wait()
+    for t in threads:
+        t.join()
+    return {"pid": os.getpid(), "callers": callers}
+
+
+async def _astorm(n: int, sleep_ms: int, key: str, warm: str) -> dict[str, Any]:
+    await arun(warm, _aaction)
+    await arun(warm, _aaction)
+    go = asyncio.Event()
+    callers: list[dict[str, Any]] = []
+
+    async def slow() -> dict[str, Any]:
+        await asyncio.sleep(sleep_ms / 1000)
+        return PAYLOAD
+
+    async def caller() -> None:
+        await go.wait()
+        me = clock.begin()
+        try:
+            got = await arun(key, slow) == PAYLOAD
+        except Exception as exc:
+            me.outcome, got = f"{type(exc).__name__}", False
+        callers.append({**me.as_dict(), "done": time.time(), "ok": got})
+
+    tasks = [asyncio.create_task(caller()) for _ in range(n)]
+    await asyncio.sleep(0)  # every task waits on the event
+    await asyncio.get_running_loop().run_in_executor(None, _ready)
+    go.set()
+    await asyncio.gather(*tasks)
+    return {"pid": os.getpid(), "callers": callers}
+
+
+async def _aaction() -> dict[str, Any]:
+    return PAYLOAD
+
+
+def wake_floor(n: int, use_async: bool) -> dict[str, Any]:
+    """The storm's floor: ``n`` waiters on one event, no Redis and no library at all.
+
+    Threads wait on one ``threading.Event`` (or tasks on one ``asyncio.Event``); the
+    delay of each is when it ran again minus when the event was set. No design that
+    wakes ``n`` waiting threads (or tasks) of one process can beat it by much.
+    """
+    if use_async:
+        return asyncio.run(_awake_floor(n))
+    event = threading.Event()
+    woke: list[float] = []
+    lock = threading.Lock()
+
+    def waiter() -> None:
+        event.wait()
+        now = time.time()
+        with lock:
+            woke.append(now)
+
+    threads = [threading.Thread(target=waiter) for _ in range(n)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # every thread is waiting
+    set_at = time.time()
+    event.set()
+    for t in threads:
+        t.join()
+    return {"delays": sorted(t - set_at for t in woke)}
+
+
+async def _awake_floor(n: int) -> dict[str, Any]:
+    event = asyncio.Event()
+    woke: list[float] = []
+
+    async def waiter() -> None:
+        await event.wait()
+        woke.append(time.time())
+
+    tasks = [asyncio.create_task(waiter()) for _ in range(n)]
+    await asyncio.sleep(0.1)
+    set_at = time.time()
+    event.set()
+    await asyncio.gather(*tasks)
+    return {"delays": sorted(t - set_at for t in woke)}
+
+
+def _ready() -> None:
+    """Say ``ready`` and wait for the go-ahead (a line on stdin; none when it is closed)."""
+    print("ready", flush=True)
+    sys.stdin.readline()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--order", type=int, default=0)
-    parser.add_argument("--storm", type=int, default=0)
+    parser.add_argument("--storm", type=int, default=0, help="callers of one key")
     parser.add_argument("--sleep-ms", type=int, default=200)
+    parser.add_argument("--key", default="")
+    parser.add_argument("--async", dest="use_async", action="store_true", help="arun(), tasks")
+    parser.add_argument("--wake-floor", type=int, default=0, help="waiters on one event")
     args = parser.parse_args()
-    out = storm(args.storm, args.sleep_ms) if args.storm else throughput(args.seconds, args.order)
+    if args.wake_floor:
+        out = wake_floor(args.wake_floor, args.use_async)
+    elif args.storm:
+        out = storm(args.storm, args.sleep_ms, args.key or uuid.uuid4().hex, args.use_async)
+    else:
+        out = throughput(args.seconds, args.order)
     out["code"] = os.path.dirname(django_idempotency.__file__)
     print(json.dumps(out))
 

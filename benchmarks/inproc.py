@@ -7,15 +7,25 @@ stacks is their Python work plus their Redis round trips, measured to a few µs:
 
     python benchmarks/inproc.py                     # µs/request per stack and path
     python benchmarks/inproc.py --cprofile middleware:first --top 30
+    python benchmarks/inproc.py --only sealer       # integrity + compression, 1 KiB
     PYTHONPATH=/tmp/wt-x python benchmarks/inproc.py   # measure another checkout
+
+The ``seal:*`` cases time what the stored format adds to one request, without Redis:
+sealing a final record of a 1 KiB response (HMAC-SHA256, and compression when it pays)
+and opening it again (verify, decompress), through ``django_idempotency.records.Sealer``.
+``seal:mac`` has compression off; ``seal:zlib`` and ``seal:zstd`` compress a 1 KiB JSON
+body; ``seal:zstd-incompressible`` tries on random bytes and keeps them as they are.
+``--json`` prints the medians as JSON (``benchmarks/run.py`` reads it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import functools
 import io
+import json
 import os
 import pstats
 import statistics
@@ -110,52 +120,142 @@ def cases(built: dict[str, Any]) -> dict[str, Callable[[int], None]]:
     return out
 
 
+SEAL_BODY_BYTES = 1024
+#: ``seal:*`` case -> (payload bytes, stored record bytes).
+SEALED_BYTES: dict[str, tuple[int, int]] = {}
+
+
+def sealer_cases() -> dict[str, Callable[[int], None]]:
+    """Seal + open of one final record holding a 1 KiB response, per request."""
+    from benchmarks.bodies import incompressible, typical_json
+    from django_idempotency.events import Door
+    from django_idempotency.records import (
+        Kind,
+        Record,
+        Sealer,
+        State,
+        encode_http,
+        record_id,
+    )
+
+    headers = [("Content-Type", "application/json"), ("X-Frame-Options", "DENY")]
+    json_body = typical_json(SEAL_BODY_BYTES)[:SEAL_BODY_BYTES]
+    random_body = incompressible(SEAL_BODY_BYTES)
+    secret = "benchmarks-only-not-secret"
+    sealers = {
+        "mac": (Sealer([secret], compress_min_bytes=None), json_body),
+        "zlib": (Sealer([secret], compress_min_bytes=1024, zstd=False), json_body),
+        "zstd": (Sealer([secret], compress_min_bytes=1024, zstd=True), json_body),
+        "zstd-incompressible": (Sealer([secret], compress_min_bytes=1024), random_body),
+    }
+    key = str(uuid.uuid4())
+    rid = record_id(Kind.HTTP, "anonymous", key)
+
+    def one(sealer: Any, record: Any, i: int) -> None:
+        sealer.open(rid, sealer.seal(rid, record))
+
+    out: dict[str, Callable[[int], None]] = {}
+    for name, (sealer, body) in sealers.items():
+        record = Record(
+            state=State.DONE,
+            kind=Kind.HTTP,
+            door=Door.MIDDLEWARE,
+            scope=b"anonymous",
+            key=key.encode(),
+            fingerprint=os.urandom(16),
+            created_ms=1_760_000_000_000,
+            finished_ms=1_760_000_000_012,
+            status=201,
+            payload=encode_http(headers, body),
+        )
+        sealed = sealer.seal(rid, record)
+        if sealer.open(rid, sealed) != record:
+            raise SystemExit(f"seal:{name}: the record does not open to what was sealed")
+        SEALED_BYTES[f"seal:{name}"] = (len(record.payload), len(sealed))
+        out[f"seal:{name}"] = functools.partial(one, sealer, record)
+    return out
+
+
+def measure(todo: dict[str, Callable[[int], None]], n: int, rounds: int) -> dict[str, Any]:
+    for run in todo.values():  # warm up
+        for i in range(200):
+            run(-i - 1)
+    wall: dict[str, list[float]] = {name: [] for name in todo}
+    cpu: dict[str, list[float]] = {name: [] for name in todo}
+    for r in range(rounds):
+        for name, run in todo.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for i in range(n):
+                run(r * n + i)
+            cpu[name].append((time.process_time() - start_cpu) / n * 1e6)
+            wall[name].append((time.perf_counter() - start) / n * 1e6)
+    return {
+        name: {"wall_us": statistics.median(wall[name]), "cpu_us": statistics.median(cpu[name])}
+        for name in todo
+    }
+
+
+def profile(run: Callable[[int], None], n: int, top: int) -> None:
+    for i in range(200):
+        run(-i - 1)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for i in range(n):
+        run(10_000_000 + i)
+    profiler.disable()
+    stats = pstats.Stats(profiler).strip_dirs().sort_stats("cumulative")
+    stats.print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="requests per case and round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--cprofile", metavar="STACK:PATH", help="profile one case instead")
+    parser.add_argument("--only", choices=("http", "sealer"), help="one group of cases")
+    parser.add_argument("--cprofile", metavar="CASE", help="profile one case instead")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--json", action="store_true", help="print the medians as JSON")
     args = parser.parse_args()
-    with RedisServer() as redis:
-        os.environ.update(
-            DJANGO_SETTINGS_MODULE="benchmarks.settings", BENCH_STACK="bare", REDIS_URL=redis.url
-        )
-        import django
+    with contextlib.ExitStack() as stack:
+        todo: dict[str, Callable[[int], None]] = {}
+        if args.only != "sealer":
+            redis = stack.enter_context(RedisServer())
+            os.environ.update(
+                DJANGO_SETTINGS_MODULE="benchmarks.settings",
+                BENCH_STACK="bare",
+                REDIS_URL=redis.url,
+            )
+            import django
 
-        django.setup()
+            django.setup()
+            from django_idempotency.runtime import get_engine
+
+            # Stop the notifier before Redis goes, so it does not warn about it.
+            stack.callback(lambda: get_engine().close())
+            todo.update(cases(handlers()))
+        if args.only != "http":
+            todo.update(sealer_cases())
         import django_idempotency
 
-        print(f"django_idempotency from {Path(django_idempotency.__file__).parent}")
-        todo = cases(handlers())
-        for run in todo.values():  # warm up
-            for i in range(200):
-                run(-i - 1)
+        where = Path(django_idempotency.__file__).parent
         if args.cprofile:
-            run = todo[args.cprofile]
-            profiler = cProfile.Profile()
-            profiler.enable()
-            for i in range(args.n):
-                run(10_000_000 + i)
-            profiler.disable()
-            stats = pstats.Stats(profiler).strip_dirs().sort_stats("cumulative")
-            stats.print_stats(args.top)
-            stats.sort_stats("tottime").print_stats(args.top)
+            if args.cprofile not in todo:
+                raise SystemExit(f"--cprofile: no case {args.cprofile!r}; one of {list(todo)}")
+            print(f"django_idempotency from {where}")
+            profile(todo[args.cprofile], args.n, args.top)
             return
-        wall: dict[str, list[float]] = {name: [] for name in todo}
-        cpu: dict[str, list[float]] = {name: [] for name in todo}
-        for r in range(args.rounds):
-            for name, run in todo.items():
-                start, start_cpu = time.perf_counter(), time.process_time()
-                for i in range(args.n):
-                    run(r * args.n + i)
-                cpu[name].append((time.process_time() - start_cpu) / args.n * 1e6)
-                wall[name].append((time.perf_counter() - start) / args.n * 1e6)
-        print("µs per request, median of rounds; CPU = this process, all threads")
-        print(f"{'case':20} {'wall':>8} {'CPU':>8}")
-        for name in todo:
-            wall_us, cpu_us = statistics.median(wall[name]), statistics.median(cpu[name])
-            print(f"{name:20} {wall_us:8.1f} {cpu_us:8.1f}")
+        results = measure(todo, args.n, args.rounds)
+    if args.json:
+        print(json.dumps({"code": str(where), "results": results, "sealed": SEALED_BYTES}))
+        return
+    print(f"django_idempotency from {where}")
+    print("µs per request, median of rounds; CPU = this process, all threads")
+    print(f"{'case':26} {'wall':>8} {'CPU':>8}")
+    for name, got in results.items():
+        sizes = SEALED_BYTES.get(name)
+        stored = f"  {sizes[0]} -> {sizes[1]} bytes stored" if sizes else ""
+        print(f"{name:26} {got['wall_us']:8.1f} {got['cpu_us']:8.1f}{stored}")
 
 
 if __name__ == "__main__":

@@ -218,11 +218,12 @@ def percentile(sorted_values: list[float], pct: float) -> float:
 
 @dataclass(frozen=True)
 class Reply:
-    """One storm response: when it arrived (wall clock) and its headers."""
+    """One storm response: when it arrived (wall clock), its status, headers and body."""
 
     received: float
     status: int
     headers: dict[str, str]
+    body: bytes = b""
 
 
 def storm(port: int, path: str, body: bytes, key: str, n: int) -> list[Reply]:
@@ -234,7 +235,7 @@ def storm(port: int, path: str, body: bytes, key: str, n: int) -> list[Reply]:
     data = request_bytes(path, body, key)
     socks = []
     for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s = socket.create_connection(("127.0.0.1", port), timeout=60)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         socks.append(s)
     for s in socks:
@@ -246,11 +247,14 @@ def storm(port: int, path: str, body: bytes, key: str, n: int) -> list[Reply]:
         sel.register(s, selectors.EVENT_READ)
         buffers[s] = []
     replies: list[Reply] = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while buffers and time.monotonic() < deadline:
         for event, _ in sel.select(timeout=1):
             s = event.fileobj  # type: ignore[assignment]
-            chunk = s.recv(65536)
+            try:
+                chunk = s.recv(65536)
+            except OSError:  # reset by the server: an answer of its own (status 0)
+                chunk = b""
             if chunk:
                 buffers[s].append(chunk)
                 continue
@@ -258,16 +262,18 @@ def storm(port: int, path: str, body: bytes, key: str, n: int) -> list[Reply]:
             sel.unregister(s)
             s.close()
             replies.append(_parse(received, b"".join(buffers.pop(s))))
-    for s in buffers:
+    for s in buffers:  # never answered: status 0 as well
         s.close()
+        replies.append(Reply(time.time(), 0, {}, b""))
     return replies
 
 
 def _parse(received: float, raw: bytes) -> Reply:
-    head = raw.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    head_bytes, _, body = raw.partition(b"\r\n\r\n")
+    head = head_bytes.decode("latin-1").split("\r\n")
     status = int(head[0].split()[1]) if head and len(head[0].split()) > 1 else 0
     headers = {}
     for line in head[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    return Reply(received, status, headers)
+    return Reply(received, status, headers, body)

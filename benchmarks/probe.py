@@ -41,13 +41,16 @@ class Monitor:
     """Record every command Redis executes while the ``with`` block runs.
 
     ``top`` counts the commands clients sent (round trips, a pipeline counted per
-    command), ``inner`` the ones Lua scripts ran inside them.
+    command), ``inner`` the ones Lua scripts ran inside them, and ``by_origin`` the
+    commands sent per client address (``ip:port``; see :class:`ClientList` to tell which
+    process holds that connection).
     """
 
     def __init__(self, host: str, port: int) -> None:
         self.address = (host, port)
         self.top: Counter[str] = Counter()
         self.inner: Counter[str] = Counter()
+        self.by_origin: dict[str, Counter[str]] = {}
         self._marker = f"bench-monitor-end-{uuid.uuid4().hex}"
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -81,6 +84,7 @@ class Monitor:
                 self.inner[command] += 1
             else:
                 self.top[command] += 1
+                self.by_origin.setdefault(origin, Counter())[command] += 1
 
     def __exit__(self, *exc_info: object) -> None:
         assert self._control is not None and self._sock is not None and self._thread
@@ -88,6 +92,70 @@ class Monitor:
         self._thread.join(10)
         self._control.close()
         self._sock.close()
+
+
+class ClientList:
+    """Samples ``CLIENT LIST`` from a thread while the ``with`` block runs.
+
+    Connections are told apart by name: the benchmark's servers and subprocesses name
+    every connection ``bench-<pid>`` (see ``benchmarks.settings``). ``peak[name]`` is the
+    most connections one name held at once; ``names[addr]`` maps every address seen to
+    its name, so MONITOR's per-address counts can be summed per process.
+    """
+
+    def __init__(self, client: Any, every: float = 0.01) -> None:
+        self.client = client
+        self.every = every
+        self.peak: Counter[str] = Counter()
+        self.names: dict[str, str] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        now: Counter[str] = Counter()
+        for entry in self.client.client_list():
+            name = entry.get("name") or ""
+            self.names[entry["addr"]] = name
+            if name.startswith("bench-"):
+                now[name] += 1
+        for name, n in now.items():
+            self.peak[name] = max(self.peak[name], n)
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> ClientList:
+        self.sample()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(10)
+        self.sample()
+
+    def per_process(self, monitor: Monitor) -> dict[str, Counter[str]]:
+        """MONITOR's commands summed per ``bench-<pid>`` connection name."""
+        out: dict[str, Counter[str]] = {}
+        for origin, commands in monitor.by_origin.items():
+            name = self.names.get(origin, "")
+            if name.startswith("bench-"):
+                out.setdefault(name, Counter()).update(commands)
+        return out
+
+    def unattributed(self, monitor: Monitor) -> Counter[str]:
+        """Commands from connections never seen in a sample (opened and closed between)."""
+        out: Counter[str] = Counter()
+        for origin, commands in monitor.by_origin.items():
+            if origin not in self.names:
+                out.update(commands)
+        return out
 
 
 def per(counter: Counter[str], n: int) -> str:

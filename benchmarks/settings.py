@@ -7,7 +7,13 @@ except the one piece under test:
 ``floor``       :class:`benchmarks.floor.FloorMiddleware` (raw redis-py, the minimum);
 ``middleware``  ``IdempotencyMiddleware``;
 ``mixin``       no middleware; the DRF view at ``/drf-mixin/`` uses ``IdempotentMixin``;
-``storm``       ``IdempotencyMiddleware`` plus timestamp headers for the duplicate storm.
+``storm``       ``IdempotencyMiddleware`` behind :class:`benchmarks.urls.StormClockMiddleware`
+                (timestamps, outcome, serving pid and Redis commands as response
+                headers) for the duplicate storms, under gunicorn or uvicorn.
+
+For storms (and with ``BENCH_NAME_CONNECTIONS=1``) every Redis connection of a process is
+named ``bench-<pid>`` (``CLIENT SETNAME``, sent once per connection), so ``CLIENT LIST``
+and MONITOR can tell which process holds or sent what.
 
 No sessions, no auth, no database: the default scope is then ``anonymous`` and the
 measured difference is the idempotency work alone.
@@ -35,11 +41,14 @@ MIDDLEWARE = {
     ],
 }[STACK]
 
+redis_options: dict[str, object] = {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 5}
+if STACK == "storm" or os.environ.get("BENCH_NAME_CONNECTIONS"):
+    redis_options["CONNECTION_POOL_KWARGS"] = {"client_name": f"bench-{os.getpid()}"}
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 5},
+        "OPTIONS": redis_options,
     }
 }
 IDEMPOTENCY = {"REDIS": "default"}

@@ -31,7 +31,8 @@ if __package__ in (None, ""):
     sys.path.append(str(ROOT))
 
 from benchmarks import load  # noqa: E402
-from benchmarks.run import BODY, code_paths, env_for, log, servers  # noqa: E402
+from benchmarks.harness import code_paths, env_for, log, servers  # noqa: E402
+from benchmarks.hotpath import BODY  # noqa: E402
 from django_idempotency.testing import RedisServer  # noqa: E402
 
 STACKS = {
@@ -85,7 +86,9 @@ def main() -> None:
             code = codes[label or "HEAD"]
             stack, url = STACKS[stack_name]
             keys = load.FRESH if path_kind == "first" else load.SAME
-            spec = {case: (code, env_for(code, redis.url, stack), ("-w", "1", "-k", "sync"))}
+            spec = {
+                case: (code, env_for(code, redis.url, stack), "wsgi", ("-w", "1", "-k", "sync"))
+            }
             with servers(spec) as running:
                 server = running[case]
                 load.drive(generator, server.port, url, BODY, keys, 1, 2)
