@@ -40,7 +40,6 @@ import hmac
 import os
 import struct
 import threading
-import uuid
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -66,6 +65,9 @@ _GCM_TAG = 16
 
 _RUNNING_HEAD = struct.Struct(">cccc12s6sB")
 _FINAL_HEAD = struct.Struct(">cccc6sIHB")
+# The final header from byte 4: created ms (skipped: read on its own), elapsed, status.
+_FINAL_TAIL = struct.Struct(">6xIHB")
+_VERSION_BYTE = VERSION[0]
 
 
 class State(str, Enum):
@@ -295,8 +297,10 @@ class Sealer:
         compress_min_bytes: int | None = 1024,
         zstd: bool = True,
     ) -> None:
-        self._mac_keys = [derive_key(s, b"mac") for s in mac_secrets]
-        if not self._mac_keys:
+        self._macs = [
+            hmac.new(derive_key(s, b"mac"), digestmod=hashlib.sha256) for s in mac_secrets
+        ]
+        if not self._macs:
             raise ValueError("at least one MAC secret is needed")
         self._cipher = _Cipher(encryption_keys) if encryption_keys else None
         self._compress_min = compress_min_bytes
@@ -309,22 +313,26 @@ class Sealer:
 
     # -- MAC --------------------------------------------------------------------------
 
-    def _tag(self, key: bytes, rid: bytes, unsigned: bytes) -> bytes:
-        mac = hmac.new(key, rid, hashlib.sha256)
+    def _tag(self, mac: Any, rid: bytes, raw: bytes, end: int) -> bytes:
+        # A copy of an HMAC already keyed skips hashing the key pads on every record.
+        mac = mac.copy()
+        mac.update(rid)
         # The waiter flag (byte 1) is set by the store while the record runs.
-        mac.update(unsigned[:1])
-        mac.update(memoryview(unsigned)[2:])
-        return mac.digest()[:MAC_BYTES]
+        view = memoryview(raw)
+        mac.update(view[:1])
+        mac.update(view[2:end])
+        return bytes(mac.digest()[:MAC_BYTES])
 
     def _sign(self, rid: bytes, unsigned: bytes) -> bytes:
-        return unsigned + self._tag(self._mac_keys[0], rid, unsigned)
+        return unsigned + self._tag(self._macs[0], rid, unsigned, len(unsigned))
 
     def _verify(self, rid: bytes, raw: bytes) -> None:
-        if len(raw) < 4 + MAC_BYTES:
+        end = len(raw) - MAC_BYTES
+        if end < 4:
             raise IntegrityError("the record is too short to be one")
-        unsigned, tag = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
-        for key in self._mac_keys:
-            if hmac.compare_digest(tag, self._tag(key, rid, unsigned)):
+        tag = raw[end:]
+        for mac in self._macs:
+            if hmac.compare_digest(tag, self._tag(mac, rid, raw, end)):
                 return
         raise IntegrityError(
             "the record's MAC does not verify: it was altered, copied from another key, "
@@ -411,48 +419,58 @@ class Sealer:
         """Verify and decode a stored record; :class:`IntegrityError` if it is not ours."""
         self._verify(rid, raw)
         try:
-            return self._decode(rid, raw[:-MAC_BYTES])
+            return self._decode(rid, raw, len(raw) - MAC_BYTES)
         except IntegrityError:
             raise
         except (ValueError, IndexError, KeyError, struct.error) as exc:
             raise IntegrityError(f"the record cannot be decoded: {exc}") from exc
 
-    def _decode(self, rid: bytes, body: bytes) -> Record:
-        head = peek(body, complete=True)
-        flags = body[3]
-        pos = _payload_start(body)
-        meta_len, pos = _read_varint(body, pos)
-        scope, key = self._open_meta(rid, body[pos : pos + meta_len], head.encrypted)
-        pos += meta_len
-        if head.state is State.RUNNING:
-            return Record(
-                state=head.state,
-                kind=head.kind,
-                door=head.door,
-                scope=scope,
-                key=key,
-                fingerprint=head.fingerprint,
-                created_ms=head.created_ms,
-                token=head.token,
-            )
-        payload = body[pos:]
-        if head.encrypted:
+    def _decode(self, rid: bytes, raw: bytes, end: int) -> Record:
+        # One pass over the bytes: every replay reads a record, so this stays lean.
+        state = _CHAR_STATE[raw[0]]
+        flags = raw[3]
+        kind = _BITS_KIND[flags & 24]
+        if raw[2] != _VERSION_BYTE:
+            raise IntegrityError("the record has an unknown format version")
+        original = 0
+        if state is State.RUNNING:
+            token = raw[4:16]
+            created = int.from_bytes(raw[16:22], "big")
+            pos = _RUNNING_HEAD.size + raw[22]
+            fingerprint = raw[_RUNNING_HEAD.size : pos]
+        else:
+            created = int.from_bytes(raw[4:10], "big")
+            elapsed, status, fp_len = _FINAL_TAIL.unpack_from(raw, 4)
+            pos = _FINAL_HEAD.size + fp_len
+            fingerprint = raw[_FINAL_HEAD.size : pos]
+            if flags & 3:
+                original, pos = _read_varint(raw, pos)
+        meta_len, pos = _read_varint(raw, pos)
+        meta_end = pos + meta_len
+        if meta_end > end:
+            raise IntegrityError("the record is cut inside its meta")
+        scope, key = self._open_meta(rid, raw[pos:meta_end], bool(flags & _ENCRYPTED))
+        door = _BITS_DOOR.get(flags & 224)
+        if state is State.RUNNING:
+            return Record(state, kind, scope, key, fingerprint, created, token=token, door=door)
+        payload = raw[meta_end:end]
+        if flags & _ENCRYPTED:
             if self._cipher is None:
                 raise IntegrityError("the record is encrypted and ENCRYPTION_KEYS is not set")
             payload = self._cipher.decrypt(payload, rid + b"payload")
         if flags & 3:
-            payload = self._compressor.decompress(flags & 3, payload, head.original_payload or 0)
+            payload = self._compressor.decompress(flags & 3, payload, original)
         return Record(
-            state=head.state,
-            kind=head.kind,
-            door=head.door,
-            scope=scope,
-            key=key,
-            fingerprint=head.fingerprint,
-            created_ms=head.created_ms,
-            finished_ms=head.finished_ms,
-            status=head.status,
-            payload=payload,
+            state,
+            kind,
+            scope,
+            key,
+            fingerprint,
+            created,
+            created + elapsed,
+            status or None,
+            payload,
+            door=door,
         )
 
     def meta(self, rid: bytes | None, raw: bytes) -> tuple[bytes, bytes] | None:
@@ -477,13 +495,15 @@ def _join_meta(scope: bytes, key: bytes) -> bytes:
     Most clients send UUIDs as keys: a canonical lower-case one is stored as its 16 bytes
     (the low bit of the length says so) instead of 36 characters, on every record.
     """
-    if len(key) == 36 and key[8:9] == b"-":
+    if len(key) == 36 and key[8] == key[13] == key[18] == key[23] == 45:  # "-"
+        digits = key[:8] + key[9:13] + key[14:18] + key[19:23] + key[24:]
         try:
-            packed = uuid.UUID(key.decode("ascii"))
+            packed = bytes.fromhex(digits.decode("ascii"))
         except ValueError:
-            packed = None
-        if packed is not None and str(packed).encode() == key:
-            return _varint(2 * len(scope) + 1) + scope + packed.bytes
+            packed = b""
+        # Only the canonical spelling packs, so unpacking gives the client's key back.
+        if len(packed) == 16 and packed.hex().encode() == digits:
+            return _varint(2 * len(scope) + 1) + scope + packed
     return _varint(2 * len(scope)) + scope + key
 
 
@@ -491,7 +511,10 @@ def _split_meta(meta: bytes) -> tuple[bytes, bytes]:
     n, pos = _read_varint(meta, 0)
     scope, key = meta[pos : pos + (n >> 1)], meta[pos + (n >> 1) :]
     if n & 1:
-        key = str(uuid.UUID(bytes=key)).encode()
+        if len(key) != 16:
+            raise ValueError("a packed key is 16 bytes")
+        h = key.hex().encode()
+        key = b"-".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
     return scope, key
 
 

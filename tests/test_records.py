@@ -353,3 +353,38 @@ def test_a_typical_4_kib_json_response_is_stored_in_half_its_size(redis_client):
     response = post("/middleware/", key, "?json=4096")
     assert 4096 <= len(response.content) < 4400
     assert redis_client.memory_usage(only_record(redis_client)) <= 0.5 * len(response.content)
+
+
+@pytest.mark.no_redis
+@pytest.mark.parametrize(
+    "key",
+    [
+        str(uuid.uuid4()),
+        str(uuid.uuid4()).upper(),
+        "{" + str(uuid.uuid4())[1:-1] + "}",
+        "0123456-89ab-cdef-0123-456789abcdefg",
+        "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz",
+        "order-1",
+    ],
+)
+def test_every_key_spelling_comes_back_exactly(key: str) -> None:
+    sealer = Sealer(["secret"])
+    rid = record_id(Kind.HTTP, "anon", key)
+    final = Record(State.DONE, Kind.HTTP, b"anon", key.encode(), b"fp", 1, 2, 201, b"body")
+    running = sealer.running(rid, Kind.HTTP, b"anon", key.encode(), b"t" * 12, b"fp", 1)
+    assert sealer.open(rid, sealer.seal(rid, final)).key == key.encode()
+    assert sealer.open(rid, running).key == key.encode()
+    # Only a canonical UUID packs: the record is then 20 bytes smaller than for another key.
+    packs = _uuidish(key) and key == str(uuid.UUID(key))
+    other = sealer.seal(
+        rid, Record(State.DONE, Kind.HTTP, b"anon", b"x" * 36, b"fp", 1, 2, 201, b"body")
+    )
+    assert len(sealer.seal(rid, final)) == len(other) - (20 if packs else 36 - len(key))
+
+
+def _uuidish(key: str) -> bool:
+    try:
+        uuid.UUID(key)
+    except ValueError:
+        return False
+    return True
