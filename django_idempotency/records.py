@@ -313,15 +313,13 @@ class Sealer:
 
     # -- MAC --------------------------------------------------------------------------
 
-    def _tag(self, mac: Any, rid: bytes, raw: bytes, end: int) -> bytes:
-        # A copy of an HMAC already keyed skips hashing the key pads on every record.
+    def _tag(self, mac: hmac.HMAC, rid: bytes, raw: bytes, end: int) -> bytes:
+        # A copy of an HMAC already keyed skips hashing the key pads on every record, and
+        # one update of joined bytes is cheaper than three for records of a few KiB.
         mac = mac.copy()
-        mac.update(rid)
         # The waiter flag (byte 1) is set by the store while the record runs.
-        view = memoryview(raw)
-        mac.update(view[:1])
-        mac.update(view[2:end])
-        return bytes(mac.digest()[:MAC_BYTES])
+        mac.update(b"".join((rid, raw[:1], raw[2:end])))
+        return mac.digest()[:MAC_BYTES]
 
     def _sign(self, rid: bytes, unsigned: bytes) -> bytes:
         return unsigned + self._tag(self._macs[0], rid, unsigned, len(unsigned))
