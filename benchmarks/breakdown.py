@@ -92,8 +92,8 @@ def main() -> None:
         cases = inproc.cases(inproc.handlers())
         totals: dict[str, float] = {}
         layers: dict[str, dict[str, float]] = {}
-        for name in ("bare:first", "floor:first", "middleware:first"):
-            for name in (name, name.replace(":first", ":replay")):
+        for stack in ("bare", "floor", "middleware"):
+            for name in (f"{stack}:first", f"{stack}:replay"):
                 if name not in cases:
                     continue
                 run = cases[name]
