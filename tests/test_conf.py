@@ -9,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_idempotency.conf import build, get_settings
 
-pytestmark = pytest.mark.no_redis
+pytestmark = [pytest.mark.no_redis, pytest.mark.matrix]
 
 
 @pytest.mark.parametrize(

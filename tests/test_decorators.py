@@ -7,7 +7,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_idempotency import idempotent_view
 
-pytestmark = pytest.mark.no_redis
+pytestmark = [pytest.mark.no_redis, pytest.mark.matrix]
 
 
 def view(request):

@@ -34,6 +34,8 @@ from django_idempotency.stores.redis import RedisStore
 from .support import workers
 from .support.records import CALL, name_of
 
+pytestmark = pytest.mark.matrix
+
 #: The tests also run on a 3-primary Redis Cluster.
 BOTH_TOPOLOGIES = pytest.mark.topologies("single", "cluster")
 
