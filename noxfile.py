@@ -8,8 +8,9 @@ sessions only (``nox -t edges``). Each session installs the package with its ``[
 extras into a virtualenv of its own under ``.nox/``.
 
 Interpreters come from pyenv (``~/.pyenv/versions/3.1x.y/bin/python``, the newest patch
-release of each), else nox's own interpreter, else ``python3.1x`` on ``PATH``. A Python that is neither is
-reported on one line and its sessions are skipped; nox never downloads an interpreter.
+release of each), else nox's own interpreter, else ``python3.1x`` on ``PATH``. A Python
+that is none of these is reported on one line and its sessions are skipped; nox never
+downloads an interpreter.
 """
 
 from __future__ import annotations
