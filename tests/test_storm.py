@@ -43,7 +43,9 @@ def app_connections(sampler_client: redis.Redis, baseline: int) -> int:
 
 @pytest.fixture
 def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
-    environment = server_env(redis_url, tmp_path / "db.sqlite3")
+    environment = server_env(
+        redis_url, tmp_path / "db.sqlite3", REDIS_CONNECT_TIMEOUT="10", REDIS_SOCKET_TIMEOUT="10"
+    )
     migrate(environment)
     return environment
 
