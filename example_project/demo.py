@@ -282,15 +282,33 @@ def play(client: Client, run: str, p: Promises) -> dict[str, Any]:
         show(reply, f"delivery {n}: ", body=True)
     explain(
         "Providers redeliver until they see a 2xx. The second delivery is answered from "
-        "the stored response: the handler ran (and settled the charge) once."
+        "the stored response: the handler ran (and queued the settlement job) once."
     )
-    p.check(deliveries[0].status == 200 and deliveries[0].replayed == "-", "first: 200, ran")
+    p.check(deliveries[0].status == 202 and deliveries[0].replayed == "-", "first: 202, ran")
     p.check(
-        deliveries[1].status == 200
+        deliveries[1].status == 202
         and deliveries[1].replayed == "true"
         and deliveries[1].body == deliveries[0].body,
-        "second: 200, replayed, identical body",
+        "second: 202, replayed, identical body",
     )
+    job = deliveries[0].json().get("job") if deliveries[0].status == 202 else None
+    say()
+
+    say(bold("5b. The broker delivers the settlement job's message twice"))
+    say(f"celery    settle_event({event_id!r}, ...)  task_id={job}", 3)
+    if job:
+        redeliver(job, event_id, reference)
+    delivered = wait_for_ledger(client, lambda ledger: ledger["job_deliveries"].get(job) == 2)
+    say(dim(f"deliveries of {job}: {delivered['job_deliveries'].get(job, 0)}"), 7)
+    say(dim(f"runs of the job for {event_id}: {delivered['job_runs'].get(event_id, 0)}"), 7)
+    explain(
+        "The receiver enqueued the job with task_id=request_key('settle'), an id derived "
+        "from the event's key. The same message came again (as after a lost "
+        "acknowledgement, or a worker killed under acks_late): IdempotentTask gave the "
+        "second delivery the first one's result, and the charge was settled once."
+    )
+    p.check(delivered["job_deliveries"].get(job) == 2, "the worker handled the message twice")
+    p.check(delivered["job_runs"].get(event_id) == 1, "the job's body ran once")
     say()
 
     say(bold("6. Send a malformed key, then no key"))
@@ -344,6 +362,30 @@ def play(client: Client, run: str, p: Promises) -> dict[str, Any]:
     }
 
 
+def redeliver(task_id: str, event_id: str, reference: str) -> None:
+    """Publish the settlement job's message again, as a broker redelivers it."""
+    from celery import Celery
+    from exampleproject.celery import broker_url
+
+    producer = Celery("demo", broker=broker_url(os.environ["REDIS_URL"]), set_as_current=False)
+    try:
+        producer.send_task(
+            "webhooks.tasks.settle_event", args=(event_id, reference), task_id=task_id
+        )
+    finally:
+        producer.close()
+
+
+def wait_for_ledger(client: Client, done: Any, timeout: float = 60) -> dict[str, Any]:
+    """The ledger once ``done(ledger)`` holds (the worker works in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ledger: dict[str, Any] = client.request("GET", "/ledger/").json()
+        if done(ledger) or time.monotonic() > deadline:
+            return ledger
+        time.sleep(0.1)
+
+
 def check_ledger(client: Client, expected: dict[str, Any], p: Promises) -> dict[str, Any]:
     ledger: dict[str, Any] = client.request("GET", "/ledger/").json()
     calls: dict[str, int] = ledger["gateway_calls"]
@@ -358,6 +400,10 @@ def check_ledger(client: Client, expected: dict[str, Any], p: Promises) -> dict[
         calls == dict.fromkeys(expected["gateway_keys"], 1), "every charge hit the gateway once"
     )
     p.check(runs == dict.fromkeys(expected["events"], 1), "the webhook handler ran once")
+    p.check(
+        ledger["job_runs"] == dict.fromkeys(expected["events"], 1),
+        "the settlement job ran once per event",
+    )
     return ledger
 
 
@@ -377,6 +423,27 @@ def manage(env: dict[str, str], *args: str) -> str:
         sys.stderr.write(done.stdout + done.stderr)
         raise SystemExit(f"manage.py {' '.join(args)} failed with status {done.returncode}")
     return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def celery_worker(env: dict[str, str]) -> Iterator[int]:
+    """A Celery worker (prefork, 2 processes) for the webhook's jobs; yield its pid."""
+    cmd = [
+        *(sys.executable, "-m", "celery", "-A", "exampleproject", "worker"),
+        *("--pool", "prefork", "--concurrency", "2", "--loglevel", "WARNING"),
+        *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+    ]
+    proc = subprocess.Popen(cmd, cwd=HERE, env=env)
+    try:
+        yield proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @contextlib.contextmanager
@@ -469,10 +536,12 @@ def main(argv: list[str] | None = None) -> int:
         manage(env, "migrate", "--noinput", "-v", "0")
         token = manage(env, "demo_customer", "alice")
         port, gunicorn_pid = stack.enter_context(gunicorn(env, args.workers, args.threads))
+        worker_pid = stack.enter_context(celery_worker(env))
         say(
             f"Server    gunicorn, {args.workers} worker processes x {args.threads} threads, "
             f"http://127.0.0.1:{port}/"
         )
+        say("Worker    Celery, prefork, 2 processes (the webhook's background jobs)")
         say("Customer  alice, authenticated with a DRF token (keys are scoped per customer)")
         say()
         client = Client(port, token)
@@ -487,12 +556,15 @@ def main(argv: list[str] | None = None) -> int:
             say(f"- {what}", 2)
     else:
         say(_paint("1;32", f"All {p.kept} promises kept") + f" in {elapsed:.1f} s.")
-    say("Everything the demo started (gunicorn, Redis, the database) is gone again.")
+    say("Everything the demo started (gunicorn, the worker, Redis, the database) is gone again.")
     result = {
         "ok": not p.broken,
         "broken": p.broken,
         "gateway_calls": ledger["gateway_calls"],
         "webhook_runs": ledger["webhook_runs"],
+        "job_runs": ledger["job_runs"],
+        "job_deliveries": ledger["job_deliveries"],
+        "worker_pid": worker_pid,
         "redis_pid": redis_pid,
         "gunicorn_pid": gunicorn_pid,
     }

@@ -99,6 +99,9 @@ def assert_once_per_key(result: dict[str, Any]) -> None:
     assert set(calls.values()) == {1}
     assert len(runs) == 1
     assert set(runs.values()) == {1}
+    # The webhook's settlement job: its message handled twice by the worker, its body once.
+    assert result["job_runs"] == runs
+    assert list(result["job_deliveries"].values()) == [2]
 
 
 def test_demo_keeps_every_promise_on_its_embedded_redis() -> None:
@@ -110,6 +113,7 @@ def test_demo_keeps_every_promise_on_its_embedded_redis() -> None:
     assert "private redis-server" in output
     assert_dead(result["redis_pid"])
     assert_dead(result["gunicorn_pid"])
+    assert_dead(result["worker_pid"])
 
 
 def test_demo_uses_the_server_in_redis_url(redis_server: RedisServer, redis_client: Any) -> None:

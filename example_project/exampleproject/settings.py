@@ -112,3 +112,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_idempotency": {"handlers": ["console"], "level": "WARNING"}},
 }
+
+# Celery (exampleproject/celery.py): a worker that dies mid-task gives its message back,
+# to be delivered again; IdempotentTask makes that second delivery replay, not rerun.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -4,14 +4,14 @@ from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from payments.models import GatewayCall
-from webhooks.models import WebhookEvent
+from webhooks.models import JobDelivery, JobRun, WebhookEvent
 
 INDEX = """django-idempotency example project
 
 POST /api/charges/        DRF viewset + IdempotentMixin (token auth; key required)
 GET  /donate/             a plain Django form; its POST is covered by IdempotencyMiddleware
 POST /webhooks/payments/  @idempotent_view(required=True), signed by the provider
-GET  /ledger/             the fake gateway's calls and the webhook handler's runs, per key
+GET  /ledger/             the gateway's calls, the webhook's runs and its jobs' runs, per key
 """
 
 
@@ -22,15 +22,20 @@ def index(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def ledger(request: HttpRequest) -> JsonResponse:
-    """How often the gateway was called per idempotency key, and the webhook run per event.
+    """How often the gateway was called per key, the webhook ran per event, and its job
+    ran (and was delivered by the broker) per event and per task id.
 
     A demo-only window (no authentication): every number should be 1.
     """
     calls = GatewayCall.objects.values_list("idempotency_key").annotate(n=Count("id"))
     runs = WebhookEvent.objects.values_list("event_id").annotate(n=Count("id"))
+    job_runs = JobRun.objects.values_list("event_id").annotate(n=Count("id"))
+    deliveries = JobDelivery.objects.values_list("task_id").annotate(n=Count("id"))
     return JsonResponse(
         {
             "gateway_calls": dict(calls.order_by("idempotency_key")),
             "webhook_runs": dict(runs.order_by("event_id")),
+            "job_runs": dict(job_runs.order_by("event_id")),
+            "job_deliveries": dict(deliveries.order_by("task_id")),
         }
     )

@@ -17,11 +17,11 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
-from payments.models import Charge
 
-from django_idempotency import idempotent_view
+from django_idempotency import idempotent_view, request_key
 
 from .models import WebhookEvent
+from .tasks import settle_event
 
 SIGNATURE_HEADER = "X-Signature"
 
@@ -53,12 +53,16 @@ def signed(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
 @signed
 @idempotent_view(required=True)
 def payment_events(request: HttpRequest) -> HttpResponse:
-    """Handle one event from the payment provider; a redelivery is replayed, not rerun."""
+    """Record one event from the payment provider and hand its work to a Celery task.
+
+    A redelivery is replayed, not rerun. The job's id comes from the event's key
+    (``request_key``): were this view run again after a crash, it would enqueue the
+    same job, and the job runs once.
+    """
     event = json.loads(request.body)
     WebhookEvent.objects.create(event_id=event["id"], type=event["type"], payload=event)
-    settled = 0
+    job = None
     if event["type"] == "charge.settled":
-        settled = Charge.objects.filter(gateway_reference=event["data"]["reference"]).update(
-            status="settled"
-        )
-    return JsonResponse({"event": event["id"], "charges_settled": settled})
+        job = request_key("settle")
+        settle_event.apply_async((event["id"], event["data"]["reference"]), task_id=job)
+    return JsonResponse({"event": event["id"], "job": job}, status=202 if job else 200)
