@@ -75,6 +75,9 @@ DEFAULTS: dict[str, Any] = {
     "ENCRYPTION_KEYS": (),
     # Also keep responses in the database, in the view's own transaction (durable mode).
     "DURABLE": False,
+    # Observers (objects, classes or dotted paths) given every outcome and store timing,
+    # e.g. "django_idempotency.observers.prometheus.PrometheusObserver".
+    "OBSERVERS": (),
 }
 
 
@@ -106,6 +109,7 @@ class IdempotencySettings:
     COMPRESS_MIN_BYTES: int | None
     ENCRYPTION_KEYS: tuple[bytes, ...]
     DURABLE: bool
+    OBSERVERS: tuple[Any, ...]
 
     @property
     def header_meta_key(self) -> str:
@@ -126,6 +130,24 @@ def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise o.bad(where, "one of " + ", ".join(repr(c) for c in choices), value)
     return str(value)
+
+
+def _observers(value: Any, where: str) -> tuple[Any, ...]:
+    """A list of observers: instances, classes (made with no arguments) or dotted paths."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise o.bad(where, "a list of observers (objects, classes or dotted paths)", value)
+    made = []
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        found = o.importable(item, at) if isinstance(item, str) else item
+        observer = found() if isinstance(found, type) else found
+        missing = [
+            m for m in ("event", "store_op", "span") if not callable(getattr(observer, m, None))
+        ]
+        if missing:
+            raise o.bad(at, "an observer (with event(), store_op() and span())", item)
+        made.append(observer)
+    return tuple(made)
 
 
 def _redis(value: Any, where: str) -> str | Callable[[], Any]:
@@ -232,6 +254,7 @@ def build(user: Any) -> IdempotencySettings:
         COMPRESS_MIN_BYTES=check("COMPRESS_MIN_BYTES", o.optional_size),
         ENCRYPTION_KEYS=check("ENCRYPTION_KEYS", _encryption_keys),
         DURABLE=check("DURABLE", o.boolean),
+        OBSERVERS=check("OBSERVERS", _observers),
     )
 
 

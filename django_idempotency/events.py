@@ -123,6 +123,19 @@ def uninstall(observer: Observer) -> None:
         _observers.remove(observer)
 
 
+_from_settings: tuple[Observer, ...] = ()
+
+
+def configure(observers: tuple[Observer, ...]) -> None:
+    """Install the ``IDEMPOTENCY["OBSERVERS"]`` in place of the ones installed before."""
+    global _from_settings
+    for observer in _from_settings:
+        uninstall(observer)
+    _from_settings = tuple(observers)
+    for observer in _from_settings:
+        install(observer)
+
+
 def observed() -> bool:
     """Whether any observer is installed (store timings are measured only then)."""
     return bool(_observers)

@@ -16,6 +16,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import events
+
 if TYPE_CHECKING:
     from .stores.base import Slot, Store
 
@@ -109,6 +111,8 @@ class LeaseKeeper:
                 for lease in leases:
                     lease.due = time.monotonic() + min(lease.interval, 1.0)
                 continue
+            if events.observed():
+                events.store_op(events.StoreOp.RENEW, time.monotonic() - started)
             for lease, ok in zip(leases, kept, strict=True):
                 lease.due = started + lease.interval
                 if not ok:

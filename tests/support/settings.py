@@ -75,7 +75,9 @@ CACHES = {
     }
 }
 
-IDEMPOTENCY = {"REDIS": "default"}
+IDEMPOTENCY: dict[str, object] = {"REDIS": "default"}
+if os.environ.get("TEST_PROMETHEUS") == "1":  # the observability tests' servers
+    IDEMPOTENCY["OBSERVERS"] = ["django_idempotency.observers.prometheus.PrometheusObserver"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
+from django_idempotency.observers.prometheus import metrics_view
+
 from . import views
 
 router = SimpleRouter()
@@ -11,6 +13,7 @@ router.register("charges", views.DRFChargeViewSet, basename="charge")
 
 urlpatterns: list[Any] = [
     path("admin/", admin.site.urls),
+    path("metrics/", metrics_view),
     path("middleware/", views.plain),
     path("decorator/", views.decorated),
     path("decorator-strict/", views.decorated_strict),

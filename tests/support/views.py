@@ -55,6 +55,7 @@ def _side_effect(request: Any, door: str) -> dict[str, Any]:
     return {
         "door": door,
         "n": n,
+        "pid": os.getpid(),  # which server process ran it
         "user": getattr(user, "username", "") or "anonymous",
         "body": request.body.decode("utf-8", "replace")[:100] if door != "drf" else "",
     }
