@@ -407,6 +407,20 @@ def check_ledger(client: Client, expected: dict[str, Any], p: Promises) -> dict[
     return ledger
 
 
+def show_metrics(client: Client) -> dict[str, int]:
+    """Print (and return) ``django_idempotency_requests_total`` from ``/metrics``."""
+    text = client.request("GET", "/metrics").body.decode()
+    pattern = r'^django_idempotency_requests_total\{door="(\w+)",outcome="(\w+)"\} (\S+)$'
+    counts = {
+        f"{door}/{outcome}": int(float(value))
+        for door, outcome, value in re.findall(pattern, text, flags=re.M)
+    }
+    say(bold("GET /metrics: django_idempotency_requests_total, every process summed"))
+    for name, n in sorted(counts.items()):
+        say(f"{name:<28} {n}", 3)
+    return counts
+
+
 # -- processes ------------------------------------------------------------------------
 
 
@@ -530,7 +544,10 @@ def main(argv: list[str] | None = None) -> int:
             "DJANGO_DEBUG": "0",
             "DJANGO_SETTINGS_MODULE": "exampleproject.settings",
             "PYTHONUNBUFFERED": "1",
+            # prometheus-client's multiprocess mode: every process writes its counts here.
+            "PROMETHEUS_MULTIPROC_DIR": str(Path(tmp) / "prometheus"),
         }
+        Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir()
         say(f"Redis     {redis_note}")
         say("Database  SQLite in a temporary directory (migrated now)")
         manage(env, "migrate", "--noinput", "-v", "0")
@@ -547,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         client = Client(port, token)
         expected = play(client, run, p)
         ledger = check_ledger(client, expected, p)
+        metrics = show_metrics(client)
 
     say()
     elapsed = time.monotonic() - started
@@ -564,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         "webhook_runs": ledger["webhook_runs"],
         "job_runs": ledger["job_runs"],
         "job_deliveries": ledger["job_deliveries"],
+        "metrics": metrics,
         "worker_pid": worker_pid,
         "redis_pid": redis_pid,
         "gunicorn_pid": gunicorn_pid,

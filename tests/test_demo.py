@@ -102,6 +102,14 @@ def assert_once_per_key(result: dict[str, Any]) -> None:
     # The webhook's settlement job: its message handled twice by the worker, its body once.
     assert result["job_runs"] == runs
     assert list(result["job_deliveries"].values()) == [2]
+    # /metrics sums every process: the job ran once in the worker, once per key in gunicorn.
+    metrics = result["metrics"]
+    assert metrics["celery/executed"] == 1
+    assert metrics["celery/executed"] + metrics.get("celery/waited", 0) + metrics.get(
+        "celery/replayed", 0
+    ) == sum(result["job_deliveries"].values())
+    assert metrics["drf/executed"] == 2  # the first payment and the concurrent one
+    assert metrics["middleware/executed"] == 1  # the donation form
 
 
 def test_demo_keeps_every_promise_on_its_embedded_redis() -> None:

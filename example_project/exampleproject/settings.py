@@ -93,6 +93,9 @@ IDEMPOTENCY = {
     "REDIS": "default",  # the django-redis cache alias above
     "TTL": 24 * 60 * 60,  # keep finished requests for 24 h, like Stripe
     "WAIT_TIMEOUT": 10,  # concurrent duplicates wait up to 10 s for the first
+    # Prometheus metrics at /metrics (demo.py sets PROMETHEUS_MULTIPROC_DIR, so the
+    # gunicorn workers and the Celery worker's processes are summed).
+    "OBSERVERS": ["django_idempotency.observers.prometheus.PrometheusObserver"],
 }
 
 # Shared with the (fake) payment provider, which signs the webhooks it sends.

@@ -11,6 +11,7 @@ INDEX = """django-idempotency example project
 POST /api/charges/        DRF viewset + IdempotentMixin (token auth; key required)
 GET  /donate/             a plain Django form; its POST is covered by IdempotencyMiddleware
 POST /webhooks/payments/  @idempotent_view(required=True), signed by the provider
+GET  /metrics             Prometheus metrics of django-idempotency (every worker summed)
 GET  /ledger/             the gateway's calls, the webhook's runs and its jobs' runs, per key
 """
 
