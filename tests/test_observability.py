@@ -212,3 +212,24 @@ def test_two_gunicorn_workers_are_summed(redis_url: str, tmp_path: Path):
         ("middleware", "executed"): 10,
         ("middleware", "replayed"): 10,
     }
+
+
+def test_lease_renewals_are_timed_while_an_action_runs(registry: Any) -> None:
+    def renewals() -> float:
+        value = registry.get_sample_value("django_idempotency_store_seconds_count", {"op": "renew"})
+        return 0.0 if value is None else float(value)
+
+    renewed = threading.Event()
+
+    def slow() -> int:
+        # Holds the claim until the lease keeper has renewed it at least once.
+        for _ in range(200):
+            if renewals():
+                renewed.set()
+                break
+            renewed.wait(0.05)
+        return 1
+
+    assert run(str(uuid.uuid4()), slow, lock_ttl=0.3) == 1
+    assert renewed.is_set()
+    assert registry.get_sample_value("django_idempotency_lease_lost_total") == 0
