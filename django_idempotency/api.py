@@ -47,7 +47,8 @@ def run(key: str | bytes, action: Callable[[], T], **options: Unpack[CallKeyword
 
     Options (all validated before anything runs; ``None`` means the
     ``settings.IDEMPOTENCY`` value): ``namespace``, ``ttl``, ``lock_ttl``,
-    ``wait_timeout``, ``conflict`` (``"wait"`` or ``"reject"``), ``durable``,
+    ``wait_timeout``, ``conflict`` (``"wait"`` or ``"reject"``), ``durable`` (reserved:
+    only ``False``),
     ``should_ignore_error``, ``value_serializer``, ``error_serializer``,
     ``on_action_success``, ``on_action_error``, ``on_success_replay``,
     ``on_error_replay``.

@@ -73,7 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "COMPRESS_MIN_BYTES": 1024,
     # AES-GCM keys (urlsafe base64 of 16, 24 or 32 bytes): the first encrypts, all decrypt.
     "ENCRYPTION_KEYS": (),
-    # Also keep responses in the database, in the view's own transaction (durable mode).
+    # Reserved for durable mode (responses also in the database): must be False for now.
     "DURABLE": False,
     # Observers (objects, classes or dotted paths) given every outcome and store timing,
     # e.g. "django_idempotency.observers.prometheus.PrometheusObserver".
@@ -253,7 +253,7 @@ def build(user: Any) -> IdempotencySettings:
         ERROR_SERIALIZER=check("ERROR_SERIALIZER", o.serializer),
         COMPRESS_MIN_BYTES=check("COMPRESS_MIN_BYTES", o.optional_size),
         ENCRYPTION_KEYS=check("ENCRYPTION_KEYS", _encryption_keys),
-        DURABLE=check("DURABLE", o.boolean),
+        DURABLE=check("DURABLE", o.not_durable),
         OBSERVERS=check("OBSERVERS", _observers),
     )
 

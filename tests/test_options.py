@@ -28,6 +28,8 @@ BAD = [
     ({"bogus": 1}, "bogus", "not an option"),
     ({"conflict": "bogus"}, "conflict", '"wait", "reject"'),
     ({"lock_ttl": "10"}, "lock_ttl", "positive number of seconds"),
+    # Reserved until durable mode exists: refused, never accepted and then ignored.
+    ({"durable": True}, "durable", "does not provide yet"),
 ]
 
 
@@ -91,7 +93,9 @@ def test_arun_refuses_bad_options_before_running(options, name, what, redis_clie
 
 
 @pytest.mark.no_redis
-@pytest.mark.parametrize("setting, value", [("TTL", -5), ("CONFLICT", "bogus"), ("LOCK_TTL", "10")])
+@pytest.mark.parametrize(
+    "setting, value", [("TTL", -5), ("CONFLICT", "bogus"), ("LOCK_TTL", "10"), ("DURABLE", True)]
+)
 def test_settings_refuse_the_same_bad_values_naming_the_key(setting, value):
     with pytest.raises(ImproperlyConfigured, match=rf'IDEMPOTENCY\["{setting}"\]'):
         build({setting: value})

@@ -53,7 +53,8 @@ def idempotent_view(view: V | None = None, **options: Any) -> V | Callable[[V], 
     """Make a function view idempotent; use bare or with per-view overrides.
 
     Overrides: ``required``, ``ttl``, ``lock_ttl``, ``wait_timeout``, ``methods``,
-    ``scope``, ``fingerprint``, ``conflict``, ``durable``. A bad value raises
+    ``scope``, ``fingerprint``, ``conflict``, ``durable`` (reserved: only ``False``, durable
+    mode is not built yet). A bad value raises
     ``ImproperlyConfigured`` here, naming it (``@idempotent_view(ttl=...)``).
     """
     flow = HttpFlow(Door.DECORATOR, Overrides.validate(options, "http", named("@idempotent_view")))

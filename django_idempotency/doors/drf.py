@@ -39,7 +39,8 @@ class IdempotentMixin:
       covers every action whose method is covered.
     - ``idempotency_required``: refuse covered requests without a key (400).
     - ``idempotency_options``: further options: ``ttl``, ``lock_ttl``, ``wait_timeout``,
-      ``conflict``, ``scope``, ``fingerprint``, ``durable``.
+      ``conflict``, ``scope``, ``fingerprint``, ``durable``
+      (reserved: only ``False``, durable mode is not built yet).
     """
 
     idempotency_methods: Iterable[str] | None = None
