@@ -21,13 +21,20 @@ class IdempotencyConfig(AppConfig):
 
 
 def install_observers() -> None:
-    """Install the observers the settings name (none while the settings are invalid:
-    the system checks report that, naming the setting)."""
-    from . import events
-    from .conf import get_settings
+    """Install the observers ``IDEMPOTENCY["OBSERVERS"]`` names (none while that key is
+    invalid: the system checks report it, naming the setting).
 
+    Only that key is read here, and nothing is cached: the settings as a whole are still
+    built on first use, so code that adjusts them after ``django.setup()`` is honoured.
+    """
+    from django.conf import settings
+
+    from . import events
+    from .conf import SETTING_NAME, observers_setting
+
+    user = getattr(settings, SETTING_NAME, None)
     try:
-        observers = get_settings().OBSERVERS
+        observers = observers_setting(user.get("OBSERVERS", ()) if isinstance(user, dict) else ())
     except ImproperlyConfigured:
         observers = ()
     events.configure(observers)

@@ -150,6 +150,11 @@ def _observers(value: Any, where: str) -> tuple[Any, ...]:
     return tuple(made)
 
 
+def observers_setting(value: Any) -> tuple[Any, ...]:
+    """``IDEMPOTENCY["OBSERVERS"]`` alone, validated and made (for the app's startup)."""
+    return _observers(value, _name("OBSERVERS"))
+
+
 def _redis(value: Any, where: str) -> str | Callable[[], Any]:
     if callable(value):
         return value  # type: ignore[no-any-return]
