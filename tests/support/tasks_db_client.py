@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import django
@@ -52,16 +53,21 @@ def requeue(result_id: str) -> dict[str, Any]:
     the body returned, before it saved the outcome, leaves the row RUNNING, and whoever
     recovers it (an operator, a reaper) sets it back to READY. This is that reset.
     """
-    from django.apps import apps
+    from django.utils.module_loading import import_string
 
-    model = apps.get_model("django_tasks_database", "DBTaskResult")
-    updated = model._default_manager.filter(pk=result_id).update(
+    # By path: the type checker runs where django-tasks-db may not be installed.
+    model = import_string("django_tasks_db.models.DBTaskResult")
+    updated = model.objects.filter(pk=result_id).update(
         status="READY", return_value=None, finished_at=None
     )
     return {"updated": updated}
 
 
-COMMANDS = {"enqueue": enqueue, "wait": wait, "requeue": requeue}
+COMMANDS: dict[str, Callable[..., dict[str, Any]]] = {
+    "enqueue": enqueue,
+    "wait": wait,
+    "requeue": requeue,
+}
 
 
 def main(argv: list[str]) -> None:
