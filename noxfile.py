@@ -98,6 +98,10 @@ def _params() -> list[object]:
 def tests(session: nox.Session, django: str) -> None:
     """Run the suite (or the pytest arguments after ``--``) on one Python x Django pair."""
     session.install(".[dev,drf]", f"Django~={django}.0")
+    if _release(django) >= (6,):
+        # A real worker backend for the Django Tasks door (tests/test_tasks_worker.py);
+        # it builds on django.tasks, so older Djangos skip that module.
+        session.install("django-tasks-db>=0.13")
     session.run(
         "python",
         "-c",
