@@ -232,3 +232,40 @@ def test_lease_renewals_are_timed_while_an_action_runs(registry: Any) -> None:
     assert run(str(uuid.uuid4()), slow, lock_ttl=0.3) == 1
     assert renewed.is_set()
     assert registry.get_sample_value("django_idempotency_lease_lost_total") == 0
+
+
+class Recorder:
+    """An observer that keeps every event (no metrics, no spans)."""
+
+    def __init__(self) -> None:
+        self.events: list[events.Event] = []
+
+    def event(self, event: events.Event) -> None:
+        self.events.append(event)
+
+    def store_op(self, op: events.StoreOp, seconds: float) -> None:
+        pass
+
+    def span(self, name: str, door: events.Door | None) -> Any:
+        return events._NULL
+
+
+def test_run_events_carry_the_duration_of_the_call():
+    recorder = events.install(Recorder())
+    key, pause = uuid.uuid4().hex, 0.05
+
+    def action() -> str:
+        threading.Event().wait(pause)
+        return "done"
+
+    try:
+        assert run(key, action) == "done"
+        assert run(key, action) == "done"
+    finally:
+        events.uninstall(recorder)
+    mine = [e for e in recorder.events if e.key == key]
+    assert [e.outcome for e in mine] == [events.Outcome.EXECUTED, events.Outcome.REPLAYED]
+    executed, replayed = mine
+    # The first call's duration covers the action; the replay's is its own, shorter one.
+    assert executed.duration is not None and executed.duration >= pause
+    assert replayed.duration is not None and replayed.duration < executed.duration

@@ -61,10 +61,16 @@ class CallFlow:
         if not isinstance(key, (str, bytes)) or not key:
             raise TypeError("run() needs a non-empty str or bytes key")
 
-    def begin(self, key: str | bytes, options: CallOptions) -> Claim | Found | None:
-        """A claim (run the action), a stored outcome, or ``None`` (fail-open: run unprotected)."""
+    def begin(
+        self, key: str | bytes, options: CallOptions, started: float | None = None
+    ) -> Claim | Found | None:
+        """A claim (run the action), a stored outcome, or ``None`` (fail-open: run unprotected).
+
+        ``started`` is when the call began (``time.monotonic()``): events carry the
+        duration from it.
+        """
         self._check_key(key)
-        started = time.monotonic()
+        started = time.monotonic() if started is None else started
         try:
             return self.engine.acquire(
                 Kind.CALL,
@@ -80,10 +86,12 @@ class CallFlow:
             self._refused(key, options, exc, started)
             return None
 
-    async def abegin(self, key: str | bytes, options: CallOptions) -> Claim | Found | None:
+    async def abegin(
+        self, key: str | bytes, options: CallOptions, started: float | None = None
+    ) -> Claim | Found | None:
         """:meth:`begin` for coroutines."""
         self._check_key(key)
-        started = time.monotonic()
+        started = time.monotonic() if started is None else started
         try:
             return await self.engine.aacquire(
                 Kind.CALL,
@@ -128,11 +136,13 @@ class CallFlow:
             raise exc
         raise exc
 
-    def replay(self, key: str | bytes, found: Found, options: CallOptions) -> Any:
+    def replay(
+        self, key: str | bytes, found: Found, options: CallOptions, started: float | None = None
+    ) -> Any:
         """The stored value, or the stored error raised again."""
         record, ns = found.record, options.namespace
         if record.state is State.UNREPLAYABLE:
-            emit(Outcome.NOT_REPLAYABLE, self.door, ns, key)
+            emit(Outcome.NOT_REPLAYABLE, self.door, ns, key, started=started)
             raise NotReplayable(
                 "The action ran for this key, but its result cannot be replayed: "
                 + record.payload.decode("utf-8", "replace")
@@ -142,6 +152,7 @@ class CallFlow:
             self.door,
             ns,
             key,
+            started=started,
             wait=found.waited,
         )
         if record.state is State.ERROR:
@@ -176,14 +187,27 @@ class CallFlow:
             reason = f"The result of type {type(value).__name__} could not be serialized: {exc}"
             return State.UNREPLAYABLE, reason.encode(), reason
 
-    def _stored(self, key: str | bytes, claim: Claim, options: CallOptions, state: State) -> None:
-        emit(Outcome.EXECUTED, self.door, options.namespace, key, state=state.value)
+    def _stored(
+        self, key: str | bytes, options: CallOptions, state: State, started: float | None
+    ) -> None:
+        emit(
+            Outcome.EXECUTED, self.door, options.namespace, key, started=started, state=state.value
+        )
 
-    def _not_stored(self, key: str | bytes, options: CallOptions, exc: ResultNotStored) -> None:
-        emit(Outcome.NOT_STORED, self.door, options.namespace, key, detail=str(exc))
+    def _not_stored(
+        self, key: str | bytes, options: CallOptions, exc: ResultNotStored, started: float | None
+    ) -> None:
+        emit(
+            Outcome.NOT_STORED, self.door, options.namespace, key, started=started, detail=str(exc)
+        )
 
     def failed(
-        self, key: str | bytes, claim: Claim | None, options: CallOptions, exc: BaseException
+        self,
+        key: str | bytes,
+        claim: Claim | None,
+        options: CallOptions,
+        exc: BaseException,
+        started: float | None = None,
     ) -> None:
         """The action raised ``exc``: store it, or release the key when it is not an outcome."""
         if claim is None:
@@ -192,20 +216,25 @@ class CallFlow:
         engine = self.engine
         if plan is None:
             if engine.release(claim):
-                emit(Outcome.RELEASED, self.door, options.namespace, key)
+                emit(Outcome.RELEASED, self.door, options.namespace, key, started=started)
             return
         try:
             engine.complete(claim, plan[0], plan[1], ttl=options.ttl)
         except ResultNotStored as critical:
-            self._not_stored(key, options, critical)
+            self._not_stored(key, options, critical, started)
             critical.error = exc
             raise critical from exc
-        self._stored(key, claim, options, State.ERROR)
+        self._stored(key, options, State.ERROR, started)
         if options.on_action_error is not None:
             options.on_action_error(key, exc)
 
     async def afailed(
-        self, key: str | bytes, claim: Claim | None, options: CallOptions, exc: BaseException
+        self,
+        key: str | bytes,
+        claim: Claim | None,
+        options: CallOptions,
+        exc: BaseException,
+        started: float | None = None,
     ) -> None:
         """:meth:`failed` for coroutines."""
         if claim is None:
@@ -214,19 +243,26 @@ class CallFlow:
         engine = self.engine
         if plan is None:
             if await engine.arelease(claim):
-                emit(Outcome.RELEASED, self.door, options.namespace, key)
+                emit(Outcome.RELEASED, self.door, options.namespace, key, started=started)
             return
         try:
             await engine.acomplete(claim, plan[0], plan[1], ttl=options.ttl)
         except ResultNotStored as critical:
-            self._not_stored(key, options, critical)
+            self._not_stored(key, options, critical, started)
             critical.error = exc
             raise critical from exc
-        self._stored(key, claim, options, State.ERROR)
+        self._stored(key, options, State.ERROR, started)
         if options.on_action_error is not None:
             options.on_action_error(key, exc)
 
-    def succeeded(self, key: str | bytes, claim: Claim | None, options: CallOptions, value: T) -> T:
+    def succeeded(
+        self,
+        key: str | bytes,
+        claim: Claim | None,
+        options: CallOptions,
+        value: T,
+        started: float | None = None,
+    ) -> T:
         """The action returned ``value``: store it (``ResultNotStored`` if that failed)."""
         if claim is None:
             return value
@@ -234,13 +270,18 @@ class CallFlow:
         try:
             self.engine.complete(claim, state, payload, ttl=options.ttl)
         except ResultNotStored as critical:
-            self._not_stored(key, options, critical)
+            self._not_stored(key, options, critical, started)
             critical.value = value
             raise
-        return self._after_success(key, claim, options, value, state, reason)
+        return self._after_success(key, options, value, state, reason, started)
 
     async def asucceeded(
-        self, key: str | bytes, claim: Claim | None, options: CallOptions, value: T
+        self,
+        key: str | bytes,
+        claim: Claim | None,
+        options: CallOptions,
+        value: T,
+        started: float | None = None,
     ) -> T:
         """:meth:`succeeded` for coroutines."""
         if claim is None:
@@ -249,21 +290,21 @@ class CallFlow:
         try:
             await self.engine.acomplete(claim, state, payload, ttl=options.ttl)
         except ResultNotStored as critical:
-            self._not_stored(key, options, critical)
+            self._not_stored(key, options, critical, started)
             critical.value = value
             raise
-        return self._after_success(key, claim, options, value, state, reason)
+        return self._after_success(key, options, value, state, reason, started)
 
     def _after_success(
         self,
         key: str | bytes,
-        claim: Claim,
         options: CallOptions,
         value: T,
         state: State,
         reason: str | None,
+        started: float | None,
     ) -> T:
-        self._stored(key, claim, options, state)
+        self._stored(key, options, state, started)
         if reason is not None:
             raise ResultNotStored(reason, value=value)
         if options.on_action_success is not None:
@@ -274,26 +315,28 @@ class CallFlow:
 
     def run(self, key: str | bytes, action: Callable[[], T], options: CallOptions) -> T:
         """Run ``action()`` at most once per key; see :func:`django_idempotency.run`."""
-        got = self.begin(key, options)
+        started = time.monotonic()
+        got = self.begin(key, options, started)
         if isinstance(got, Found):
-            return self.replay(key, got, options)  # type: ignore[no-any-return]
+            return self.replay(key, got, options, started)  # type: ignore[no-any-return]
         try:
             value = action()
         except BaseException as exc:
-            self.failed(key, got, options, exc)
+            self.failed(key, got, options, exc, started)
             raise
-        return self.succeeded(key, got, options, value)
+        return self.succeeded(key, got, options, value, started)
 
     async def arun(
         self, key: str | bytes, action: Callable[[], Awaitable[T]], options: CallOptions
     ) -> T:
         """Await ``action()`` at most once per key."""
-        got = await self.abegin(key, options)
+        started = time.monotonic()
+        got = await self.abegin(key, options, started)
         if isinstance(got, Found):
-            return self.replay(key, got, options)  # type: ignore[no-any-return]
+            return self.replay(key, got, options, started)  # type: ignore[no-any-return]
         try:
             value = await action()
         except BaseException as exc:
-            await self.afailed(key, got, options, exc)
+            await self.afailed(key, got, options, exc, started)
             raise
-        return await self.asucceeded(key, got, options, value)
+        return await self.asucceeded(key, got, options, value, started)
