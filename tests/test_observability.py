@@ -251,7 +251,8 @@ class Recorder:
 
 
 def test_run_events_carry_the_duration_of_the_call():
-    recorder = events.install(Recorder())
+    recorder = Recorder()
+    events.install(recorder)
     key, pause = uuid.uuid4().hex, 0.05
 
     def action() -> str:
