@@ -439,6 +439,17 @@ def manage(env: dict[str, str], *args: str) -> str:
     return done.stdout.strip()
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited within 20 seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def celery_worker(env: dict[str, str]) -> Iterator[int]:
     """A Celery worker (prefork, 2 processes) for the webhook's jobs; yield its pid."""
@@ -451,13 +462,7 @@ def celery_worker(env: dict[str, str]) -> Iterator[int]:
     try:
         yield proc.pid
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @contextlib.contextmanager
@@ -481,13 +486,7 @@ def gunicorn(env: dict[str, str], workers: int, threads: int) -> Iterator[tuple[
         _wait_until_serving(proc, port)
         yield port, proc.pid
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def _wait_until_serving(proc: subprocess.Popen[bytes], port: int) -> None:

@@ -23,7 +23,7 @@ from django_idempotency import InvalidOption
 from django_idempotency.celery import IdempotentTask
 from django_idempotency.testing import RedisServer
 
-from .support import celery_app, jobs
+from .support import celery_app, jobs, servers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,12 +82,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Pope
             assert proc.poll() is None, log.read_text()
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            servers.stop(proc, 30)
 
 
 def counts(label: str) -> tuple[int, int]:

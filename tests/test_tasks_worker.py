@@ -122,12 +122,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
         try:
             yield Worker(process, env, server.url, log)
         finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            servers.stop(process, 30)
 
 
 def test_a_task_enqueued_to_the_database_runs_once_in_the_worker(worker):
