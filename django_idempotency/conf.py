@@ -132,6 +132,12 @@ def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
+# Observers made from a class or a dotted path, by that class: the app installs them at
+# startup and every settings build validates the same list, and both must get the
+# instance that receives the events, not a new one each time.
+_made_observers: dict[type, Any] = {}
+
+
 def _observers(value: Any, where: str) -> tuple[Any, ...]:
     """A list of observers: instances, classes (made with no arguments) or dotted paths."""
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
@@ -140,7 +146,12 @@ def _observers(value: Any, where: str) -> tuple[Any, ...]:
     for i, item in enumerate(value):
         at = f"{where}[{i}]"
         found = o.importable(item, at) if isinstance(item, str) else item
-        observer = found() if isinstance(found, type) else found
+        if isinstance(found, type):
+            if found not in _made_observers:
+                _made_observers[found] = found()
+            observer = _made_observers[found]
+        else:
+            observer = found
         missing = [
             m for m in ("event", "store_op", "span") if not callable(getattr(observer, m, None))
         ]

@@ -300,7 +300,8 @@ class Engine:
                 assert flight is not None
                 started = self._before_following(attempt, conflict)
                 try:
-                    outcome = self.flights.wait(flight, deadline - started)
+                    with events.span("wait", attempt.door):
+                        outcome = self.flights.wait(flight, deadline - started)
                 finally:
                     self._stop_waiting(attempt)
                 found = self._followed(attempt, outcome, started)
@@ -368,7 +369,8 @@ class Engine:
                 assert flight is not None
                 started = self._before_following(attempt, conflict)
                 try:
-                    outcome = await self.flights.await_outcome(flight, deadline - started)
+                    with events.span("wait", attempt.door):
+                        outcome = await self.flights.await_outcome(flight, deadline - started)
                 finally:
                     self._stop_waiting(attempt)
                 found = self._followed(attempt, outcome, started)

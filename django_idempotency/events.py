@@ -8,6 +8,14 @@ fields as ``extra`` (``idempotency_outcome``, ``idempotency_door``, ...), and ha
 :class:`Event` to every installed :class:`Observer`, which is how the Prometheus and
 OpenTelemetry integrations count and trace without the engine knowing them.
 
+Traces: an observer that is also a :class:`Tracer` gets one trace per protected request
+or call. The flows :func:`open_trace` it once the request is covered and make it current
+with :func:`active` around the claim, the action (where the door wraps it) and the store,
+so the ``claim``, ``wait`` and ``store`` spans of :func:`span` nest under it. The first
+final outcome :func:`emit` reports while it is current ends it (every outcome but
+``lease_lost``, which happens *during* a request); a refusal before any trace was opened
+(a missing or malformed key) gets a trace of its own that ends at once.
+
 With no observer, no signal receiver and the logger quiet, :func:`emit` returns before
 building anything: the hot path pays a few attribute reads.
 """
@@ -18,7 +26,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
@@ -107,13 +116,51 @@ class Observer(Protocol):
         """A trace span around part of a request (``request``, ``claim``, ``wait``, ``store``)."""
 
 
+class Tracer(Observer, Protocol):
+    """An observer that also traces each protected request or call as a whole."""
+
+    def open(self, door: Door) -> Any:
+        """Start the trace of one request or call; return its handle (not yet current)."""
+
+    def activate(self, handle: Any) -> contextlib.AbstractContextManager[Any]:
+        """Make ``handle`` current (child spans nest under it) without ending it."""
+
+    def close(self, handle: Any, event: Event | None, error: BaseException | None) -> None:
+        """End ``handle`` with its final ``event`` (``None``: it ended without one)."""
+
+
+@dataclass(eq=False, slots=True)
+class Trace:
+    """The trace of one request or call, one handle per tracing observer."""
+
+    handles: tuple[tuple[Tracer, Any], ...]
+    ended: bool = field(default=False)
+
+    def end(self, event: Event | None, error: BaseException | None = None) -> None:
+        """End it once (later calls do nothing)."""
+        if self.ended:
+            return
+        self.ended = True
+        for tracer, handle in self.handles:
+            tracer.close(handle, event, error)
+
+
+_NULL: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
 _observers: list[Observer] = []
+_tracers: list[Tracer] = []
+_trace: ContextVar[Trace | None] = ContextVar("idempotency_trace", default=None)
+
+
+def _is_tracer(observer: Observer) -> bool:
+    return all(callable(getattr(observer, name, None)) for name in ("open", "activate", "close"))
 
 
 def install(observer: Observer) -> Observer:
     """Add ``observer`` (idempotent per instance)."""
     if observer not in _observers:
         _observers.append(observer)
+        if _is_tracer(observer):
+            _tracers.append(observer)  # type: ignore[arg-type]
     return observer
 
 
@@ -121,6 +168,49 @@ def uninstall(observer: Observer) -> None:
     """Remove ``observer``."""
     if observer in _observers:
         _observers.remove(observer)
+    if observer in _tracers:
+        _tracers.remove(observer)
+
+
+def open_trace(door: Door) -> Trace | None:
+    """A new trace for a request or call through ``door`` (``None`` without a tracer)."""
+    if not _tracers:
+        return None
+    return Trace(tuple((tracer, tracer.open(door)) for tracer in _tracers))
+
+
+@contextlib.contextmanager
+def _activated(trace: Trace, last: bool, end_on_error: bool) -> Iterator[Trace]:
+    token = _trace.set(trace)
+    try:
+        with contextlib.ExitStack() as stack:
+            for tracer, handle in trace.handles:
+                stack.enter_context(tracer.activate(handle))
+            yield trace
+    except BaseException as exc:
+        if end_on_error or last:
+            trace.end(None, exc)
+        raise
+    finally:
+        _trace.reset(token)
+        if last:
+            trace.end(None)
+
+
+def active(
+    trace: Trace | None, *, last: bool = False, end_on_error: bool = True
+) -> contextlib.AbstractContextManager[Trace | None]:
+    """Make ``trace`` current. ``last``: end it on the way out; an exception ends it too,
+    unless ``end_on_error`` is false (the caller's error handling reports the outcome)."""
+    if trace is None:
+        return _NULL
+    return _activated(trace, last, end_on_error)
+
+
+def traced(door: Door) -> contextlib.AbstractContextManager[Trace | None]:
+    """A trace around a whole call through ``door``, current inside and ended on exit."""
+    trace = open_trace(door)
+    return _NULL if trace is None else _activated(trace, True, True)
 
 
 _from_settings: tuple[Observer, ...] = ()
@@ -270,6 +360,12 @@ def emit(
         )
     for observer in _observers:
         observer.event(event)
+    if _tracers and outcome is not Outcome.LEASE_LOST:
+        trace = _trace.get()
+        if trace is None:
+            trace = open_trace(door)
+            assert trace is not None
+        trace.end(event)
 
 
 def store_op(op: StoreOp, seconds: float) -> None:
@@ -284,9 +380,6 @@ def _nested(managers: list[contextlib.AbstractContextManager[Any]]) -> Iterator[
         for manager in managers:
             stack.enter_context(manager)
         yield
-
-
-_NULL = contextlib.nullcontext()
 
 
 def span(name: str, door: Door | None = None) -> contextlib.AbstractContextManager[Any]:

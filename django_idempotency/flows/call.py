@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .. import events
 from ..conf import get_settings
 from ..engine import Claim, Engine, Found
 from ..events import Door, Outcome, emit
@@ -315,6 +316,10 @@ class CallFlow:
 
     def run(self, key: str | bytes, action: Callable[[], T], options: CallOptions) -> T:
         """Run ``action()`` at most once per key; see :func:`django_idempotency.run`."""
+        with events.traced(self.door):
+            return self._run(key, action, options)
+
+    def _run(self, key: str | bytes, action: Callable[[], T], options: CallOptions) -> T:
         started = time.monotonic()
         got = self.begin(key, options, started)
         if isinstance(got, Found):
@@ -330,6 +335,12 @@ class CallFlow:
         self, key: str | bytes, action: Callable[[], Awaitable[T]], options: CallOptions
     ) -> T:
         """Await ``action()`` at most once per key."""
+        with events.traced(self.door):
+            return await self._arun(key, action, options)
+
+    async def _arun(
+        self, key: str | bytes, action: Callable[[], Awaitable[T]], options: CallOptions
+    ) -> T:
         started = time.monotonic()
         got = await self.abegin(key, options, started)
         if isinstance(got, Found):

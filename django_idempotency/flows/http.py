@@ -28,9 +28,10 @@ from typing import Any
 from django.db import connections, transaction
 from django.http import HttpResponse, HttpResponseBase
 
+from .. import events
 from ..conf import get_settings
 from ..engine import Claim, Engine, Found
-from ..events import Door, Outcome, emit
+from ..events import Door, Outcome, Trace, emit
 from ..exceptions import (
     FingerprintMismatch,
     IdempotencyError,
@@ -60,6 +61,8 @@ class Ticket:
     scope: str
     key: str
     started: float
+    #: The request's trace, while a tracing observer is installed.
+    trace: Trace | None = None
 
 
 @dataclass(frozen=True)
@@ -197,20 +200,22 @@ class HttpFlow:
         if isinstance(prepared, Begin):
             return prepared
         o = prepared.options
-        try:
-            got = self.engine.acquire(
-                Kind.HTTP,
-                self.door,
-                prepared.scope,
-                prepared.key,
-                prepared.fingerprint,
-                lock_ttl=o.lock_ttl,
-                wait_timeout=o.wait_timeout,
-                conflict=o.conflict,
-            )
-        except Exception as exc:
-            return self._refused(request, prepared, exc)
-        return self._begun(request, prepared, got)
+        trace = events.open_trace(self.door)
+        with events.active(trace):
+            try:
+                got = self.engine.acquire(
+                    Kind.HTTP,
+                    self.door,
+                    prepared.scope,
+                    prepared.key,
+                    prepared.fingerprint,
+                    lock_ttl=o.lock_ttl,
+                    wait_timeout=o.wait_timeout,
+                    conflict=o.conflict,
+                )
+            except Exception as exc:
+                return self._refused(request, prepared, exc)
+            return self._begun(request, prepared, got, trace)
 
     async def abegin(self, request: Any) -> Begin:
         """:meth:`begin` for the asyncio stack: no thread, no connection held while waiting."""
@@ -218,20 +223,22 @@ class HttpFlow:
         if isinstance(prepared, Begin):
             return prepared
         o = prepared.options
-        try:
-            got = await self.engine.aacquire(
-                Kind.HTTP,
-                self.door,
-                prepared.scope,
-                prepared.key,
-                prepared.fingerprint,
-                lock_ttl=o.lock_ttl,
-                wait_timeout=o.wait_timeout,
-                conflict=o.conflict,
-            )
-        except Exception as exc:
-            return self._refused(request, prepared, exc)
-        return self._begun(request, prepared, got)
+        trace = events.open_trace(self.door)
+        with events.active(trace):
+            try:
+                got = await self.engine.aacquire(
+                    Kind.HTTP,
+                    self.door,
+                    prepared.scope,
+                    prepared.key,
+                    prepared.fingerprint,
+                    lock_ttl=o.lock_ttl,
+                    wait_timeout=o.wait_timeout,
+                    conflict=o.conflict,
+                )
+            except Exception as exc:
+                return self._refused(request, prepared, exc)
+            return self._begun(request, prepared, got, trace)
 
     def _refused(self, request: Any, prepared: _Request, exc: Exception) -> Begin:
         """The answer for each way the claim can be refused."""
@@ -267,11 +274,13 @@ class HttpFlow:
             raise exc
         return Begin(response=problem_response(error))
 
-    def _begun(self, request: Any, prepared: _Request, got: Claim | Found) -> Begin:
+    def _begun(
+        self, request: Any, prepared: _Request, got: Claim | Found, trace: Trace | None
+    ) -> Begin:
         if isinstance(got, Found):
             return Begin(response=self._replay(request, prepared, got))
         ticket = Ticket(
-            got, prepared.options, request, prepared.scope, prepared.key, prepared.started
+            got, prepared.options, request, prepared.scope, prepared.key, prepared.started, trace
         )
         _current.set(ticket)
         return Begin(ticket=ticket)
@@ -355,6 +364,10 @@ class HttpFlow:
 
     def settle(self, ticket: Ticket, response: HttpResponseBase) -> None:
         """Store the response for replays, or release the key; once per ticket."""
+        with events.active(ticket.trace, last=True):
+            self._settle(ticket, response)
+
+    def _settle(self, ticket: Ticket, response: HttpResponseBase) -> None:
         plan = self._plan(response)
         engine = self.engine
         if plan is None:
@@ -372,6 +385,10 @@ class HttpFlow:
 
     async def asettle(self, ticket: Ticket, response: HttpResponseBase) -> None:
         """:meth:`settle` for the asyncio stack."""
+        with events.active(ticket.trace, last=True):
+            await self._asettle(ticket, response)
+
+    async def _asettle(self, ticket: Ticket, response: HttpResponseBase) -> None:
         plan = self._plan(response)
         engine = self.engine
         if plan is None:
@@ -390,12 +407,14 @@ class HttpFlow:
     def abort(self, ticket: Ticket) -> None:
         """The view raised (or its transaction rolled back): release the key for a retry."""
         _current.set(None)
-        self._released(ticket, self.engine.release(ticket.claim))
+        with events.active(ticket.trace, last=True):
+            self._released(ticket, self.engine.release(ticket.claim))
 
     async def aabort(self, ticket: Ticket) -> None:
         """:meth:`abort` for the asyncio stack."""
         _current.set(None)
-        self._released(ticket, await self.engine.arelease(ticket.claim))
+        with events.active(ticket.trace, last=True):
+            self._released(ticket, await self.engine.arelease(ticket.claim))
 
     def _executed(self, ticket: Ticket, record: Record | None) -> None:
         if record is not None:
@@ -440,7 +459,8 @@ class HttpFlow:
         if begun.ticket is None:
             return begun.response or view()
         try:
-            response = view()
+            with events.active(begun.ticket.trace, end_on_error=False):
+                response = view()
         except BaseException:
             self.abort(begun.ticket)
             raise
@@ -454,7 +474,8 @@ class HttpFlow:
         if begun.ticket is None:
             return begun.response or await view()
         try:
-            response = await view()
+            with events.active(begun.ticket.trace, end_on_error=False):
+                response = await view()
         except BaseException:
             await self.aabort(begun.ticket)
             raise

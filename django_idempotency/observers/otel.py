@@ -1,0 +1,168 @@
+"""OpenTelemetry traces and metrics (``pip install django-idempotency[otel]``).
+
+::
+
+    IDEMPOTENCY = {
+        ...,
+        "OBSERVERS": ["django_idempotency.observers.otel.OpenTelemetryObserver"],
+    }
+
+Only ``opentelemetry-api`` is needed here: the SDK, its exporters and the global
+providers are the application's to set up (``opentelemetry-instrument``, or
+``trace.set_tracer_provider`` and ``metrics.set_meter_provider`` at startup). Until they
+are, the API's no-op providers make every call below nearly free.
+
+Spans (``INTERNAL``):
+
+============================  ==========================================================
+Span                          Covers
+============================  ==========================================================
+``idempotency.<door>``        one protected request or call, from the claim to its final
+                              outcome (``idempotency.middleware``, ``.decorator``,
+                              ``.drf``, ``.run``, ``.celery``, ``.tasks``)
+``idempotency.claim``         each claim of the key in Redis (a child)
+``idempotency.wait``          each wait for a concurrent first request (a child)
+``idempotency.store``         storing the result or releasing the key (a child)
+============================  ==========================================================
+
+The view or action runs inside the request span for ``@idempotent_view``, ``run()``,
+``arun()`` and the job doors, so its own spans nest under it. The middleware and the DRF
+mixin are called before and after the view, not around it: their span covers the same
+time, and the view's spans are its siblings.
+
+Attributes of the request span: ``idempotency.door``, ``idempotency.outcome`` (an
+:class:`~django_idempotency.events.Outcome`), ``idempotency.state`` (for ``executed``),
+``idempotency.wait_seconds`` (for ``waited`` and ``wait_timeout``) and
+``idempotency.key_hash``: an HMAC of the client's key keyed from ``SECRET_KEY``, the same
+for every retry of one key, so a trace search finds them all, without the key (which
+may be a secret) leaving the process. ``unavailable``, ``not_stored`` and
+``integrity_failed`` set the span's status to ``ERROR``; a lost lease is an
+``idempotency.lease_lost`` span event.
+
+Metrics, the same as the Prometheus ones: ``django_idempotency.requests`` (counter;
+``door``, ``outcome``), ``django_idempotency.wait`` (histogram, seconds; ``door``),
+``django_idempotency.store`` (histogram, seconds; ``op``),
+``django_idempotency.not_stored`` and ``django_idempotency.lease_lost`` (counters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from django.utils.crypto import salted_hmac
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from ..events import Door, Event, Outcome, StoreOp
+
+__all__ = ["OpenTelemetryObserver", "key_hash"]
+
+_SCOPE = "django_idempotency"
+_ERRORS = frozenset({Outcome.UNAVAILABLE, Outcome.NOT_STORED, Outcome.INTEGRITY_FAILED})
+
+
+def key_hash(key: str | bytes) -> str:
+    """The ``idempotency.key_hash`` attribute of ``key``: 16 hex digits, keyed by ``SECRET_KEY``."""
+    return salted_hmac("django_idempotency.otel.key", key, algorithm="sha256").hexdigest()[:16]
+
+
+class OpenTelemetryObserver:
+    """Traces each protected request or call and counts outcomes through OpenTelemetry.
+
+    ``tracer_provider`` and ``meter_provider`` default to the global ones.
+    """
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(_SCOPE, meter_provider=meter_provider)
+        self.requests = meter.create_counter(
+            "django_idempotency.requests",
+            unit="{request}",
+            description="Protected requests and calls, by door and by what became of them.",
+        )
+        self.wait = meter.create_histogram(
+            "django_idempotency.wait",
+            unit="s",
+            description="Seconds a duplicate waited for the first request or call with its key.",
+        )
+        self.store = meter.create_histogram(
+            "django_idempotency.store",
+            unit="s",
+            description="Seconds per idempotency store (Redis) operation.",
+        )
+        self.not_stored = meter.create_counter(
+            "django_idempotency.not_stored",
+            unit="{request}",
+            description="Actions that ran but whose result could not be stored.",
+        )
+        self.lease_lost = meter.create_counter(
+            "django_idempotency.lease_lost",
+            unit="{request}",
+            description="Running actions whose lease was lost (another caller may run them).",
+        )
+
+    # -- the request span -----------------------------------------------------------------
+
+    def open(self, door: Door) -> Span:
+        """Start the span of one request or call (made current by :meth:`activate`)."""
+        return self.tracer.start_span(
+            f"idempotency.{door.value}",
+            kind=SpanKind.INTERNAL,
+            attributes={"idempotency.door": door.value},
+        )
+
+    def activate(self, handle: Span) -> contextlib.AbstractContextManager[Any]:
+        """Make the span current; :meth:`close` records errors and ends it."""
+        return trace.use_span(
+            handle, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        )
+
+    def close(self, handle: Span, event: Event | None, error: BaseException | None) -> None:
+        """Set the outcome's attributes and status, and end the span."""
+        if event is not None:
+            handle.set_attribute("idempotency.outcome", event.outcome.value)
+            if event.key:
+                handle.set_attribute("idempotency.key_hash", key_hash(event.key))
+            if event.state is not None:
+                handle.set_attribute("idempotency.state", event.state)
+            if event.wait is not None:
+                handle.set_attribute("idempotency.wait_seconds", event.wait)
+            if event.outcome in _ERRORS:
+                handle.set_status(Status(StatusCode.ERROR, event.detail or event.outcome.value))
+        if error is not None:
+            handle.record_exception(error)
+            handle.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        handle.end()
+
+    # -- child spans, counters and histograms ---------------------------------------------
+
+    def span(self, name: str, door: Door | None) -> contextlib.AbstractContextManager[Any]:
+        """A child span (``claim``, ``wait``, ``store``) of the current request span."""
+        attributes = {"idempotency.door": door.value} if door is not None else {}
+        return self.tracer.start_as_current_span(
+            f"idempotency.{name}", kind=SpanKind.INTERNAL, attributes=attributes
+        )
+
+    def event(self, event: Event) -> None:
+        """Count ``event``; a lost lease is also an event on the current span."""
+        if event.outcome is Outcome.LEASE_LOST:
+            self.lease_lost.add(1)
+            trace.get_current_span().add_event(
+                "idempotency.lease_lost", {"idempotency.door": event.door.value}
+            )
+            return
+        door = event.door.value
+        self.requests.add(1, {"door": door, "outcome": event.outcome.value})
+        if event.wait is not None:
+            self.wait.record(event.wait, {"door": door})
+        if event.outcome is Outcome.NOT_STORED:
+            self.not_stored.add(1)
+
+    def store_op(self, op: StoreOp, seconds: float) -> None:
+        """Time one store operation."""
+        self.store.record(seconds, {"op": op.value})
