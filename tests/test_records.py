@@ -7,6 +7,8 @@ way an attacker with write access to Redis would do it (SETRANGE, COPY, SET).
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -19,7 +21,7 @@ from django.test import Client
 
 from django_idempotency import RecordTampered, run, signals
 from django_idempotency.http import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX
-from django_idempotency.records import Kind, Record, Sealer, State, record_id
+from django_idempotency.records import Kind, Record, Sealer, State, _Hmac, record_id
 from django_idempotency.stores.redis import key_name
 
 from .support import views
@@ -388,3 +390,11 @@ def _uuidish(key: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@pytest.mark.parametrize("key_bytes", [0, 1, 32, 64, 65, 200])
+def test_the_record_mac_is_hmac_sha256(key_bytes):
+    # Records written by any release verify in any other only if this stays HMAC-SHA256.
+
+    key, data = os.urandom(key_bytes), os.urandom(1500)
+    assert _Hmac(key).digest(data) == hmac.new(key, data, hashlib.sha256).digest()
