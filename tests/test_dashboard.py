@@ -280,12 +280,17 @@ def test_the_chart_scales_bars_to_the_largest_count():
         (3_600, ["< 1 min", "< 10 min", "< 1 h", ">= 1 h"]),
         (7 * 86_400, [*LABELS[:-1], "< 7 d", ">= 7 d"]),
         (90, ["< 1 min", "< 90 s", ">= 90 s"]),
-        (0.2, ["< 1 s", ">= 1 s"]),
+        (2.5, ["< 2.5 s", ">= 2.5 s"]),
+        (0.5, ["< 0.5 s", ">= 0.5 s"]),
     ],
 )
 def test_age_buckets_are_cut_short_of_the_ttl_and_at_it(ttl, labels):
-    assert [bucket.label for bucket in age_buckets(ttl)] == labels
-    assert age_buckets(ttl)[-1].upper_ms is None
+    buckets = age_buckets(ttl)
+    assert [bucket.label for bucket in buckets] == labels
+    # Records older than TTL (a longer ttl given to a door, or TTL lowered since) are
+    # told apart from the rest, however short TTL is.
+    assert buckets[-2].upper_ms == round(ttl * 1000)
+    assert buckets[-1].upper_ms is None
 
 
 @pytest.mark.no_redis

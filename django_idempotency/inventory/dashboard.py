@@ -25,7 +25,9 @@ SCOPE_COUNTERS = 1000
 
 
 def span(ms: int) -> str:
-    """A round duration as an axis label: ``45 s``, ``10 min``, ``6 h``, ``2 d``."""
+    """A duration as an axis label: ``45 s``, ``10 min``, ``6 h``, ``2 d``, ``2.5 s``."""
+    if ms % 1000:
+        return f"{ms / 1000:g} s"
     seconds = ms // 1000
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size and seconds % size == 0 and not (unit == "d" and seconds < 172800):
@@ -43,7 +45,8 @@ class AgeBucket:
 
 def age_buckets(ttl_seconds: float) -> tuple[AgeBucket, ...]:
     """The buckets for a store whose records live ``ttl_seconds`` (see the module doc)."""
-    ttl_ms = max(int(ttl_seconds * 1000), 1000)
+    # Rounded, not truncated: 1.001 s is 1000.999... ms as a float.
+    ttl_ms = max(round(ttl_seconds * 1000), 1)
     cuts = [c * 1000 for c in AGE_CUTS if c * 1000 < ttl_ms] + [ttl_ms]
     buckets = [AgeBucket(f"< {span(cut)}", cut) for cut in cuts]
     return (*buckets, AgeBucket(f">= {span(ttl_ms)}", None))
