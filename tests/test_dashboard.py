@@ -343,6 +343,17 @@ def test_top_scopes_stay_bounded_above_the_cap_and_keep_the_heavy_hitters():
         TopScopes(capacity=0)
 
 
+@pytest.mark.no_redis
+def test_a_scope_met_when_the_counters_are_full_frees_the_spent_ones():
+    scopes = TopScopes(capacity=2)
+    for scope in ["a", "b", "c", "d", "d", "d", "b"]:
+        scopes.add(scope)
+    # "c" lowered a and b to 0, and counters at 0 are dropped so that d and b get one.
+    assert scopes.counts == {"d": 3, "b": 1}
+    assert scopes.undercount == 1
+    assert scopes.top(5) == [("d", 3), ("b", 1)]
+
+
 def test_more_scopes_than_counters_are_shown_as_lower_bounds(redis_client, admin_client):
     now = now_ms()
     pipe = redis_client.pipeline(transaction=False)
@@ -363,7 +374,8 @@ def test_more_scopes_than_counters_are_shown_as_lower_bounds(redis_client, admin
 # -- the scan ----------------------------------------------------------------------------
 
 
-def test_counts_stay_exact_over_many_scan_batches(redis_client, admin_client):
+@pytest.mark.topologies("single", "cluster")
+def test_counts_stay_exact_over_many_scan_batches(topology, admin_client):
     for i in range(450):
         namespace = "bulk-a" if i % 3 else "bulk-b"
         django_idempotency.run(f"bulk-{i:03}", lambda: "ok", namespace=namespace)
