@@ -499,6 +499,28 @@ def test_records_without_a_door_count_as_unknown(redis_client, admin_client):
     }
 
 
+def test_an_empty_store_gets_an_empty_dashboard(admin_client):
+    board, page = dashboard(admin_client)
+    assert board["total"] == 0 and board["scopes"] == []
+    assert "0 records" in page.html
+    assert [(b.attrs["data-count"], b.attrs["height"]) for b in page.bars()] == [("0", "0.0")] * 6
+    assert set(page.counts("state").values()) == {"0"}
+
+
+def test_encrypted_records_are_counted_by_their_decrypted_scope(
+    settings, redis_client, admin_client
+):
+    key = base64.urlsafe_b64encode(bytes(range(32))).decode()
+    settings.IDEMPOTENCY = {**settings.IDEMPOTENCY, "ENCRYPTION_KEYS": [key]}
+    for i in range(3):
+        django_idempotency.run(f"secret-{i}", lambda: "ok", namespace="tenant-secret")
+    assert all(b"tenant-secret" not in redis_client.get(k) for k in redis_client.keys("idem:*"))
+    board, page = dashboard(admin_client)
+    assert board["total"] == 3 and board["unreadable"] == 0
+    assert list(page.counts("scope").items()) == [("tenant-secret", "3")]
+    assert page.counts("door")["run"] == "3"
+
+
 # -- a real browser ----------------------------------------------------------------------
 
 
