@@ -11,6 +11,14 @@ without the permission get 403. Lists are pages of SCAN batches (see
 :meth:`Inventory.page`), so a page costs the same on a hundred keys or millions.
 Purging always goes through a confirmation page, and running records are kept
 unless the confirmation's "also running records" box is ticked.
+
+Above the list's first page, a dashboard counts the records matching the list's
+filters (so it describes what "Purge all matching" would act on): by state, by door
+(every record carries the door it came through; records written before doors were
+recorded count as ``unknown``), by age as an inline SVG bar chart, and the ten scopes
+with the most records. It is one more scan of the whole keyspace, the same bounded
+memory scan as ``idempotency_inspect stats`` (:meth:`Inventory.dashboard`); set
+``show_dashboard = False`` on a subclass where that costs too much.
 """
 
 from __future__ import annotations
@@ -26,10 +34,12 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.http import urlencode
 
+from .conf import get_settings
 from .engine import now_ms
 from .events import Door
 from .inventory import (
     RUNNING_WHY,
+    Dashboard,
     Detail,
     Entry,
     Filters,
@@ -112,6 +122,97 @@ def _filters(data: QueryDict) -> tuple[Filters, dict[str, str], list[str]]:
     return filters, values, errors
 
 
+@dataclass(frozen=True)
+class Bar:
+    """One bar of the age chart, in SVG user units."""
+
+    label: str
+    count: int
+    x: float
+    y: float
+    width: float
+    height: float
+
+    @property
+    def middle(self) -> float:
+        """Where the bar's labels are centred."""
+        return round(self.x + self.width / 2, 2)
+
+    @property
+    def count_y(self) -> float:
+        """The baseline of the count written above the bar."""
+        return round(self.y - 5, 2)
+
+
+@dataclass(frozen=True)
+class Chart:
+    """The age histogram as an inline SVG: geometry only, drawn by the template."""
+
+    width: int
+    height: int
+    #: The y of the axis: bars stand on it, bucket labels hang below it.
+    base: float
+    bars: list[Bar]
+
+    @property
+    def label_y(self) -> float:
+        """The baseline of the bucket labels, under the axis."""
+        return self.height - 8
+
+    @property
+    def description(self) -> str:
+        """Every bar as text, for screen readers (``<desc>``)."""
+        return "; ".join(f"{b.label}: {b.count}" for b in self.bars)
+
+
+#: The chart's size, and room above the bars (counts) and below them (bucket labels).
+CHART_WIDTH, CHART_HEIGHT, CHART_TOP, CHART_BOTTOM = 480, 170, 20, 26
+
+
+def age_chart(labels: list[str], counts: list[int]) -> Chart:
+    """Bars scaled to the largest count; a non-empty bucket is at least 1 unit tall."""
+    room = CHART_HEIGHT - CHART_TOP - CHART_BOTTOM
+    base = CHART_HEIGHT - CHART_BOTTOM
+    slot = CHART_WIDTH / max(len(counts), 1)
+    largest = max(counts, default=0) or 1
+    bars = []
+    for i, (label, count) in enumerate(zip(labels, counts, strict=True)):
+        height = round(max(room * count / largest, 1.0 if count else 0.0), 2)
+        bars.append(
+            Bar(
+                label=label,
+                count=count,
+                x=round(i * slot + slot * 0.15, 2),
+                y=round(base - height, 2),
+                width=round(slot * 0.7, 2),
+                height=height,
+            )
+        )
+    return Chart(CHART_WIDTH, CHART_HEIGHT, base, bars)
+
+
+def dashboard_context(board: Dashboard, top: int, scope_url: str) -> dict[str, Any]:
+    """What the dashboard template shows; ``scope_url`` + a query lists one scope."""
+    stats = board.stats
+    doors = [(d, stats.by_door.get(d, 0)) for d in _DOORS]
+    if stats.by_door.get("unknown"):
+        doors.append(("unknown", stats.by_door["unknown"]))
+    return {
+        "total": stats.total,
+        "scanned": stats.scanned,
+        "unreadable": stats.unreadable,
+        "states": [(s, stats.by_state.get(s, 0)) for s in _STATES],
+        "doors": doors,
+        "chart": age_chart([b.label for b in board.buckets], board.by_age),
+        "scopes": [
+            (scope, count, scope_url + "?" + urlencode({"scope": scope}))
+            for scope, count in board.scopes.top(top)
+        ],
+        "scopes_exact": board.scopes.exact,
+        "scopes_undercount": board.scopes.undercount,
+    }
+
+
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[IdempotencyKey]
 else:  # ModelAdmin is generic only in django-stubs
@@ -128,6 +229,10 @@ class IdempotencyKeyAdmin(_ModelAdmin):
     max_scanned = 20_000
     #: Body bytes shown on the detail page.
     preview_bytes = 4096
+    #: Whether the list's first page shows the dashboard (one scan of every record).
+    show_dashboard = True
+    #: How many scopes the dashboard ranks.
+    dashboard_top = 10
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Records are created by requests, never by hand."""
@@ -193,6 +298,10 @@ class IdempotencyKeyAdmin(_ModelAdmin):
                 errors.append(str(exc))
             except StoreError as exc:
                 errors.append(f"Redis is unreachable or failed: {exc}")
+        first_page = not request.GET.get("cursor")
+        dashboard = None
+        if self.show_dashboard and first_page and not errors:
+            dashboard = self._dashboard(filters, errors)
         query = {k: v for k, v in values.items() if v}
         context = self._context(
             request,
@@ -206,11 +315,21 @@ class IdempotencyKeyAdmin(_ModelAdmin):
             filtered=bool(query),
             filter_query=urlencode(query),
             next_url=("?" + urlencode({**query, "cursor": next_cursor})) if next_cursor else None,
-            first_page=not request.GET.get("cursor"),
+            first_page=first_page,
+            dashboard=dashboard,
             running_why=_RUNNING_WHY,
             **(extra_context or {}),
         )
         return TemplateResponse(request, "admin/django_idempotency/key_list.html", context)
+
+    def _dashboard(self, filters: Filters, errors: list[str]) -> dict[str, Any] | None:
+        """The dashboard's context, or ``None`` (and an error) when Redis fails."""
+        try:
+            board = self.inventory().dashboard(filters, ttl_seconds=get_settings().TTL)
+        except StoreError as exc:
+            errors.append(f"Redis is unreachable or failed: {exc}")
+            return None
+        return dashboard_context(board, self.dashboard_top, self._url("changelist"))
 
     # -- detail --------------------------------------------------------------------------
 

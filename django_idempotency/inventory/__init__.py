@@ -28,12 +28,16 @@ from typing import Any
 
 from ..engine import now_ms
 from ..records import MAC_BYTES, IntegrityError, Kind, Record, Sealer, State, decode_http, peek
+from .dashboard import SCOPE_COUNTERS, AgeBucket, Dashboard, TopScopes, age_buckets
 from .display import RUNNING_WHY, human_bytes, human_duration, iso_ms, parse_duration, printable
 from .query import Detail, Entry, Filters, PurgeResult, Stats
 
 __all__ = [
     "RUNNING_WHY",
     "SCAN_COUNT",
+    "SCOPE_COUNTERS",
+    "AgeBucket",
+    "Dashboard",
     "Detail",
     "Entry",
     "Filters",
@@ -41,6 +45,8 @@ __all__ = [
     "Progress",
     "PurgeResult",
     "Stats",
+    "TopScopes",
+    "age_buckets",
     "human_bytes",
     "human_duration",
     "iso_ms",
@@ -244,11 +250,13 @@ class Inventory:
         *,
         sample: int = MEMORY_SAMPLE,
         progress: Progress | None = None,
+        each: Callable[[Entry, int], None] | None = None,
     ) -> Stats:
         """Exact counts by state and kind; memory usage of the first ``sample`` records.
 
         Scans visit records in hash-table order and record names are hashes, so the
-        first records met are as good as a random sample.
+        first records met are as good as a random sample. ``each(entry, now)`` is also
+        called for every selected record, for counts of its own (see :meth:`dashboard`).
         """
         stats = Stats()
         for node, scanned, entries, unreadable in self._batches():
@@ -258,6 +266,8 @@ class Inventory:
             selected = [e for e in entries if filters.matches(e, now)]
             for entry in selected:
                 stats.count(entry)
+                if each is not None:
+                    each(entry, now)
             if progress is not None:
                 progress(stats.scanned, stats.total)
             wanted = selected[: max(sample - stats.memory_sampled, 0)]
@@ -266,6 +276,24 @@ class Inventory:
                 stats.memory_sampled += len(usage)
                 stats.memory_sample_bytes += sum(usage)
         return stats
+
+    def dashboard(
+        self,
+        filters: Filters = EVERYTHING,
+        *,
+        ttl_seconds: float,
+        scope_counters: int = SCOPE_COUNTERS,
+        progress: Progress | None = None,
+    ) -> Dashboard:
+        """:meth:`stats` (without the memory sample), records by age and the top scopes.
+
+        One scan, the same as ``stats``: memory stays bounded by the batch size and
+        ``scope_counters`` (see :class:`TopScopes`), whatever the number of records.
+        Age buckets are cut relative to ``ttl_seconds`` (see :func:`age_buckets`).
+        """
+        board = Dashboard.for_ttl(ttl_seconds, scope_counters)
+        board.stats = self.stats(filters, sample=0, progress=progress, each=board.add)
+        return board
 
     # -- purging ------------------------------------------------------------------------
 
