@@ -248,9 +248,10 @@ class _Compressor:
 
     def compress(self, data: bytes) -> bytes:
         if self.code == _ZLIB:
-            # Raw deflate (no header, no checksum: the MAC covers it), fast level, a 4 KiB
-            # window: one call, cheaper than a compressobj with a smaller state.
-            return zlib.compress(data, 1, -12)
+            # Raw deflate, fast level, small state: a 256 KiB deflate state per call would
+            # cost more than the compression.
+            c = zlib.compressobj(1, zlib.DEFLATED, -12, 4)
+            return c.compress(data) + c.flush()
         cctx = getattr(self._local, "cctx", None)
         if cctx is None:
             # Level -1, zstd's first fast level: a 4 KiB JSON body still shrinks to about a
