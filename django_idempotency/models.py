@@ -31,3 +31,32 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return "idempotency key"
+
+
+class StoredResponse(models.Model):
+    """A durable view's response, written in the view's own database transaction.
+
+    Redis stays the coordination layer (claims, leases, waiters, fast replays). This row
+    is the fallback when Redis no longer has the record: a worker killed after its
+    transaction committed but before the Redis store, or a Redis that lost its data. It
+    commits or rolls back with the view's work, so it exists exactly when the work did.
+    """
+
+    scope = models.CharField(max_length=255)
+    key = models.CharField(max_length=255)
+    fingerprint = models.BinaryField()
+    state = models.CharField(max_length=16)
+    status = models.PositiveSmallIntegerField(null=True)
+    payload = models.BinaryField()
+    created = models.DateTimeField()
+    expires = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "key"], name="idempotency_stored_scope_key")
+        ]
+        verbose_name = "stored response"
+        verbose_name_plural = "stored responses"
+
+    def __str__(self) -> str:
+        return f"{self.scope}/{self.key}"

@@ -47,6 +47,7 @@ from ..http import SKIPPED_HEADERS, parse_key, problem_response, rendered
 from ..options import NONE, HttpOptions, Overrides
 from ..records import Kind, Record, State, decode_http, encode_http
 from ..runtime import get_engine
+from ..stores import database
 from ..stores.base import StoreError, StoreFull
 
 
@@ -270,11 +271,58 @@ class HttpFlow:
     def _begun(self, request: Any, prepared: _Request, got: Claim | Found) -> Begin:
         if isinstance(got, Found):
             return Begin(response=self._replay(request, prepared, got))
+        if prepared.options.durable:
+            recovered = self._recovered(request, prepared, got)
+            if recovered is not None:
+                return Begin(response=recovered)
         ticket = Ticket(
             got, prepared.options, request, prepared.scope, prepared.key, prepared.started
         )
         _current.set(ticket)
         return Begin(ticket=ticket)
+
+    def _recovered(self, request: Any, prepared: _Request, claim: Claim) -> HttpResponseBase | None:
+        """A durable key Redis had no record of: replay its committed row, if there is one.
+
+        Redis forgets (a worker killed between commit and store, a flush, a failover);
+        the row cannot, since it committed with the work. The row is written back to
+        Redis so later retries replay from there.
+        """
+        row = database.read(prepared.scope, prepared.key)
+        if row is None:
+            return None
+        if row.fingerprint != prepared.fingerprint:
+            self.engine.release(claim)
+            emit(
+                Outcome.MISMATCH,
+                self.door,
+                prepared.scope,
+                prepared.key,
+                started=prepared.started,
+                request=request,
+            )
+            return problem_response(
+                FingerprintMismatch("This key was already used with a different request.")
+            )
+        record: Record | None
+        try:
+            record = self.engine.complete(
+                claim, row.state, row.payload, ttl=prepared.options.ttl, status=row.status
+            )
+        except ResultNotStored:
+            record = None
+        if record is None:
+            record = Record(
+                row.state,
+                Kind.HTTP,
+                prepared.scope.encode(),
+                prepared.key.encode(),
+                row.fingerprint,
+                0,
+                status=row.status,
+                payload=row.payload,
+            )
+        return self._replay(request, prepared, Found(record))
 
     def _replay(self, request: Any, prepared: _Request, found: Found) -> HttpResponse:
         record = found.record
@@ -327,6 +375,8 @@ class HttpFlow:
         aliases = open_transactions()
         if not aliases:
             return False
+        if ticket.options.durable:
+            self._write_durable(ticket, response, aliases)
         waiting = set(aliases)
 
         def committed(alias: str) -> None:
@@ -338,6 +388,30 @@ class HttpFlow:
             transaction.on_commit(functools.partial(committed, alias), using=alias)
         response._resource_closers.append(lambda: self.abort(ticket))  # type: ignore[attr-defined]
         return True
+
+    def _write_durable(
+        self, ticket: Ticket, response: HttpResponseBase, aliases: list[str]
+    ) -> None:
+        """Write the response row inside the open transaction, so it commits with the work."""
+        plan = self._plan(response)
+        if plan is None:
+            return  # released, not stored: a retry runs again, as without durable mode
+        state, payload, status = plan
+        from django.db import router
+
+        from ..models import StoredResponse
+
+        alias = router.db_for_write(StoredResponse)
+        database.write(
+            ticket.scope,
+            ticket.key,
+            ticket.claim.fingerprint,
+            state,
+            status,
+            payload,
+            ttl=ticket.options.ttl,
+            using=alias if alias in aliases else aliases[0],
+        )
 
     def finish(self, ticket: Ticket, response: HttpResponseBase) -> HttpResponseBase:
         """Store or release after the view returned (on commit, inside a transaction)."""
@@ -439,12 +513,19 @@ class HttpFlow:
         begun = self.begin(request)
         if begun.ticket is None:
             return begun.response or view()
+        ticket = begun.ticket
         try:
+            if ticket.options.durable and not open_transactions():
+                # Durable without a transaction of the view's own: the door opens one,
+                # so the work and its stored response commit or roll back together.
+                with transaction.atomic():
+                    response = view()
+                    return self.finish(ticket, response)
             response = view()
         except BaseException:
-            self.abort(begun.ticket)
+            self.abort(ticket)
             raise
-        return self.finish(begun.ticket, response)
+        return self.finish(ticket, response)
 
     async def aguard(
         self, request: Any, view: Callable[[], Awaitable[HttpResponseBase]]
