@@ -189,3 +189,12 @@ def db_counted(request: HttpRequest) -> HttpResponse:
     time.sleep(float(request.GET.get("sleep", 0)))
     row = Execution.objects.create(key=request.headers.get("Idempotency-Key", ""))
     return JsonResponse({"execution": row.pk}, status=201)
+
+
+@idempotent_view(durable=True)
+def durable_counted(request: HttpRequest) -> HttpResponse:
+    """A durable view: its side effect and stored response share one transaction."""
+    row = Execution.objects.create(key=request.headers.get("Idempotency-Key", ""))
+    if request.GET.get("fail"):
+        raise RuntimeError("the view failed after its write")
+    return JsonResponse({"execution": row.pk}, status=201)
