@@ -79,3 +79,17 @@ def test_purge_deletes_only_expired_rows(client, redis_client):
     assert database.purge() == 1
     assert list(StoredResponse.objects.values_list("key", flat=True)) != [old]
     assert StoredResponse.objects.count() == 1
+
+
+def test_inspect_purge_expired_rows_deletes_expired_durable_rows(client, redis_client):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    _post(client, str(uuid.uuid4()))
+    StoredResponse.objects.update(expires=timezone.now())
+    out = StringIO()
+    call_command("idempotency_inspect", "purge", "--expired-rows", stdout=out)
+    assert "Deleted 1 expired durable row(s)." in out.getvalue()
+    assert StoredResponse.objects.count() == 0

@@ -125,6 +125,11 @@ class Command(BaseCommand):
         p.add_argument(
             "--all", action="store_true", help="Every record (not running ones without --force)."
         )
+        p.add_argument(
+            "--expired-rows",
+            action="store_true",
+            help="Durable mode: delete the database rows past their TTL (Redis untouched).",
+        )
         self._add_filters(p)
         p.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
         p.add_argument(
@@ -372,6 +377,14 @@ class Command(BaseCommand):
     # -- purge ---------------------------------------------------------------------------
 
     def _purge(self, inventory: Inventory, options: dict[str, Any]) -> None:
+        if options.get("expired_rows"):
+            # Expired rows are dead by definition (reads skip them): no confirmation.
+            from ...stores import database
+
+            count = database.purge(dry_run=options["dry_run"])
+            verb = "Would delete" if options["dry_run"] else "Deleted"
+            self.stdout.write(f"{verb} {count} expired durable row(s).")
+            return
         keys: list[str] = options["keys"]
         filters = self._filters(options)
         force, dry_run = options["force"], options["dry_run"]
