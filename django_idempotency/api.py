@@ -47,11 +47,12 @@ def run(key: str | bytes, action: Callable[[], T], **options: Unpack[CallKeyword
 
     Options (all validated before anything runs; ``None`` means the
     ``settings.IDEMPOTENCY`` value): ``namespace``, ``ttl``, ``lock_ttl``,
-    ``wait_timeout``, ``conflict`` (``"wait"`` or ``"reject"``), ``durable`` (reserved:
-    only ``False``),
-    ``should_ignore_error``, ``value_serializer``, ``error_serializer``,
-    ``on_action_success``, ``on_action_error``, ``on_success_replay``,
-    ``on_error_replay``.
+    ``wait_timeout``, ``conflict`` (``"wait"`` or ``"reject"``), ``durable`` (the
+    action and a row of its result run in one database transaction of their own, so a
+    committed result is replayed even if Redis forgets it; not inside
+    ``transaction.atomic()``, and not for ``arun()``), ``should_ignore_error``,
+    ``value_serializer``, ``error_serializer``, ``on_action_success``,
+    ``on_action_error``, ``on_success_replay``, ``on_error_replay``.
 
     Raises :class:`~django_idempotency.exceptions.IdempotencyTimeout` when waiting runs
     out, :class:`~django_idempotency.exceptions.RequestInProgress` in ``reject`` mode,
@@ -69,4 +70,5 @@ async def arun(
 ) -> T:
     """Like :func:`run` for an ``action`` that returns an awaitable; same options."""
     overrides = call_options(options, "arun")
+    overrides.refuse_durable_async("arun()")
     return await _flow.arun(key, action, overrides.call(get_settings()))

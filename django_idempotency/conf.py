@@ -73,7 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "COMPRESS_MIN_BYTES": 1024,
     # AES-GCM keys (urlsafe base64 of 16, 24 or 32 bytes): the first encrypts, all decrypt.
     "ENCRYPTION_KEYS": (),
-    # Reserved for durable mode (responses also in the database): must be False for now.
+    # Durable mode (responses also kept in the database, in the view's transaction).
     "DURABLE": False,
     # Observers (objects, classes or dotted paths) given every outcome and store timing,
     # e.g. "django_idempotency.observers.prometheus.PrometheusObserver".
@@ -269,7 +269,7 @@ def build(user: Any) -> IdempotencySettings:
         ERROR_SERIALIZER=check("ERROR_SERIALIZER", o.serializer),
         COMPRESS_MIN_BYTES=check("COMPRESS_MIN_BYTES", o.optional_size),
         ENCRYPTION_KEYS=check("ENCRYPTION_KEYS", _encryption_keys),
-        DURABLE=check("DURABLE", o.not_durable),
+        DURABLE=check("DURABLE", o.boolean),
         OBSERVERS=check("OBSERVERS", _observers),
     )
 

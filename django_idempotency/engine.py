@@ -51,7 +51,7 @@ from .flights import flights as process_flights
 from .lease import Lease, LeaseKeeper, get_keeper
 from .options import Conflict
 from .records import IntegrityError, Kind, Record, Sealer, State, record_id, text_bytes
-from .stores.base import ClaimReply, Slot, Store, StoreBusy, StoreError
+from .stores.base import ClaimReply, RowStore, Slot, Store, StoreBusy, StoreError
 
 logger = logging.getLogger("django_idempotency")
 
@@ -132,9 +132,11 @@ class Engine:
         max_waiters: int | None = None,
         flights: Flights | None = None,
         keeper: LeaseKeeper | None = None,
+        rows: RowStore | None = None,
     ) -> None:
         self.store = store
         self.sealer = sealer
+        self._rows = rows
         self.max_waiters = max_waiters
         self.flights = flights if flights is not None else process_flights
         self._keeper = keeper
@@ -148,11 +150,40 @@ class Engine:
         """The lease keeper (the process's own unless one was given)."""
         return self._keeper if self._keeper is not None else get_keeper()
 
+    @property
+    def rows(self) -> RowStore:
+        """Durable mode's rows (the Django ORM's, unless a row store was given)."""
+        if self._rows is None:
+            from .stores.database import DatabaseRows
+
+            self._rows = DatabaseRows()
+        return self._rows
+
     def slot(self, kind: Kind, scope: str | bytes, key: str | bytes) -> Slot:
         """Where the record of ``key`` in ``scope`` lives."""
         return self.store.slot(record_id(kind, scope, key))
 
     # -- deciding on what a claim found ---------------------------------------------------
+
+    def _verified(self, who: _Attempt | Claim, raw: bytes) -> Record:
+        """The record in ``raw``, if it verifies and belongs to ``who``'s request."""
+        try:
+            record = self.sealer.open(who.slot.rid, raw)
+        except IntegrityError as exc:
+            events.emit(Outcome.INTEGRITY_FAILED, who.door, *who.label, detail=str(exc))
+            raise RecordTampered(
+                "The stored response for this key failed its integrity check, so it is "
+                "neither replayed nor run again. Use a new key for a new request."
+            ) from exc
+        # A different scope or key under this id would be an id collision: refuse it too.
+        if (who.fingerprint and record.fingerprint != who.fingerprint) or (
+            record.scope != who.scope or record.key != who.key
+        ):
+            raise FingerprintMismatch(
+                "This key was already used with a different request "
+                "(method, path, query string or body)."
+            )
+        return record
 
     def _judge(
         self,
@@ -164,22 +195,7 @@ class Engine:
     ) -> Found | float:
         """A final record found, or how long to wait; raises the refusals."""
         assert reply.record is not None
-        try:
-            record = self.sealer.open(attempt.slot.rid, reply.record)
-        except IntegrityError as exc:
-            events.emit(Outcome.INTEGRITY_FAILED, attempt.door, *attempt.label, detail=str(exc))
-            raise RecordTampered(
-                "The stored response for this key failed its integrity check, so it is "
-                "neither replayed nor run again. Use a new key for a new request."
-            ) from exc
-        # A different scope or key under this id would be an id collision: refuse it too.
-        if (attempt.fingerprint and record.fingerprint != attempt.fingerprint) or (
-            record.scope != attempt.scope or record.key != attempt.key
-        ):
-            raise FingerprintMismatch(
-                "This key was already used with a different request "
-                "(method, path, query string or body)."
-            )
+        record = self._verified(attempt, reply.record)
         since = attempt.waiting_since
         waited = None if since is None else time.monotonic() - since
         if record.state is not State.RUNNING:
@@ -555,6 +571,58 @@ class Engine:
                 "the action again."
             )
         return record
+
+    # -- durable mode: rows in the database, committed with the work ---------------------
+
+    def write_row(
+        self,
+        claim: Claim,
+        state: State,
+        payload: bytes,
+        *,
+        ttl: float,
+        using: str,
+        status: int | None = None,
+    ) -> None:
+        """Write the outcome of ``claim`` as a row, in the open transaction on ``using``.
+
+        Call it inside the transaction of the work, after the work: the row then
+        commits or rolls back with it. :meth:`complete` still follows, after the commit.
+        """
+        record = self._final(claim, state, payload, status)
+        self.rows.write(claim.slot.rid, self.sealer.seal(claim.slot.rid, record), ms(ttl), using)
+
+    def recover(self, claim: Claim, *, ttl: float) -> Found | None:
+        """Before a durable key's action runs: its committed row, if Redis forgot it.
+
+        A first-time claim means Redis has no record of the key: never used, or
+        forgotten (a worker killed between its commit and the Redis store, a flush, a
+        restart without persistence, a failover). A committed row is the outcome: it is
+        written back to Redis, so later retries replay from there, and returned to be
+        replayed. A row that does not verify or belongs to another request is refused
+        as a Redis record would be, and the claim is released.
+        """
+        try:
+            sealed = self.rows.read(claim.slot.rid)
+            if sealed is None:
+                return None
+            record = self._verified(claim, sealed)
+        except BaseException:
+            self.release(claim)
+            raise
+        if record.state is State.RUNNING:  # only final records are ever written as rows
+            self.release(claim)
+            raise RecordTampered("The durable row for this key is not a final record.")
+        try:
+            self.complete(claim, record.state, record.payload, ttl=ttl, status=record.status)
+        except ResultNotStored:
+            # The row answers the next retry too; Redis only makes it faster.
+            logger.warning(
+                "idempotency key %r: replayed from its durable row, but Redis did not take it back",
+                claim.label[1],
+                exc_info=True,
+            )
+        return Found(record)
 
     def release(self, claim: Claim) -> bool:
         """Let the next caller run the action; False when the claim was already settled.

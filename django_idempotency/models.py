@@ -1,6 +1,7 @@
-"""A table-less model, only so the admin can list "Idempotency keys" and gate them.
+"""The admin's table-less model, and durable mode's table.
 
-Records live in Redis and nowhere else. Django's admin, though, registers models,
+:class:`IdempotencyKey`: records live in Redis (and, for durable keys, in
+:class:`DurableRecord` too). Django's admin, though, registers models,
 and its permissions hang off a model's content type. :class:`IdempotencyKey` is an
 unmanaged model (``managed = False``): its migration creates no table, nothing ever
 queries it, and it exists so that
@@ -31,3 +32,26 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return "idempotency key"
+
+
+class DurableRecord(models.Model):
+    """A final record of durable mode, kept in the database as well as in Redis.
+
+    Written in the transaction of the work it records (a durable view's, or a durable
+    ``run()``'s), so it exists exactly when that work committed. Redis stays the
+    coordination layer (claims, leases, waiters, fast replays); a key Redis has no
+    record of is looked up here before its action runs. ``record`` holds the same
+    sealed bytes as Redis (MAC'd, maybe compressed and encrypted); ``rid`` is the
+    record id, so no client key or scope is stored in clear.
+    """
+
+    rid = models.CharField(max_length=24, primary_key=True)
+    record = models.BinaryField()
+    expires = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "durable record"
+        verbose_name_plural = "durable records"
+
+    def __str__(self) -> str:
+        return self.rid

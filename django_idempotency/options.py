@@ -96,21 +96,6 @@ def boolean(value: Any, where: str) -> bool:
     return value
 
 
-def not_durable(value: Any, where: str) -> bool:
-    """``False``: durable mode (responses kept in the database too) is not built yet.
-
-    The option is reserved so that code written for it fails loudly, at startup or
-    decoration time, instead of being accepted and silently giving at-least-once.
-    """
-    if boolean(value, where):
-        raise InvalidOption(
-            f"{where} = True asks for durable mode (responses kept in the database, in the "
-            "view's transaction), which this version does not provide yet; after a crash "
-            "between commit and the Redis store a retry may run again. Leave it False."
-        )
-    return False
-
-
 def text(value: Any, where: str) -> str:
     """A non-empty string."""
     if not isinstance(value, str) or not value:
@@ -202,6 +187,8 @@ class Spec:
     check: Callable[[Any, str], Any]
     setting: str | None
     kinds: frozenset[str]
+    #: The doors whose default is the setting (the others default to ``False``/``None``).
+    setting_kinds: frozenset[str] | None = None
 
 
 _HTTP, _CALL = "http", "call"
@@ -213,7 +200,9 @@ SPECS: dict[str, Spec] = {
     "lock_ttl": Spec(duration, "LOCK_TTL", _BOTH),
     "wait_timeout": Spec(duration, "WAIT_TIMEOUT", _BOTH),
     "conflict": Spec(conflict, "CONFLICT", _BOTH),
-    "durable": Spec(not_durable, "DURABLE", _BOTH),
+    # DURABLE is the HTTP doors' default only: a durable run() runs its action in a
+    # transaction of its own, which must be asked for where the call is written.
+    "durable": Spec(boolean, "DURABLE", _BOTH, setting_kinds=frozenset({_HTTP})),
     "methods": Spec(methods, "METHODS", frozenset({_HTTP})),
     "required": Spec(boolean, "REQUIRED", frozenset({_HTTP})),
     "scope": Spec(importable, "SCOPE", frozenset({_HTTP})),
@@ -286,6 +275,7 @@ class CallKeywords(TypedDict, total=False):
 
 
 _FIXED_DEFAULTS: dict[str, Any] = {
+    "durable": False,
     "namespace": "",
     "should_ignore_error": None,
     "on_action_success": None,
@@ -329,14 +319,16 @@ class Overrides:
         if cached is not None and cached[0] is settings:
             return cached[1]
         values: dict[str, Any] = {}
+        kind = _HTTP if target is HttpOptions else _CALL
         for f in fields(target):
             if f.name in self.values:
                 values[f.name] = self.values[f.name]
                 continue
             spec = SPECS[f.name]
-            values[f.name] = (
-                getattr(settings, spec.setting) if spec.setting else _FIXED_DEFAULTS[f.name]
-            )
+            if spec.setting and (spec.setting_kinds is None or kind in spec.setting_kinds):
+                values[f.name] = getattr(settings, spec.setting)
+            else:
+                values[f.name] = _FIXED_DEFAULTS[f.name]
         merged = target(**values)
         self._cache[target] = (settings, merged)
         return merged
@@ -350,6 +342,19 @@ class Overrides:
         """The options for a ``run()`` call under ``settings``."""
         merged: CallOptions = self._merged(settings, CallOptions)
         return merged
+
+    def refuse_durable_async(self, where: str) -> None:
+        """Refuse ``durable=True`` for a coroutine (``where`` names it).
+
+        Durable mode writes the result in the work's database transaction, and Django's
+        transactions are synchronous: an async view or ``arun()`` cannot hold one.
+        """
+        if self.values.get("durable"):
+            raise InvalidOption(
+                f"{where} is async, and durable=True needs a sync one: durable mode writes "
+                "the result in the work's database transaction, which a coroutine cannot "
+                "hold. Make it sync, or leave durable off."
+            )
 
     def __bool__(self) -> bool:
         return bool(self.values)

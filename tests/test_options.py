@@ -28,8 +28,7 @@ BAD = [
     ({"bogus": 1}, "bogus", "not an option"),
     ({"conflict": "bogus"}, "conflict", '"wait", "reject"'),
     ({"lock_ttl": "10"}, "lock_ttl", "positive number of seconds"),
-    # Reserved until durable mode exists: refused, never accepted and then ignored.
-    ({"durable": True}, "durable", "does not provide yet"),
+    ({"durable": "yes"}, "durable", "True or False"),
 ]
 
 
@@ -94,7 +93,7 @@ def test_arun_refuses_bad_options_before_running(options, name, what, redis_clie
 
 @pytest.mark.no_redis
 @pytest.mark.parametrize(
-    "setting, value", [("TTL", -5), ("CONFLICT", "bogus"), ("LOCK_TTL", "10"), ("DURABLE", True)]
+    "setting, value", [("TTL", -5), ("CONFLICT", "bogus"), ("LOCK_TTL", "10"), ("DURABLE", "yes")]
 )
 def test_settings_refuse_the_same_bad_values_naming_the_key(setting, value):
     with pytest.raises(ImproperlyConfigured, match=rf'IDEMPOTENCY\["{setting}"\]'):

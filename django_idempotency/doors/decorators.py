@@ -53,14 +53,19 @@ def idempotent_view(view: V | None = None, **options: Any) -> V | Callable[[V], 
     """Make a function view idempotent; use bare or with per-view overrides.
 
     Overrides: ``required``, ``ttl``, ``lock_ttl``, ``wait_timeout``, ``methods``,
-    ``scope``, ``fingerprint``, ``conflict``, ``durable`` (reserved: only ``False``, durable
-    mode is not built yet). A bad value raises
+    ``scope``, ``fingerprint``, ``conflict``, ``durable`` (sync views: the response is also
+    written to the database in the view's transaction, opened here when the view runs
+    outside one; see the README's durable mode). A bad value raises
     ``ImproperlyConfigured`` here, naming it (``@idempotent_view(ttl=...)``).
     """
-    flow = HttpFlow(Door.DECORATOR, Overrides.validate(options, "http", named("@idempotent_view")))
+    overrides = Overrides.validate(options, "http", named("@idempotent_view"))
 
     def decorate(view: V) -> V:
-        if iscoroutinefunction(view):
+        is_async = iscoroutinefunction(view)
+        if is_async:
+            overrides.refuse_durable_async(f"@idempotent_view(durable=True) on {view.__qualname__}")
+        flow = HttpFlow(Door.DECORATOR, overrides, holds_transaction=not is_async)
+        if is_async:
 
             @functools.wraps(view)
             async def async_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:

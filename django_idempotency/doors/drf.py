@@ -39,8 +39,9 @@ class IdempotentMixin:
       covers every action whose method is covered.
     - ``idempotency_required``: refuse covered requests without a key (400).
     - ``idempotency_options``: further options: ``ttl``, ``lock_ttl``, ``wait_timeout``,
-      ``conflict``, ``scope``, ``fingerprint``, ``durable``
-      (reserved: only ``False``, durable mode is not built yet).
+      ``conflict``, ``scope``, ``fingerprint``, ``durable`` (the response is also
+      written to the database in the view's transaction: ``ATOMIC_REQUESTS``'s, or one
+      the mixin opens from the claim to the response).
     """
 
     idempotency_methods: Iterable[str] | None = None
@@ -51,6 +52,7 @@ class IdempotentMixin:
     _idempotency_flow: ClassVar[HttpFlow] = HttpFlow(Door.DRF)
     _idempotency_actions: ClassVar[frozenset[str] | None] = None
     _idempotency_ticket: Ticket | None = None
+    _idempotency_atomic: Any = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -68,7 +70,9 @@ class IdempotentMixin:
             attributes(label, "idempotency_"),
         )
         cls._idempotency_flow = HttpFlow(
-            Door.DRF, Overrides({**merged.values, **from_attributes.values})
+            Door.DRF,
+            Overrides({**merged.values, **from_attributes.values}),
+            holds_transaction=True,
         )
         actions = cls.idempotency_actions
         if actions is not None and (
@@ -91,6 +95,8 @@ class IdempotentMixin:
         if begun.response is not None:
             raise _Answer(begun.response)
         self._idempotency_ticket = begun.ticket
+        if begun.ticket is not None:
+            self._idempotency_atomic = self._idempotency_flow.enter_transaction(begun.ticket)
 
     def handle_exception(self, exc: Exception) -> HttpResponseBase:
         """Send replays and problems as they are; release the key on unhandled errors."""
@@ -98,8 +104,11 @@ class IdempotentMixin:
             return exc.response
         try:
             return super().handle_exception(exc)  # type: ignore[misc,no-any-return]
-        except BaseException:
+        except BaseException as error:
             ticket, self._idempotency_ticket = self._idempotency_ticket, None
+            atomic, self._idempotency_atomic = self._idempotency_atomic, None
+            if atomic is not None:
+                atomic.__exit__(type(error), error, error.__traceback__)
             if ticket is not None:
                 self._idempotency_flow.abort(ticket)
             raise
@@ -114,4 +123,15 @@ class IdempotentMixin:
             return response
         if isinstance(response, Response):
             response.render()
-        return self._idempotency_flow.finish(ticket, response)
+        atomic, self._idempotency_atomic = self._idempotency_atomic, None
+        if atomic is None:
+            return self._idempotency_flow.finish(ticket, response)
+        # The mixin's own transaction: the row is written in it, then it commits, and
+        # the response is stored in Redis on that commit.
+        try:
+            response = self._idempotency_flow.finish(ticket, response)
+        except BaseException as error:
+            atomic.__exit__(type(error), error, error.__traceback__)
+            raise
+        atomic.__exit__(None, None, None)
+        return response

@@ -119,6 +119,7 @@ def _guarded(
         return (context, *args) if takes_context and context is not None else args
 
     if iscoroutinefunction(func):
+        overrides.refuse_durable_async(f"@idempotent(durable=True) on {func.__qualname__}")
 
         @functools.wraps(func)
         async def arun_once(*given: Any, **kwargs: Any) -> Any:

@@ -37,6 +37,14 @@ from ..stores.base import StoreError, StoreFull
 T = TypeVar("T")
 
 
+class _RowNotWritten(Exception):
+    """A durable result's row could not be written: the transaction rolls back."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class CallFlow:
     """The ``run()`` lifecycle for one door (``run`` itself, Celery, Django Tasks)."""
 
@@ -73,7 +81,7 @@ class CallFlow:
         self._check_key(key)
         started = time.monotonic() if started is None else started
         try:
-            return self.engine.acquire(
+            got = self.engine.acquire(
                 Kind.CALL,
                 self.door,
                 options.namespace,
@@ -83,6 +91,9 @@ class CallFlow:
                 wait_timeout=options.wait_timeout,
                 conflict=options.conflict,
             )
+            if isinstance(got, Claim) and options.durable:
+                return self.engine.recover(got, ttl=options.ttl) or got
+            return got
         except Exception as exc:
             self._refused(key, options, exc, started)
             return None
@@ -321,15 +332,54 @@ class CallFlow:
 
     def _run(self, key: str | bytes, action: Callable[[], T], options: CallOptions) -> T:
         started = time.monotonic()
+        if options.durable:
+            self._check_no_transaction()
         got = self.begin(key, options, started)
         if isinstance(got, Found):
             return self.replay(key, got, options, started)  # type: ignore[no-any-return]
         try:
-            value = action()
+            if options.durable and got is not None:
+                value = self._durably(got, action, options)
+            else:
+                value = action()
+        except _RowNotWritten as failed:
+            # Not an outcome: the work rolled back; a retry finds the row that
+            # refused this one, or runs.
+            if self.engine.release(got):  # type: ignore[arg-type]
+                emit(Outcome.RELEASED, self.door, options.namespace, key, started=started)
+            raise failed.error from None
         except BaseException as exc:
             self.failed(key, got, options, exc, started)
             raise
         return self.succeeded(key, got, options, value, started)
+
+    @staticmethod
+    def _check_no_transaction() -> None:
+        from django.db.transaction import TransactionManagementError
+
+        from .http import open_transactions
+
+        if open_transactions():
+            raise TransactionManagementError(
+                "run(durable=True) runs the action in a transaction of its own, so that the "
+                "work and its stored result commit together; it cannot run inside "
+                "transaction.atomic(). Call it outside the atomic block."
+            )
+
+    def _durably(self, claim: Claim, action: Callable[[], T], options: CallOptions) -> T:
+        """The action and its result's row in one transaction (which commits on return)."""
+        from django.db import transaction
+
+        engine = self.engine
+        alias = engine.rows.alias()
+        with transaction.atomic(using=alias, durable=True):
+            value = action()
+            state, payload, _ = self._value_plan(value, options)
+            try:
+                engine.write_row(claim, state, payload, ttl=options.ttl, using=alias)
+            except Exception as exc:
+                raise _RowNotWritten(exc) from exc
+        return value
 
     async def arun(
         self, key: str | bytes, action: Callable[[], Awaitable[T]], options: CallOptions

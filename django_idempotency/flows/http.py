@@ -151,11 +151,23 @@ class HttpFlow:
     """The HTTP lifecycle for one door (and one view's overrides)."""
 
     def __init__(
-        self, door: Door, overrides: Overrides = NONE, *, engine: Engine | None = None
+        self,
+        door: Door,
+        overrides: Overrides = NONE,
+        *,
+        engine: Engine | None = None,
+        holds_transaction: bool = False,
     ) -> None:
         self.door = door
         self.overrides = overrides
         self._engine = engine
+        self.holds_transaction = holds_transaction
+
+    def durable(self, options: HttpOptions) -> bool:
+        """Whether durable mode applies: asked for, and this door holds the view's
+        transaction (the decorator on a sync view and the DRF mixin do; the middleware
+        and async views cannot, so ``DURABLE`` leaves them as they are)."""
+        return options.durable and self.holds_transaction
 
     @property
     def engine(self) -> Engine:
@@ -213,6 +225,8 @@ class HttpFlow:
                     wait_timeout=o.wait_timeout,
                     conflict=o.conflict,
                 )
+                if isinstance(got, Claim) and self.durable(o):
+                    got = self.engine.recover(got, ttl=o.ttl) or got
             except Exception as exc:
                 return self._refused(request, prepared, exc)
             return self._begun(request, prepared, got, trace)
@@ -336,6 +350,8 @@ class HttpFlow:
         aliases = open_transactions()
         if not aliases:
             return False
+        if self.durable(ticket.options):
+            self._write_row(ticket, response, aliases)
         waiting = set(aliases)
 
         def committed(alias: str) -> None:
@@ -347,6 +363,38 @@ class HttpFlow:
             transaction.on_commit(functools.partial(committed, alias), using=alias)
         response._resource_closers.append(lambda: self.abort(ticket))  # type: ignore[attr-defined]
         return True
+
+    def _write_row(self, ticket: Ticket, response: HttpResponseBase, aliases: list[str]) -> None:
+        """Durable: the response as a row, in the view's transaction (it commits with it)."""
+        plan = self._plan(response)
+        if plan is None:
+            return  # released, not stored: a retry runs again, as without durable mode
+        state, payload, status = plan
+        engine = self.engine
+        # The row must share the work's transaction: the rows' database if the work
+        # opened one there, else the work's.
+        alias = engine.rows.alias()
+        engine.write_row(
+            ticket.claim,
+            state,
+            payload,
+            ttl=ticket.options.ttl,
+            status=status,
+            using=alias if alias in aliases else aliases[0],
+        )
+
+    def enter_transaction(self, ticket: Ticket) -> Any:
+        """Durable and outside any transaction: open one for the view, and return it.
+
+        For doors that are called before and after the view rather than around it (the
+        DRF mixin): the caller leaves it with ``__exit__`` after :meth:`finish` (commit)
+        or on an error (rollback). ``None`` when there is nothing to open.
+        """
+        if not self.durable(ticket.options) or open_transactions():
+            return None
+        atomic = transaction.atomic(using=self.engine.rows.alias())
+        atomic.__enter__()
+        return atomic
 
     def finish(self, ticket: Ticket, response: HttpResponseBase) -> HttpResponseBase:
         """Store or release after the view returned (on commit, inside a transaction)."""
@@ -458,13 +506,20 @@ class HttpFlow:
         begun = self.begin(request)
         if begun.ticket is None:
             return begun.response or view()
+        ticket = begun.ticket
         try:
-            with events.active(begun.ticket.trace, end_on_error=False):
+            with events.active(ticket.trace, end_on_error=False):
+                if self.durable(ticket.options) and not open_transactions():
+                    # Durable without a transaction of the view's own: the door opens one,
+                    # so the work and its stored response commit or roll back together.
+                    with transaction.atomic(using=self.engine.rows.alias()):
+                        response = view()
+                        return self.finish(ticket, response)
                 response = view()
         except BaseException:
-            self.abort(begun.ticket)
+            self.abort(ticket)
             raise
-        return self.finish(begun.ticket, response)
+        return self.finish(ticket, response)
 
     async def aguard(
         self, request: Any, view: Callable[[], Awaitable[HttpResponseBase]]

@@ -23,6 +23,8 @@ urlpatterns: list[Any] = [
     path("drf/", views.DRFCharge.as_view()),
     path("api/", include(router.urls)),
     path("db/", views.db_counted),
+    path("durable/", views.durable_counted),
+    path("durable-drf/", views.DurableDRF.as_view()),
     path("async-plain/", views.async_plain),
     path("async-decorated/", views.async_decorated),
 ]

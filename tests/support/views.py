@@ -189,3 +189,40 @@ def db_counted(request: HttpRequest) -> HttpResponse:
     time.sleep(float(request.GET.get("sleep", 0)))
     row = Execution.objects.create(key=request.headers.get("Idempotency-Key", ""))
     return JsonResponse({"execution": row.pk}, status=201)
+
+
+def _durable_work(request: Any) -> dict[str, Any]:
+    """A durable view's side effect: one Execution row, written in the view's transaction.
+
+    ``?fail=1`` raises after the write (the transaction rolls back). ``?pause_redis=MS``
+    pauses Redis writes (``CLIENT PAUSE MS WRITE``) before the view returns: the
+    transaction then commits, but the Redis store that follows hangs until the pause
+    ends, the window in which a crash loses the result from Redis.
+    """
+    time.sleep(float(request.GET.get("sleep", 0)))
+    row = Execution.objects.create(key=f"{os.getpid()}:{request.headers.get('Idempotency-Key')}")
+    if request.GET.get("fail"):
+        raise RuntimeError("the view failed after its write")
+    pause = request.GET.get("pause_redis")
+    if pause:
+        import redis
+
+        client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        client.client_pause(int(pause), all=False)
+        client.close()
+    return {"execution": row.pk, "pid": os.getpid()}
+
+
+@idempotent_view(durable=True)
+def durable_counted(request: HttpRequest) -> HttpResponse:
+    """A durable view: its side effect and stored response share one transaction."""
+    return JsonResponse(_durable_work(request), status=201)
+
+
+class DurableDRF(IdempotentMixin, APIView):
+    """The DRF mixin in durable mode (it opens the transaction itself)."""
+
+    idempotency_options = {"durable": True}
+
+    def post(self, request: Any) -> Any:
+        return Response(_durable_work(request), status=201)

@@ -119,11 +119,21 @@ class Command(BaseCommand):
             help="How many records MEMORY USAGE is asked about (1000).",
         )
         p.add_argument("--json", action="store_true", help="Print a JSON object.")
+        p.add_argument(
+            "--rows",
+            action="store_true",
+            help="Durable mode: also count the rows kept in the database (total, expired).",
+        )
 
         p = sub.add_parser("purge", help="Delete records: by KEY, --all, or filters.")
         p.add_argument("keys", nargs="*", metavar="KEY", help="Client keys to delete.")
         p.add_argument(
             "--all", action="store_true", help="Every record (not running ones without --force)."
+        )
+        p.add_argument(
+            "--expired-rows",
+            action="store_true",
+            help="Durable mode: delete the database rows past their TTL (Redis untouched).",
         )
         self._add_filters(p)
         p.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
@@ -343,8 +353,11 @@ class Command(BaseCommand):
             self._filters(options), sample=options["sample"], progress=self._progress()
         )
         self._end_progress()
+        # Only when asked: a project that uses Redis alone may not have migrated the table.
+        rows = _durable_rows() if options["rows"] else None
         if options["json"]:
-            self.stdout.write(json.dumps(stats.as_dict(), indent=2))
+            extra = {"durable_rows": rows} if options["rows"] else {}
+            self.stdout.write(json.dumps({**stats.as_dict(), **extra}, indent=2))
             return
         write = self.stdout.write
         write(f"records: {stats.total:,} (of {stats.scanned:,} keys scanned)")
@@ -368,10 +381,20 @@ class Command(BaseCommand):
             )
         if stats.unreadable:
             write(f"unreadable keys under the prefix: {stats.unreadable:,}")
+        if rows is not None:
+            write(f"durable rows (database): {rows['total']:,}, {rows['expired']:,} expired")
 
     # -- purge ---------------------------------------------------------------------------
 
     def _purge(self, inventory: Inventory, options: dict[str, Any]) -> None:
+        if options.get("expired_rows"):
+            # Expired rows are dead by definition (reads skip them): no confirmation.
+            from ...stores.database import DatabaseRows
+
+            count = DatabaseRows().purge(dry_run=options["dry_run"])
+            verb = "Would delete" if options["dry_run"] else "Deleted"
+            self.stdout.write(f"{verb} {count} expired durable row(s).")
+            return
         keys: list[str] = options["keys"]
         filters = self._filters(options)
         force, dry_run = options["force"], options["dry_run"]
@@ -458,3 +481,16 @@ class Command(BaseCommand):
         missing = list(missing)
         if missing:
             raise CommandError(f"{len(missing)} key(s) not found.", returncode=1)
+
+
+def _durable_rows() -> dict[str, int] | None:
+    """Durable mode's rows in the database: total and expired (``None``: no table yet)."""
+    from django.db import DatabaseError
+
+    from ...stores.database import DatabaseRows
+
+    rows = DatabaseRows()
+    try:
+        return {"total": rows.count(), "expired": rows.count(expired=True)}
+    except DatabaseError:  # the app's migrations have not run on this database
+        return None
