@@ -37,6 +37,7 @@ __all__ = [
     "PostgresServer",
     "PostgresUnavailable",
     "find_postgres_bin",
+    "unavailable_reason",
 ]
 
 #: The accounts a root process runs the server as, the first that exists: Debian's
@@ -109,6 +110,24 @@ def _run_as_account() -> pwd.struct_passwd | None:
     )
 
 
+def unavailable_reason() -> str | None:
+    """Why no :class:`PostgresServer` can run here, in one line; ``None`` if one can.
+
+    Says nothing about whether a start would succeed: only that what it needs is present
+    (the server binaries, an account to run them as, psycopg to talk to the server).
+    """
+    try:
+        find_postgres_bin()
+        _run_as_account()
+    except PostgresUnavailable as error:
+        return str(error)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as error:
+        return f"psycopg is not installed ({error}): pip install -e '.[dev]'"
+    return None
+
+
 class _Resources:
     """What a started server holds, released by :meth:`release` exactly once.
 
@@ -118,6 +137,7 @@ class _Resources:
 
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
+        self.exit_status: int | None = None
         self.directory: Path | None = None
         self.owner_pid = os.getpid()
 
@@ -136,6 +156,7 @@ class _Resources:
             # exit by themselves.
             process.kill()
             process.wait()
+        self.exit_status = process.returncode
 
     def release(self) -> None:
         # A forked child (a test's worker process) inherits the finalizer; only the process
@@ -219,6 +240,22 @@ class PostgresServer:
         return self._resources.directory
 
     @property
+    def pid(self) -> int | None:
+        """The server's (the postmaster's) process id; ``None`` when it is not running."""
+        process = self._resources.process
+        return process.pid if process is not None and process.poll() is None else None
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the server process is alive."""
+        return self.pid is not None
+
+    @property
+    def exit_status(self) -> int | None:
+        """How the last stopped server exited (0: a clean fast shutdown); ``None`` before."""
+        return self._resources.exit_status
+
+    @property
     def socket_dir(self) -> Path:
         """The directory of the server's unix socket (libpq's ``host`` for a socket)."""
         return self.directory
@@ -254,6 +291,15 @@ class PostgresServer:
         with self.connect("postgres", autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name``, disconnecting whoever is still connected to it."""
+        from psycopg import sql
+
+        with self.connect("postgres", autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
     def django_database(self, name: str | None = None) -> dict[str, Any]:
         """A ``DATABASES`` entry for database ``name`` (default: the server's database).
