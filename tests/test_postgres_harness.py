@@ -127,8 +127,10 @@ def test_each_database_is_empty_and_separate(postgres, postgres_database):
         assert tables.fetchone() == (0,)
 
 
-def test_a_stopped_server_leaves_no_process_and_no_directory():
+def test_a_stopped_server_leaves_no_process_and_no_directory(postgres):
+    # A second server beside the session's (whose fixture skips where none can run).
     server = PostgresServer(dbname="leftovers").start()
+    assert server.port != postgres.port
     directory, port, pid = server.directory, server.port, server.pid
     assert pid is not None and server.is_running
 

@@ -3,10 +3,10 @@
 :class:`PostgresServer` runs ``initdb`` on a temporary directory and starts ``postgres`` in
 the foreground on a free port of 127.0.0.1, with trust authentication and its unix socket in
 that directory; :meth:`PostgresServer.stop` shuts it down fast and deletes the directory.
-The server binaries come from :func:`find_postgres_bin` (``PATH``, then Debian's
-``/usr/lib/postgresql/<version>/bin``); ``scripts/ensure-postgresql`` installs them where
-it can. PostgreSQL refuses to run as root, so as root the cluster belongs to, and the server
-runs as, an unprivileged account (:data:`RUN_AS_CANDIDATES`).
+The server binaries come from :func:`find_postgres_bin` (``$IDEMPOTENCY_POSTGRES_BIN``,
+``PATH``, then Debian's ``/usr/lib/postgresql/<version>/bin``); ``scripts/ensure-postgresql``
+installs them where it can. PostgreSQL refuses to run as root, so as root the cluster belongs
+to, and the server runs as, an unprivileged account (:data:`RUN_AS_CANDIDATES`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = [
+    "BIN_ENV",
     "RUN_AS_CANDIDATES",
     "PostgresBinaries",
     "PostgresServer",
@@ -78,19 +79,42 @@ def _version_key(directory: Path) -> tuple[int, ...]:
     return tuple(int(part) for part in parts) or (-1,)
 
 
+#: Environment variable naming the directory of the ``initdb`` and ``postgres`` to use.
+BIN_ENV = "IDEMPOTENCY_POSTGRES_BIN"
+
+
+def _binaries_in(directory: Path) -> PostgresBinaries | None:
+    initdb, postgres = directory / "initdb", directory / "postgres"
+    if all(path.is_file() and os.access(path, os.X_OK) for path in (initdb, postgres)):
+        return PostgresBinaries(str(initdb), str(postgres))
+    return None
+
+
 def find_postgres_bin() -> PostgresBinaries:
-    """The PostgreSQL server binaries to use: ``PATH`` first, then the newest Debian version.
+    """The PostgreSQL server binaries to use.
+
+    ``$IDEMPOTENCY_POSTGRES_BIN`` (a directory) wins when set, so a run can pick a version;
+    then ``initdb`` and ``postgres`` on ``PATH``; then the newest of Debian's
+    ``/usr/lib/postgresql/<version>/bin``.
 
     Raises:
         PostgresUnavailable: no installation has both ``initdb`` and ``postgres``.
     """
+    chosen = os.environ.get(BIN_ENV)
+    if chosen:
+        found = _binaries_in(Path(chosen))
+        if found is None:
+            raise PostgresUnavailable(
+                f"${BIN_ENV} names no directory with initdb and postgres: {chosen!r}"
+            )
+        return found
     initdb, postgres = shutil.which("initdb"), shutil.which("postgres")
     if initdb and postgres:
         return PostgresBinaries(initdb, postgres)
     for directory in sorted(_DEBIAN_ROOT.glob("*/bin"), key=_version_key, reverse=True):
-        initdb_path, postgres_path = directory / "initdb", directory / "postgres"
-        if all(os.access(path, os.X_OK) for path in (initdb_path, postgres_path)):
-            return PostgresBinaries(str(initdb_path), str(postgres_path))
+        found = _binaries_in(directory)
+        if found is not None:
+            return found
     raise PostgresUnavailable(
         f"no PostgreSQL server binaries (initdb and postgres) on PATH or in {_DEBIAN_ROOT}/*/bin"
         " (scripts/ensure-postgresql installs Debian's package where it can)"
