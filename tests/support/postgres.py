@@ -153,7 +153,7 @@ def unavailable_reason() -> str | None:
 
 
 class _Resources:
-    """What a started server holds, released by :meth:`release` exactly once.
+    """What a started server holds, released by :meth:`release` (a second call does nothing).
 
     Held by a weakref finalizer (which also runs at interpreter exit), so a server nobody
     stopped still does not outlive the test run; it holds no reference to the server.
@@ -167,7 +167,10 @@ class _Resources:
 
     def shut_down(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
+            return
+        if process.poll() is not None:
+            self.exit_status = process.returncode
             return
         # SIGINT is postgres's fast shutdown: it disconnects clients and exits. SIGTERM
         # (what servers.stop() sends) is the smart one, which waits for every client to
