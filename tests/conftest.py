@@ -1,4 +1,4 @@
-"""Fixtures: private redis-servers for the session, a clean database per test.
+"""Fixtures: private redis-servers and PostgreSQL for the session, a clean database per test.
 
 Tests run on a single server unless marked ``@pytest.mark.topologies("single",
 "cluster")`` (or a module's ``pytestmark``): then they run once per topology, as
@@ -9,6 +9,7 @@ starts what the test needs (a 3-primary cluster only when some test asks for it)
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from django_idempotency.testing import RedisServer
 
 from .support import topologies
+from .support.postgres import PostgresServer, unavailable_reason
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -62,6 +64,30 @@ def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as server:
         os.environ["REDIS_URL"] = server.url
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server on a free port, for the whole session (started on first use).
+
+    Skips, saying why in one line, where PostgreSQL cannot run (``make pytest`` installs it
+    where it can: scripts/ensure-postgresql). Connect with ``postgres.connect()``, point
+    Django at it with ``postgres.django_database(name)``, or a subprocess with
+    ``postgres.environ(name)`` and ``DJANGO_SETTINGS_MODULE=tests.support.pg_settings``.
+    """
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_database(postgres: PostgresServer) -> Iterator[str]:
+    """The name of a new, empty database on the session's PostgreSQL, dropped afterwards."""
+    name = postgres.create_database(f"test_{uuid.uuid4().hex[:12]}")
+    yield name
+    postgres.drop_database(name)
 
 
 @pytest.fixture(scope="session")
