@@ -39,8 +39,8 @@ def server_env(redis_url: str, db_path: Path, **extra: str) -> dict[str, str]:
         REDIS_URL=redis_url,
         TEST_DB_PATH=str(db_path),
         PYTHONPATH=str(ROOT),
-        **extra,
     )
+    env.update(extra)  # may name other settings (tests.support.pg_settings)
     return env
 
 

@@ -100,3 +100,5 @@ LOGGING = {
         "django.request": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
     },
 }
+if os.environ.get("TEST_LOCK_TTL"):  # servers whose workers are killed: leases end sooner
+    IDEMPOTENCY["LOCK_TTL"] = float(os.environ["TEST_LOCK_TTL"])

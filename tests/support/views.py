@@ -194,8 +194,10 @@ def db_counted(request: HttpRequest) -> HttpResponse:
 def _durable_work(request: Any) -> dict[str, Any]:
     """A durable view's side effect: one Execution row, written in the view's transaction.
 
-    ``?fail=1`` raises after the write (the transaction rolls back). ``?pause_redis=MS``
-    pauses Redis writes (``CLIENT PAUSE MS WRITE``) before the view returns: the
+    ``?fail=1`` raises after the write (the transaction rolls back). An
+    ``X-Pause-Redis: MS`` header (headers are not part of the request's fingerprint, so a
+    retry without it is the same request) pauses Redis writes (``CLIENT PAUSE MS
+    WRITE``) before the view returns: the
     transaction then commits, but the Redis store that follows hangs until the pause
     ends, the window in which a crash loses the result from Redis.
     """
@@ -203,7 +205,7 @@ def _durable_work(request: Any) -> dict[str, Any]:
     row = Execution.objects.create(key=f"{os.getpid()}:{request.headers.get('Idempotency-Key')}")
     if request.GET.get("fail"):
         raise RuntimeError("the view failed after its write")
-    pause = request.GET.get("pause_redis")
+    pause = request.headers.get("X-Pause-Redis")
     if pause:
         import redis
 
