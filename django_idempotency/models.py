@@ -50,6 +50,8 @@ class DurableRecord(models.Model):
     expires = models.DateTimeField(db_index=True)
 
     class Meta:
+        # Rows are written by the doors only; staff may look and purge, as for records.
+        default_permissions = ("view", "delete")
         verbose_name = "durable record"
         verbose_name_plural = "durable records"
 

@@ -15,6 +15,7 @@ class Migration(migrations.Migration):
                 ("expires", models.DateTimeField(db_index=True)),
             ],
             options={
+                "default_permissions": ("view", "delete"),
                 "verbose_name": "durable record",
                 "verbose_name_plural": "durable records",
             },
