@@ -228,3 +228,23 @@ def test_purge_and_stats_cover_durable_rows(redis_client):
     assert rows() == 3
     call_command("idempotency_inspect", "purge", "--expired-rows", stdout=StringIO())
     assert rows() == 1
+
+
+def test_the_admin_lists_durable_rows_decoded_and_read_only(admin_client, redis_client):
+    key = str(uuid.uuid4())
+    post(Client(), "/durable/", key)
+    row = DurableRecord.objects.get()
+    listing = admin_client.get("/admin/django_idempotency/durablerecord/")
+    assert listing.status_code == 200
+    assert key in listing.content.decode()  # decoded from the sealed record
+    detail = admin_client.get(f"/admin/django_idempotency/durablerecord/{row.pk}/change/")
+    assert detail.status_code == 200
+    page = detail.content.decode()
+    assert "anonymous" in page and '"execution"' in page.replace("&quot;", '"')
+    assert admin_client.get("/admin/django_idempotency/durablerecord/add/").status_code == 403
+    # A row that does not verify is shown as such, never decoded.
+    DurableRecord.objects.update(record=b"planted")
+    assert (
+        "does not verify"
+        in admin_client.get("/admin/django_idempotency/durablerecord/").content.decode()
+    )
