@@ -463,9 +463,8 @@ class DurableRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """
 
     list_display = ("rid", "scope", "key", "state", "status", "expires")
-    list_filter = ("expires",)
     search_fields = ("rid",)
-    ordering = ("-expires",)
+    ordering = ("-expires_ms",)
     fields = ("rid", "scope", "key", "state", "status", "created", "expires", "payload")
     readonly_fields = fields
 
@@ -519,6 +518,11 @@ class DurableRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """When the work began, from the record."""
         record = self._opened(obj)
         return "" if record is None else str(iso_ms(record.created_ms))
+
+    @admin.display(description="expires", ordering="expires_ms")
+    def expires(self, obj: DurableRecord) -> str:
+        """When the row stops counting (UTC)."""
+        return str(iso_ms(obj.expires_ms))
 
     @admin.display(description="payload")
     def payload(self, obj: DurableRecord) -> str:

@@ -47,7 +47,9 @@ class DurableRecord(models.Model):
 
     rid = models.CharField(max_length=24, primary_key=True)
     record = models.BinaryField()
-    expires = models.DateTimeField(db_index=True)
+    #: Unix time in milliseconds, as records count time: an integer compares the same on
+    #: every database, with no time zone to convert.
+    expires_ms = models.BigIntegerField(db_index=True)
 
     class Meta:
         # Rows are written by the doors only; staff may look and purge, as for records.

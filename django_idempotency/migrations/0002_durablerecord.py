@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
             fields=[
                 ("rid", models.CharField(max_length=24, primary_key=True, serialize=False)),
                 ("record", models.BinaryField()),
-                ("expires", models.DateTimeField(db_index=True)),
+                ("expires_ms", models.BigIntegerField(db_index=True)),
             ],
             options={
                 "default_permissions": ("view", "delete"),

@@ -1,29 +1,33 @@
-"""Durable mode's rows: final records in the application's database, via the Django ORM.
+"""Durable mode's rows: final records in the application's database.
 
 Table ``django_idempotency_durablerecord`` (:class:`~django_idempotency.models.DurableRecord`):
 
-=========  =======================================================================
-Column     Holds
-=========  =======================================================================
-rid        the record id in hex (primary key): the same id as the Redis key's
-record     the sealed record, byte for byte what Redis holds for it
-expires    when the row stops counting (``TTL`` after it was written; indexed,
-           so ``idempotency_inspect purge --rows`` deletes expired rows by range)
-=========  =======================================================================
+==========  ======================================================================
+Column      Holds
+==========  ======================================================================
+rid         the record id in hex (primary key): the same id as the Redis key's
+record      the sealed record, byte for byte what Redis holds for it
+expires_ms  when the row stops counting, in Unix milliseconds (``TTL`` after it was
+            written; indexed, so purging expired rows reads a range)
+==========  ======================================================================
 
 A row is inserted inside the transaction of the work it records. Its primary key is
 the record id, so a second run of the same work (possible only when a lease was lost
 while the first still ran) fails its insert and rolls back instead of committing twice.
-An expired row is deleted first: a key may be used again after ``TTL``, as in Redis.
+A read that finds an expired row deletes it: the key may then be used again, as in
+Redis, and the next insert for it does not collide.
+
+Every first-time claim of a durable key reads here, and every durable result inserts
+here, so both are one plain SQL statement through Django's connection rather than ORM
+queries: the ORM's query building cost more than the statements.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 from typing import Any
 
-from django.db import router
-from django.utils import timezone
+from django.db import connections, router
 
 __all__ = ["DatabaseRows"]
 
@@ -35,8 +39,20 @@ def _model() -> Any:
     return DurableRecord
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class DatabaseRows:
-    """The :class:`~django_idempotency.stores.base.RowStore` on the Django ORM."""
+    """The :class:`~django_idempotency.stores.base.RowStore` on Django's databases."""
+
+    def __init__(self) -> None:
+        self._table: str | None = None
+
+    def _sql(self, alias: str, statement: str) -> str:
+        if self._table is None:
+            self._table = str(_model()._meta.db_table)
+        return statement.format(table=connections[alias].ops.quote_name(self._table))
 
     def alias(self) -> str:
         """The database Django's router writes durable rows to."""
@@ -44,37 +60,49 @@ class DatabaseRows:
 
     def write(self, rid: bytes, sealed: bytes, ttl_ms: int, using: str) -> None:
         """Insert the row for ``rid`` on ``using``, in its open transaction."""
-        model = _model()
-        rows = model._default_manager.using(using)
-        now = timezone.now()
-        rows.filter(rid=rid.hex(), expires__lte=now).delete()
-        rows.create(rid=rid.hex(), record=sealed, expires=now + dt.timedelta(milliseconds=ttl_ms))
+        with connections[using].cursor() as cursor:
+            cursor.execute(
+                self._sql(
+                    using, "INSERT INTO {table} (rid, record, expires_ms) VALUES (%s, %s, %s)"
+                ),
+                [rid.hex(), sealed, _now_ms() + ttl_ms],
+            )
 
     def read(self, rid: bytes) -> bytes | None:
-        """The committed, unexpired row for ``rid``, if any."""
-        model = _model()
-        found = (
-            model._default_manager.using(router.db_for_read(model))
-            .filter(rid=rid.hex(), expires__gt=timezone.now())
-            .values_list("record", flat=True)
-            .first()
-        )
-        return None if found is None else bytes(found)
+        """The committed, unexpired row for ``rid``, if any (an expired one is deleted)."""
+        alias = str(router.db_for_read(_model()))
+        with connections[alias].cursor() as cursor:
+            cursor.execute(
+                self._sql(alias, "SELECT record, expires_ms FROM {table} WHERE rid = %s"),
+                [rid.hex()],
+            )
+            found = cursor.fetchone()
+        if found is None:
+            return None
+        record, expires_ms = found
+        if expires_ms > _now_ms():
+            return bytes(record)
+        write = self.alias()
+        with connections[write].cursor() as cursor:
+            cursor.execute(
+                self._sql(write, "DELETE FROM {table} WHERE rid = %s AND expires_ms <= %s"),
+                [rid.hex(), _now_ms()],
+            )
+        return None
+
+    def _rows(self, alias: str) -> Any:
+        return _model()._default_manager.using(alias)
 
     def count(self, *, expired: bool = False) -> int:
         """How many rows there are (``expired``: only the expired ones)."""
-        model = _model()
-        rows = model._default_manager.using(router.db_for_read(model)).all()
+        rows = self._rows(str(router.db_for_read(_model()))).all()
         if expired:
-            rows = rows.filter(expires__lte=timezone.now())
+            rows = rows.filter(expires_ms__lte=_now_ms())
         return int(rows.count())
 
     def purge(self, *, dry_run: bool = False) -> int:
         """Delete the expired rows; how many were (or, with ``dry_run``, would be)."""
-        model = _model()
-        expired = model._default_manager.using(router.db_for_write(model)).filter(
-            expires__lte=timezone.now()
-        )
+        expired = self._rows(self.alias()).filter(expires_ms__lte=_now_ms())
         if dry_run:
             return int(expired.count())
         deleted, _ = expired.delete()
