@@ -24,7 +24,7 @@ from django_idempotency.stores.database import DatabaseRows
 
 from .support.models import Execution
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.matrix, pytest.mark.django_db(transaction=True)]
 
 VIEWS = ["/durable/", "/durable-drf/"]
 

@@ -27,6 +27,8 @@ from django_idempotency import arun, events, run
 from django_idempotency.conf import get_settings
 from django_idempotency.observers.otel import OpenTelemetryObserver, key_hash
 
+pytestmark = pytest.mark.matrix
+
 
 @dataclass
 class Telemetry:
