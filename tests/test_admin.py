@@ -258,6 +258,18 @@ def headless(binary: str, profile: Path, *args: str) -> subprocess.CompletedProc
     )
 
 
+def screenshot(binary: str, directory: Path, url: str, name: str, size: str) -> Path:
+    """A PNG of ``url`` at ``size`` (``"1280,800"``) saved in ``directory``; checked to be one."""
+    shot = directory / name
+    result = headless(
+        binary, directory / f"profile-{name}", f"--screenshot={shot}", f"--window-size={size}", url
+    )
+    assert shot.exists(), result.stderr[-2000:]
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+    return shot
+
+
 @pytest.fixture
 def styled_live_server(transactional_db: None, settings: Any) -> Iterator[LiveServer]:
     """A live server that also serves the admin's CSS and images.
@@ -286,13 +298,7 @@ def test_staff_sees_the_keys_in_headless_chromium(records, styled_live_server, t
         assert key in dom.stdout
     assert 'name="_selected"' in dom.stdout
 
-    shot = tmp_path / "idempotency-keys.png"
-    result = headless(
-        binary, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,800", url
-    )
-    assert shot.exists(), result.stderr[-2000:]
-    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+    screenshot(binary, tmp_path, url, "idempotency-keys.png", "1280,800")
 
     detail = tmp_path / "idempotency-key-detail.png"
     url = f"{live_server.url}/test-login/operator/?next={LIST}{records['charge-001']}/"

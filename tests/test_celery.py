@@ -11,10 +11,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from celery import Celery
@@ -24,20 +23,11 @@ from django_idempotency.celery import IdempotentTask
 from django_idempotency.testing import RedisServer
 
 from .support import celery_app, jobs, servers
+from .support.servers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.no_redis, pytest.mark.matrix]
-
-
-def eventually(check: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"gave up waiting for {what or check}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

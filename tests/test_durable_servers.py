@@ -11,7 +11,6 @@ import os
 import signal
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 
-from .support.servers import migrate, serve, serve_process, server_env
+from .support.servers import eventually, migrate, serve, serve_process, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -85,16 +84,6 @@ def post(
         conn.close()
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = condition()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_a_worker_killed_after_its_commit_is_replayed_from_the_database(
     deployment: Deployment, redis_url: str
 ) -> None:
@@ -110,8 +99,8 @@ def test_a_worker_killed_after_its_commit_is_replayed_from_the_database(
 
         first = threading.Thread(target=killed_request, daemon=True)
         first.start()
-        ran = wait_for(deployment.executions, "the first run's commit")
-        wait_for(deployment.rows, "the durable row")
+        ran = eventually(deployment.executions, 30, "the first run's commit")
+        eventually(deployment.rows, 30, "the durable row")
         worker = int(ran[0].split(":")[0])
         os.kill(worker, signal.SIGKILL)
         first.join(30)
