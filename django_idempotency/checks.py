@@ -82,6 +82,26 @@ def check_middleware_order(app_configs: Any = None, **kwargs: Any) -> list[check
     return []
 
 
+@checks.register(checks.Tags.compatibility)
+def check_durable_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W003: ``DURABLE`` is on, but the middleware (which cannot be durable) is installed."""
+    user = getattr(settings, "IDEMPOTENCY", None)
+    durable = isinstance(user, dict) and user.get("DURABLE") is True
+    if not durable or MIDDLEWARE_PATH not in list(getattr(settings, "MIDDLEWARE", None) or []):
+        return []
+    return [
+        checks.Warning(
+            'IDEMPOTENCY["DURABLE"] is True, but views covered by IdempotencyMiddleware are '
+            "not durable: the middleware is called before and after the view, not around "
+            "its transaction, so it cannot write the result's row in it.",
+            hint="Cover the views that must be durable with @idempotent_view or the DRF "
+            "mixin (they are durable under DURABLE); silence this check if the rest may "
+            "stay at-least-once after a crash.",
+            id="django_idempotency.W003",
+        )
+    ]
+
+
 #: How long the deployment check below waits for Redis to answer.
 PROBE_TIMEOUT = 3.0
 

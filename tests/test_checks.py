@@ -56,3 +56,14 @@ def test_checks_run_through_manage_py_check(settings):
     settings.MIDDLEWARE = [MW, AUTH]
     with pytest.raises(SystemCheckError, match="E003"):
         call_command("check")
+
+
+def test_durable_with_the_middleware_is_a_warning(settings):
+    settings.MIDDLEWARE = [AUTH, MW]
+    settings.IDEMPOTENCY = {"REDIS": "default", "DURABLE": True}
+    assert ids(checks.check_durable_middleware()) == ["django_idempotency.W003"]
+    settings.IDEMPOTENCY = {"REDIS": "default"}
+    assert checks.check_durable_middleware() == []
+    settings.IDEMPOTENCY = {"REDIS": "default", "DURABLE": True}
+    settings.MIDDLEWARE = [AUTH]
+    assert checks.check_durable_middleware() == []
