@@ -35,7 +35,9 @@ class Code:
     """One django_idempotency checkout under test.
 
     ``home`` holds two symlinks, ``django_idempotency`` (the checkout's) and
-    ``benchmarks`` (this one).
+    ``benchmarks`` (this one). A variant's own directory comes after ``home`` on the
+    path, so a variant may bring packages of its own: ``pip install --target DIR
+    hiredis`` plus a ``DIR/django_idempotency`` symlink measures the ``fast`` extra.
     """
 
     label: str
@@ -44,7 +46,9 @@ class Code:
 
     @property
     def pythonpath(self) -> str:
-        return str(self.home)
+        if self.label == "HEAD":
+            return str(self.home)
+        return os.pathsep.join((str(self.home), str(self.source.parent)))
 
     @property
     def suffix(self) -> str:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .stores.base import Slot, Store
 
 logger = logging.getLogger("django_idempotency")
+_lost_lock = threading.Lock()
 
 
 class Lease:
@@ -41,9 +42,18 @@ class Lease:
         self.token = token
         self.lease_ms = lease_ms
         self.on_lost = on_lost
-        self.lost = threading.Event()
+        self._lost: threading.Event | None = None
         self.reported_lost = False
         self.due = time.monotonic() + self.interval
+
+    @property
+    def lost(self) -> threading.Event:
+        """Set once the lease is lost (made on first use: most leases are never lost)."""
+        if self._lost is None:
+            with _lost_lock:  # so the keeper and a reader never get two different events
+                if self._lost is None:
+                    self._lost = threading.Event()
+        return self._lost
 
     @property
     def interval(self) -> float:
@@ -60,11 +70,17 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         # When the keeper thread will next wake by itself (-inf while it is awake).
         self._wake_at = float("-inf")
+        # How long the thread sleeps with no lease held: the interval of the last lease
+        # held. A lease held after that shares that due time or a later one, so holding
+        # it wakes nobody; only a shorter lease (due sooner) does. Sleeping 60 s instead
+        # would make the next hold wake the thread, once per sequential request.
+        self._idle_wait = 60.0
 
     def hold(self, lease: Lease) -> Lease:
         """Start renewing ``lease``."""
         with self._cond:
             self._leases.add(lease)
+            self._idle_wait = lease.interval
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._loop, name="idempotency-lease-keeper", daemon=True
@@ -89,7 +105,9 @@ class LeaseKeeper:
                     due = [lease for lease in self._leases if lease.due <= now]
                     if due:
                         break
-                    wake_at = min((lease.due for lease in self._leases), default=now + 60)
+                    wake_at = min(
+                        (lease.due for lease in self._leases), default=now + self._idle_wait
+                    )
                     self._wake_at = wake_at
                     self._cond.wait(wake_at - now)
                     self._wake_at = float("-inf")

@@ -406,6 +406,38 @@ def test_keeper_reports_a_lost_lease_once_with_the_signal(redis_client):
     assert lost == [("ns", "stolen")]
 
 
+def test_keeper_sleeps_through_sequential_leases_and_wakes_for_a_shorter_one():
+    from django_idempotency.lease import Lease, LeaseKeeper
+
+    keeper = LeaseKeeper()
+    woken: list[float] = []
+    notify = keeper._cond.notify
+
+    def counted(n: int = 1) -> None:
+        woken.append(time.monotonic())
+        notify(n)
+
+    keeper._cond.notify = counted  # type: ignore[method-assign]
+    slot = RedisStore(redis.Redis(), "t").slot(b"\0" * 12)
+
+    def hold_and_drop(lease_ms: int) -> None:
+        lease = keeper.hold(Lease(None, slot, b"t" * 12, lease_ms))  # type: ignore[arg-type]
+        keeper.drop(lease)
+
+    hold_and_drop(30_000)  # starts the thread
+    deadline = time.monotonic() + 10
+    while keeper._wake_at == float("-inf") and time.monotonic() < deadline:
+        time.sleep(0.001)  # until the thread sleeps
+    assert keeper._wake_at != float("-inf")
+    # A request after another: each lease is due after the thread's planned wake-up.
+    for _ in range(50):
+        hold_and_drop(30_000)
+    assert woken == []
+    # A lease due sooner than that wake-up must still be renewed in time.
+    hold_and_drop(3_000)
+    assert len(woken) == 1
+
+
 class CountingStore(RedisStore):
     """A real store that counts the script calls it sends (the waiter's own commands)."""
 
