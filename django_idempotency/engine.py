@@ -607,12 +607,11 @@ class Engine:
             if sealed is None:
                 return None
             record = self._verified(claim, sealed)
+            if record.state is State.RUNNING:  # only final records are ever written as rows
+                raise RecordTampered("The durable row for this key is not a final record.")
         except BaseException:
             self.release(claim)
             raise
-        if record.state is State.RUNNING:  # only final records are ever written as rows
-            self.release(claim)
-            raise RecordTampered("The durable row for this key is not a final record.")
         try:
             self.complete(claim, record.state, record.payload, ttl=ttl, status=record.status)
         except ResultNotStored:

@@ -96,7 +96,10 @@ class IdempotentMixin:
             raise _Answer(begun.response)
         self._idempotency_ticket = begun.ticket
         if begun.ticket is not None:
-            self._idempotency_atomic = self._idempotency_flow.enter_transaction(begun.ticket)
+            atomic = self._idempotency_flow.own_transaction(begun.ticket)
+            if atomic is not None:
+                atomic.__enter__()
+                self._idempotency_atomic = atomic
 
     def handle_exception(self, exc: Exception) -> HttpResponseBase:
         """Send replays and problems as they are; release the key on unhandled errors."""

@@ -274,11 +274,15 @@ class CallFlow:
         options: CallOptions,
         value: T,
         started: float | None = None,
+        plan: tuple[State, bytes, str | None] | None = None,
     ) -> T:
-        """The action returned ``value``: store it (``ResultNotStored`` if that failed)."""
+        """The action returned ``value``: store it (``ResultNotStored`` if that failed).
+
+        ``plan``: ``value`` already serialized (durable mode did, for its row).
+        """
         if claim is None:
             return value
-        state, payload, reason = self._value_plan(value, options)
+        state, payload, reason = plan if plan is not None else self._value_plan(value, options)
         try:
             self.engine.complete(claim, state, payload, ttl=options.ttl)
         except ResultNotStored as critical:
@@ -338,8 +342,9 @@ class CallFlow:
         if isinstance(got, Found):
             return self.replay(key, got, options, started)  # type: ignore[no-any-return]
         try:
+            plan = None
             if options.durable and got is not None:
-                value = self._durably(got, action, options)
+                value, plan = self._durably(got, action, options)
             else:
                 value = action()
         except _RowNotWritten as failed:
@@ -351,7 +356,7 @@ class CallFlow:
         except BaseException as exc:
             self.failed(key, got, options, exc, started)
             raise
-        return self.succeeded(key, got, options, value, started)
+        return self.succeeded(key, got, options, value, started, plan)
 
     @staticmethod
     def _check_no_transaction() -> None:
@@ -366,20 +371,23 @@ class CallFlow:
                 "transaction.atomic(). Call it outside the atomic block."
             )
 
-    def _durably(self, claim: Claim, action: Callable[[], T], options: CallOptions) -> T:
-        """The action and its result's row in one transaction (which commits on return)."""
+    def _durably(
+        self, claim: Claim, action: Callable[[], T], options: CallOptions
+    ) -> tuple[T, tuple[State, bytes, str | None]]:
+        """The action and its result's row in one transaction (which commits on return);
+        the value, and its serialized plan for the Redis store that follows."""
         from django.db import transaction
 
         engine = self.engine
         alias = engine.rows.alias()
         with transaction.atomic(using=alias, durable=True):
             value = action()
-            state, payload, _ = self._value_plan(value, options)
+            plan = self._value_plan(value, options)
             try:
-                engine.write_row(claim, state, payload, ttl=options.ttl, using=alias)
+                engine.write_row(claim, plan[0], plan[1], ttl=options.ttl, using=alias)
             except Exception as exc:
                 raise _RowNotWritten(exc) from exc
-        return value
+        return value, plan
 
     async def arun(
         self, key: str | bytes, action: Callable[[], Awaitable[T]], options: CallOptions

@@ -110,6 +110,10 @@ def request_key(name: str = "") -> str:
     return str(uuid.UUID(bytes=digest, version=5))
 
 
+#: What to store for a response: its state, payload and status.
+_Plan = tuple[State, bytes, int]
+
+
 @dataclass(frozen=True, slots=True)
 class _Request:
     options: HttpOptions
@@ -323,7 +327,7 @@ class HttpFlow:
 
     # -- after the view -------------------------------------------------------------------
 
-    def _plan(self, response: HttpResponseBase) -> tuple[State, bytes, int] | None:
+    def _plan(self, response: HttpResponseBase) -> _Plan | None:
         """What to store for ``response``: ``(state, payload, status)``, or ``None`` to release."""
         settings = get_settings()
         status = response.status_code
@@ -350,25 +354,33 @@ class HttpFlow:
         aliases = open_transactions()
         if not aliases:
             return False
-        if self.durable(ticket.options):
-            self._write_row(ticket, response, aliases)
+        durable = self.durable(ticket.options)
+        # Durable: the row and the Redis record are the one plan, made once, now.
+        plan = self._plan(response) if durable else None
+        if plan is not None:
+            self._write_row(ticket, plan, aliases)
         waiting = set(aliases)
 
         def committed(alias: str) -> None:
             waiting.discard(alias)
             if not waiting:
-                self.settle(ticket, response)
+                if not durable:
+                    self.settle(ticket, response)
+                    return
+                with events.active(ticket.trace, last=True):
+                    self._store(ticket, plan)
 
         for alias in aliases:
             transaction.on_commit(functools.partial(committed, alias), using=alias)
         response._resource_closers.append(lambda: self.abort(ticket))  # type: ignore[attr-defined]
         return True
 
-    def _write_row(self, ticket: Ticket, response: HttpResponseBase, aliases: list[str]) -> None:
-        """Durable: the response as a row, in the view's transaction (it commits with it)."""
-        plan = self._plan(response)
-        if plan is None:
-            return  # released, not stored: a retry runs again, as without durable mode
+    def _write_row(self, ticket: Ticket, plan: _Plan, aliases: list[str]) -> None:
+        """Durable: the response as a row, in the view's transaction (it commits with it).
+
+        A response that is released rather than stored (a 5xx) has no plan and no row:
+        its retry runs again, as without durable mode.
+        """
         state, payload, status = plan
         engine = self.engine
         # The row must share the work's transaction: the rows' database if the work
@@ -383,18 +395,18 @@ class HttpFlow:
             using=alias if alias in aliases else aliases[0],
         )
 
-    def enter_transaction(self, ticket: Ticket) -> Any:
-        """Durable and outside any transaction: open one for the view, and return it.
+    def own_transaction(self, ticket: Ticket) -> transaction.Atomic | None:
+        """The transaction the door opens for a durable view that runs outside one.
 
-        For doors that are called before and after the view rather than around it (the
-        DRF mixin): the caller leaves it with ``__exit__`` after :meth:`finish` (commit)
-        or on an error (rollback). ``None`` when there is nothing to open.
+        The work and its stored response then commit or roll back together. ``None``
+        when not durable, or when the view already runs in a transaction
+        (``ATOMIC_REQUESTS``'s, or its caller's). The decorator runs the view inside it;
+        the DRF mixin, called before and after the view, enters it after the claim and
+        leaves it after :meth:`finish` (commit) or on an error (rollback).
         """
         if not self.durable(ticket.options) or open_transactions():
             return None
-        atomic = transaction.atomic(using=self.engine.rows.alias())
-        atomic.__enter__()
-        return atomic
+        return transaction.atomic(using=self.engine.rows.alias())
 
     def finish(self, ticket: Ticket, response: HttpResponseBase) -> HttpResponseBase:
         """Store or release after the view returned (on commit, inside a transaction)."""
@@ -413,10 +425,9 @@ class HttpFlow:
     def settle(self, ticket: Ticket, response: HttpResponseBase) -> None:
         """Store the response for replays, or release the key; once per ticket."""
         with events.active(ticket.trace, last=True):
-            self._settle(ticket, response)
+            self._store(ticket, self._plan(response))
 
-    def _settle(self, ticket: Ticket, response: HttpResponseBase) -> None:
-        plan = self._plan(response)
+    def _store(self, ticket: Ticket, plan: _Plan | None) -> None:
         engine = self.engine
         if plan is None:
             self._released(ticket, engine.release(ticket.claim))
@@ -434,23 +445,20 @@ class HttpFlow:
     async def asettle(self, ticket: Ticket, response: HttpResponseBase) -> None:
         """:meth:`settle` for the asyncio stack."""
         with events.active(ticket.trace, last=True):
-            await self._asettle(ticket, response)
-
-    async def _asettle(self, ticket: Ticket, response: HttpResponseBase) -> None:
-        plan = self._plan(response)
-        engine = self.engine
-        if plan is None:
-            self._released(ticket, await engine.arelease(ticket.claim))
-            return
-        state, payload, status = plan
-        try:
-            record = await engine.acomplete(
-                ticket.claim, state, payload, ttl=ticket.options.ttl, status=status
-            )
-        except ResultNotStored as exc:
-            self._not_stored(ticket, exc)
-            return
-        self._executed(ticket, record)
+            plan = self._plan(response)
+            engine = self.engine
+            if plan is None:
+                self._released(ticket, await engine.arelease(ticket.claim))
+                return
+            state, payload, status = plan
+            try:
+                record = await engine.acomplete(
+                    ticket.claim, state, payload, ttl=ticket.options.ttl, status=status
+                )
+            except ResultNotStored as exc:
+                self._not_stored(ticket, exc)
+                return
+            self._executed(ticket, record)
 
     def abort(self, ticket: Ticket) -> None:
         """The view raised (or its transaction rolled back): release the key for a retry."""
@@ -509,12 +517,10 @@ class HttpFlow:
         ticket = begun.ticket
         try:
             with events.active(ticket.trace, end_on_error=False):
-                if self.durable(ticket.options) and not open_transactions():
-                    # Durable without a transaction of the view's own: the door opens one,
-                    # so the work and its stored response commit or roll back together.
-                    with transaction.atomic(using=self.engine.rows.alias()):
-                        response = view()
-                        return self.finish(ticket, response)
+                atomic = self.own_transaction(ticket)
+                if atomic is not None:
+                    with atomic:
+                        return self.finish(ticket, view())
                 response = view()
         except BaseException:
             self.abort(ticket)
