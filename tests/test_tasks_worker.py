@@ -10,7 +10,6 @@ subprocesses: its own settings have no task backend and an in-memory database.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -88,12 +87,10 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     directory = tmp_path_factory.mktemp("tasks-db")
     log = directory / "worker.log"
     with RedisServer() as server:
-        env = dict(
-            os.environ,
+        env = servers.server_env(
+            server.url,
+            directory / "tasks.sqlite3",
             DJANGO_SETTINGS_MODULE="tests.support.tasks_db_settings",
-            REDIS_URL=server.url,
-            TEST_DB_PATH=str(directory / "tasks.sqlite3"),
-            PYTHONPATH=str(ROOT),
         )
         # The worker and the clients write the same file: WAL lets the worker's polling
         # read while a client enqueues.
