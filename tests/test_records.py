@@ -20,8 +20,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from django_idempotency import RecordTampered, run, signals
+from django_idempotency.flows.http import replay_response
 from django_idempotency.http import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX
-from django_idempotency.records import Kind, Record, Sealer, State, _Hmac, record_id
+from django_idempotency.records import Kind, Record, Sealer, State, _Hmac, encode_http, record_id
 from django_idempotency.stores.redis import key_name
 
 from .support import views
@@ -398,3 +399,29 @@ def test_the_record_mac_is_hmac_sha256(key_bytes):
 
     key, data = os.urandom(key_bytes), os.urandom(1500)
     assert _Hmac(key).digest(data) == hmac.new(key, data, hashlib.sha256).digest()
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        [("Content-Type", "application/json"), ("X-Run", "1"), ("Vary", "Accept")],
+        [("X-Run", "1")],  # the view deleted its Content-Type: the replay sends none
+        [("content-type", "text/csv"), ("Idempotent-Replayed", "stale")],
+    ],
+)
+def test_a_replay_carries_the_stored_headers_and_no_others(stored):
+    record = Record(
+        State.DONE,
+        Kind.HTTP,
+        b"scope",
+        b"key",
+        b"fp",
+        created_ms=1,
+        status=202,
+        payload=encode_http(stored, b"body"),
+    )
+    replayed = replay_response(record, "Idempotent-Replayed")
+    expected = {name.lower(): value for name, value in stored}
+    expected["idempotent-replayed"] = "true"
+    assert {name.lower(): value for name, value in replayed.items()} == expected
+    assert (replayed.status_code, replayed.content) == (202, b"body")
