@@ -687,7 +687,7 @@ class Engine:
             events.store_op(op, time.monotonic() - started)
 
     def close(self) -> None:
-        """Release what the store holds (its notifier thread)."""
+        """Release what the store holds (its notifier thread, the connections it keeps)."""
         close = getattr(self.store, "close", None)
         if close is not None:
             close()
