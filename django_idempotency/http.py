@@ -80,6 +80,9 @@ def default_scope(request: HttpRequest) -> str:
 
 def default_fingerprint(request: HttpRequest) -> bytes:
     """128-bit BLAKE2b of method, path, query string and body (each length-prefixed)."""
+    # A DRF Request forwards each of these to the HttpRequest it wraps, at about a
+    # microsecond per attribute: read them from that HttpRequest directly.
+    request = getattr(request, "_request", request)
     method = (request.method or "").encode()
     path = request.path.encode()
     query = request.META.get("QUERY_STRING", "").encode("latin-1", "replace")

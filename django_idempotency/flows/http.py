@@ -184,11 +184,12 @@ class HttpFlow:
     def _prepare(self, request: Any) -> _Request | Begin:
         settings = get_settings()
         options = self.overrides.http(settings)
-        if request.method not in options.methods:
+        django_request = getattr(request, "_request", request)  # DRF forwards to it, slowly
+        if django_request.method not in options.methods:
             return PASS
         started = time.monotonic()
         # META directly: request.headers builds a dict of every header on first use.
-        raw = request.META.get(settings.header_meta_key)
+        raw = django_request.META.get(settings.header_meta_key)
         if raw is None:
             if not options.required:
                 return PASS
