@@ -300,7 +300,7 @@ def report(results: dict[str, dict[str, Any]], parts: dict[str, dict[str, float]
             if children:
                 rest = got[part.label] - sum(children)
                 label = " " * (depth + 2) + "the rest of it"
-                lines.append(f"| `{label}` | {rest:.1f} | glue: events, the attempt, flights |")
+                lines.append(f"| `{label}` | {rest:.1f} | its own code, not the parts under it |")
         if floor_trips is not None:
             lines.append(f"| `{FLOOR_PARTS[0].label}` | {floor_trips:.1f} | {FLOOR_PARTS[0].why} |")
     return lines
