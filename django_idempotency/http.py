@@ -70,6 +70,15 @@ def parse_key(raw: str, *, max_length: int, key_format: re.Pattern[str] | None) 
     return key
 
 
+def django_request(request: Any) -> HttpRequest:
+    """The ``HttpRequest`` itself: a DRF ``Request`` wraps one.
+
+    DRF forwards each attribute it lacks to the wrapped request, at about a microsecond
+    per attribute; the hot path reads method, META, path and body from it directly.
+    """
+    return getattr(request, "_request", request)  # type: ignore[no-any-return]
+
+
 def default_scope(request: HttpRequest) -> str:
     """``user:<pk>`` for an authenticated user, else ``anonymous``."""
     user = getattr(request, "user", None)
@@ -80,9 +89,7 @@ def default_scope(request: HttpRequest) -> str:
 
 def default_fingerprint(request: HttpRequest) -> bytes:
     """128-bit BLAKE2b of method, path, query string and body (each length-prefixed)."""
-    # A DRF Request forwards each of these to the HttpRequest it wraps, at about a
-    # microsecond per attribute: read them from that HttpRequest directly.
-    request = getattr(request, "_request", request)
+    request = django_request(request)
     method = (request.method or "").encode()
     path = request.path.encode()
     query = request.META.get("QUERY_STRING", "").encode("latin-1", "replace")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..http import django_request
+
 #: Attribute set on a view by ``@idempotency_exempt``.
 EXEMPT_ATTR = "idempotency_exempt"
 #: Attribute set on a view (or DRF view class) whose own door handles idempotency.
@@ -28,7 +30,7 @@ def view_has_own_door(view_func: Any) -> bool:
 
 def take(request: Any) -> bool:
     """Mark ``request`` as handled by a door; False when another door already took it."""
-    raw = getattr(request, "_request", request)  # a DRF Request wraps the HttpRequest
+    raw = django_request(request)
     if getattr(raw, _TAKEN, False):
         return False
     setattr(raw, _TAKEN, True)

@@ -44,7 +44,7 @@ from ..exceptions import (
     RequestInProgress,
     ResultNotStored,
 )
-from ..http import SKIPPED_HEADERS, parse_key, problem_response, rendered
+from ..http import SKIPPED_HEADERS, django_request, parse_key, problem_response, rendered
 from ..options import NONE, HttpOptions, Overrides
 from ..records import Kind, Record, State, decode_http, encode_http
 from ..runtime import get_engine
@@ -184,12 +184,12 @@ class HttpFlow:
     def _prepare(self, request: Any) -> _Request | Begin:
         settings = get_settings()
         options = self.overrides.http(settings)
-        django_request = getattr(request, "_request", request)  # DRF forwards to it, slowly
-        if django_request.method not in options.methods:
+        http_request = django_request(request)
+        if http_request.method not in options.methods:
             return PASS
         started = time.monotonic()
         # META directly: request.headers builds a dict of every header on first use.
-        raw = django_request.META.get(settings.header_meta_key)
+        raw = http_request.META.get(settings.header_meta_key)
         if raw is None:
             if not options.required:
                 return PASS
