@@ -56,6 +56,18 @@ class Part:
     why: str
 
 
+# The parts every door's path shares (the engine, the records, the store).
+SIGN = Part("records.Sealer", "running", "    sign the running record", "integrity (MAC)")
+CLAIM = Part("store.RedisStore", "claim", "    claim (one round trip)", "atomic, fenced claim")
+LEASE = Part(
+    "engine.Engine", "_claimed", "    claim and lease objects", "lease renewal while it runs"
+)
+SEAL = Part("records.Sealer", "seal", "    seal the final record", "integrity, compression")
+STORE = Part("store.RedisStore", "complete", "    store (one round trip)", "fenced, publishes")
+FLOOR_TRIPS = Part(
+    "redis.Redis", "execute_command", "floor: its round trips", "raw redis-py SET / GET"
+)
+
 # Nested labels are inclusive: a part's time includes the parts indented under it.
 HTTP_PARTS = (
     Part("drf.IdempotentMixin", "initial", "mixin: initial()", ""),
@@ -78,14 +90,9 @@ HTTP_PARTS = (
         "    key, scope, fingerprint",
         "reads the key and the body; the 422 on a changed payload",
     ),
-    Part("records.Sealer", "running", "    sign the running record", "integrity (MAC)"),
-    Part("store.RedisStore", "claim", "    claim (one round trip)", "atomic, fenced claim"),
-    Part(
-        "engine.Engine",
-        "_claimed",
-        "    claim and lease objects",
-        "lease renewal while the view runs",
-    ),
+    SIGN,
+    CLAIM,
+    LEASE,
     Part("records.Sealer", "open", "    verify and open the record", "integrity, decompression"),
     Part(
         "http",
@@ -96,29 +103,18 @@ HTTP_PARTS = (
     Part("http.HttpFlow", "finish", "  flow.finish", ""),
     Part("http.HttpFlow", "_plan", "    decide what to store", "which statuses are kept"),
     Part("http", "open_transactions", "    open-transaction check", "store only after commit"),
-    Part("records.Sealer", "seal", "    seal the final record", "integrity, compression"),
-    Part("store.RedisStore", "complete", "    store (one round trip)", "fenced, publishes"),
+    SEAL,
+    STORE,
 )
 RUN_PARTS = (
     Part("call.CallFlow", "begin", "  flow.begin", ""),
-    Part("records.Sealer", "running", "    sign the running record", "integrity (MAC)"),
-    Part("store.RedisStore", "claim", "    claim (one round trip)", "atomic, fenced claim"),
-    Part("engine.Engine", "_claimed", "    claim and lease objects", "lease renewal"),
+    SIGN,
+    CLAIM,
+    LEASE,
     Part("call.CallFlow", "succeeded", "  flow.succeeded", ""),
     Part("call.CallFlow", "_value_plan", "    serialize the value", "JSON, as the floor"),
-    Part("records.Sealer", "seal", "    seal the final record", "integrity, compression"),
-    Part("store.RedisStore", "complete", "    store (one round trip)", "fenced, publishes"),
-)
-FLOOR_PARTS = (
-    Part("redis.Redis", "execute_command", "floor: its round trips", "raw redis-py SET / GET"),
-)
-
-
-#: The parts that are a round trip (send, Redis's work, the reply).
-TRIP_LABELS = (
-    "    claim (one round trip)",
-    "    store (one round trip)",
-    FLOOR_PARTS[0].label,
+    SEAL,
+    STORE,
 )
 
 
@@ -238,7 +234,7 @@ def measure(todo: dict[str, Callable[[int], Any]], client: Any) -> dict[str, dic
 
 
 def part_times(run: Callable[[int], Any], parts: tuple[Part, ...]) -> dict[str, float]:
-    with timing(parts + FLOOR_PARTS):
+    with timing((*parts, FLOOR_TRIPS)):
         for i in range(100):
             run(-10_000 - i)
         spent.clear()
@@ -273,8 +269,9 @@ def report(results: dict[str, dict[str, Any]], parts: dict[str, dict[str, float]
         ratios = [f / o for f, o in zip(floor["walls"], ours["walls"], strict=True)]
         f_us, o_us = statistics.median(floor["walls"]), statistics.median(ours["walls"])
         budget = f_us / t.want
-        ours_trips = sum(parts[t.ours].get(label, 0.0) for label in TRIP_LABELS[:2])
-        floor_trips = parts[t.floor].get(TRIP_LABELS[2], 0.0)
+        # The round trips: our claim and store against the floor's redis-py calls.
+        ours_trips = sum(parts[t.ours].get(p.label, 0.0) for p in (CLAIM, STORE))
+        floor_trips = parts[t.floor].get(FLOOR_TRIPS.label, 0.0)
         trips = ours_trips - floor_trips
         lines.append(
             f"| {t.label} (≥ {t.want:.2f}) | {f_us:.0f} | {o_us:.0f} "
@@ -284,7 +281,7 @@ def report(results: dict[str, dict[str, Any]], parts: dict[str, dict[str, float]
         )
     for t in TARGETS:
         got = parts[t.ours]
-        floor_trips = parts[t.floor].get(FLOOR_PARTS[0].label)
+        floor_trips = parts[t.floor].get(FLOOR_TRIPS.label)
         lines += ["", f"**{t.label}**: our parts, µs per request", ""]
         lines += ["| part | µs | what it pays for |", "|---|--:|---|"]
         shown = [p for p in t.parts if p.label in got]
@@ -302,7 +299,7 @@ def report(results: dict[str, dict[str, Any]], parts: dict[str, dict[str, float]
                 label = " " * (depth + 2) + "the rest of it"
                 lines.append(f"| `{label}` | {rest:.1f} | its own code, not the parts under it |")
         if floor_trips is not None:
-            lines.append(f"| `{FLOOR_PARTS[0].label}` | {floor_trips:.1f} | {FLOOR_PARTS[0].why} |")
+            lines.append(f"| `{FLOOR_TRIPS.label}` | {floor_trips:.1f} | {FLOOR_TRIPS.why} |")
     return lines
 
 
