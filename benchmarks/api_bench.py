@@ -36,7 +36,7 @@ import django
 django.setup()
 
 import redis  # noqa: E402
-from django_redis import get_redis_connection  # type: ignore[import-untyped]  # noqa: E402
+from django_redis import get_redis_connection  # noqa: E402
 
 import django_idempotency  # noqa: E402
 from benchmarks import clock  # noqa: E402

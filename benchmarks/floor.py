@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django_redis import get_redis_connection  # type: ignore[import-untyped]
+from django_redis import get_redis_connection
 
 
 class FloorMiddleware:

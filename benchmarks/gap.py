@@ -191,7 +191,7 @@ def timing(parts: tuple[Part, ...]) -> Iterator[None]:
 
 
 def cases() -> dict[str, Callable[[int], Any]]:
-    from django_redis import get_redis_connection  # type: ignore[import-untyped]
+    from django_redis import get_redis_connection
 
     from benchmarks import inproc
     from benchmarks.api_bench import action

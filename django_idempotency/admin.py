@@ -455,7 +455,7 @@ class IdempotencyKeyAdmin(_ModelAdmin):
 
 
 @admin.register(DurableRecord)
-class DurableRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class DurableRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-ignore]
     """Durable mode's rows, read-only: what each says, decoded with the process's keys.
 
     Rows are written by the doors in the work's transaction; staff may look at them and

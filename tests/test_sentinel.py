@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 from django.test import Client
-from django_redis import get_redis_connection  # type: ignore[import-untyped]
+from django_redis import get_redis_connection
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from django_idempotency import run

@@ -60,7 +60,7 @@ _PREFIX = "idempotency_"
 _flow = CallFlow(Door.CELERY, not_outcomes=NOT_OUTCOMES)
 
 
-class IdempotentTask(Task):  # type: ignore[misc]  # Celery ships no type hints
+class IdempotentTask(Task):  # type: ignore[misc,unused-ignore]  # Celery ships no type hints
     """A Celery ``Task`` whose body runs once per job: ``@app.task(base=IdempotentTask)``.
 
     Works with and without ``bind=True``. See the module's documentation for the

@@ -625,7 +625,7 @@ class RedisServer:
                     # INFO doubles as the PING: its process_id proves that the
                     # answer came from our child, not from another server that
                     # won the race for the port while ours failed to bind.
-                    info = probe.info("server")
+                    info: Any = probe.info("server")  # sync-or-async in redis-py 5.0
                     if int(info.get("process_id", -1)) == process.pid:
                         return
                 except (redis.AuthenticationError, redis.exceptions.NoPermissionError):

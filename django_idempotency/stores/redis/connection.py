@@ -38,7 +38,7 @@ def sync_client(target: str | Callable[[], Any]) -> Any:
     and options apply; a URL through ``redis.Redis.from_url``; a factory is called once.
     """
     if isinstance(target, str) and "://" not in target:
-        from django_redis import get_redis_connection  # type: ignore[import-untyped]
+        from django_redis import get_redis_connection
 
         return get_redis_connection(target)
     with _clients_lock:
@@ -67,6 +67,8 @@ def memory_policies(target: str | Callable[[], Any]) -> dict[str, tuple[str | No
     Redis Cluster every primary is asked. A URL gets a throwaway client with short
     timeouts, not the app's shared one.
     """
+    # Typed by redis-py as sync-or-async (Awaitable | Any) in its older releases.
+    info: Any
     if isinstance(target, str) and "://" in target:
         client = redis.Redis.from_url(
             target, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT
@@ -74,7 +76,7 @@ def memory_policies(target: str | Callable[[], Any]) -> dict[str, tuple[str | No
         try:
             info = client.info("memory")
         finally:
-            client.close()
+            client.close()  # type: ignore[no-untyped-call,unused-ignore]  # redis-py < 5.1
     else:
         client = sync_client(target)
         if isinstance(client, RedisCluster):
@@ -158,13 +160,16 @@ def async_client_from(client: Any) -> Any:
         kwargs = dict(client.nodes_manager.connection_kwargs)
         startup = [
             redis.asyncio.cluster.ClusterNode(node.host, node.port)
-            for node in client.get_nodes()  # type: ignore[no-untyped-call]
+            for node in client.get_nodes()  # type: ignore[no-untyped-call,unused-ignore]
         ]
         accepted = _accepted(redis.asyncio.cluster.RedisCluster, kwargs)
         accepted.pop("host", None)
         accepted.pop("port", None)
         accepted.pop("startup_nodes", None)
-        return redis.asyncio.cluster.RedisCluster(startup_nodes=startup, **accepted)
+        # redis-py 5.0 declares connection_pool abstract on it.
+        return redis.asyncio.cluster.RedisCluster(  # type: ignore[abstract,unused-ignore]
+            startup_nodes=startup, **accepted
+        )
     pool = client.connection_pool
     kwargs = dict(pool.connection_kwargs)
     if isinstance(pool, SentinelConnectionPool):
@@ -176,7 +181,7 @@ def async_client_from(client: Any) -> Any:
             )
             for s in manager.sentinels
         ]
-        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             sentinels,
             sentinel_kwargs=_accepted(redis.asyncio.connection.Connection, manager.sentinel_kwargs),
             **_accepted(redis.asyncio.connection.Connection, kwargs),
