@@ -102,6 +102,23 @@ def check_durable_middleware(app_configs: Any = None, **kwargs: Any) -> list[che
     ]
 
 
+@checks.register(checks.Tags.compatibility)
+def check_threads(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E004: the server (uWSGI without ``enable-threads``) may never run the lease keeper."""
+    from .lease import renewal_blocker
+
+    reason = renewal_blocker()
+    if reason is None:
+        return []
+    return [
+        checks.Error(
+            reason,
+            hint="Add `enable-threads = true` to the [uwsgi] section (or pass --enable-threads).",
+            id="django_idempotency.E004",
+        )
+    ]
+
+
 #: How long the deployment check below waits for Redis to answer.
 PROBE_TIMEOUT = 3.0
 

@@ -13,8 +13,9 @@ The rules:
 * **Coalesce** locally: duplicates inside this process follow the first local caller
   (:mod:`.flights`) and send nothing to the store.
 * **Wait** for a concurrent owner by notification (:class:`~.stores.base.Notifier`), up
-  to the wait timeout; the first wait ends when the owner's lease would, so a crashed
-  owner is noticed, and the record is looked at again after every wake-up. ``reject``
+  to the wait timeout; every wait ends when the owner's lease would, so a crashed
+  owner is noticed within its lease, and the record is looked at again after every
+  wake-up. ``reject``
   mode refuses at once; ``MAX_WAITERS`` bounds how many wait per process.
 * **Lease**: one keeper thread renews every held claim at a third of its lease.
 * **Complete** or **release** only while the token still owns the record (a late
@@ -72,22 +73,29 @@ def ms(seconds: float) -> int:
 
 
 class _Tokens:
-    """Fencing tokens: 12 bytes, unique per claim across processes, without a syscall each.
+    """Fencing tokens: 12 bytes, unique per claim across processes and machines.
 
-    A random per-process prefix (drawn again in a forked child) plus a counter;
-    ``os.urandom`` per claim cost more than the rest of the claim's Python work.
+    The process id, 4 random bytes drawn per process and a counter: two live processes
+    of one machine differ by construction, two machines by the random bytes. The pid is
+    checked at every draw rather than trusted to an at-fork hook, which a server that
+    forks from C (uWSGI by default) never runs: two workers sharing their parent's prefix
+    and counter each took the other's claim for their own. ``os.urandom`` per claim
+    would cost more than the rest of the claim's Python work.
     """
 
     def __init__(self) -> None:
-        self.reset()
-        os.register_at_fork(after_in_child=self.reset)
-
-    def reset(self) -> None:
-        self.prefix = secrets.token_bytes(8)
-        self.counter = itertools.count()
+        # One tuple, replaced whole, so a thread never pairs one prefix with another's
+        # counter (two threads noticing a new process at once each draw their own).
+        self.state: tuple[int, bytes, itertools.count[int]] = (-1, b"", itertools.count())
 
     def __call__(self) -> bytes:
-        return self.prefix + (next(self.counter) & 0xFFFFFFFF).to_bytes(4, "big")
+        pid, prefix, counter = self.state
+        if pid != os.getpid():
+            pid = os.getpid()
+            prefix = (pid & 0xFFFFFFFF).to_bytes(4, "big") + secrets.token_bytes(4)
+            counter = itertools.count()
+            self.state = (pid, prefix, counter)
+        return prefix + (next(counter) & 0xFFFFFFFF).to_bytes(4, "big")
 
 
 _new_token = _Tokens()
@@ -142,8 +150,6 @@ class Engine:
         self._keeper = keeper
         self._lock = threading.Lock()
         self._waiting = 0
-        # Subscribed before the first duplicate waits, so its wait is covered at once.
-        store.notifier.start()
 
     @property
     def keeper(self) -> LeaseKeeper:
@@ -191,7 +197,6 @@ class Engine:
         reply: ClaimReply,
         deadline: float,
         conflict: Conflict,
-        lease_checked: bool,
     ) -> Found | float:
         """A final record found, or how long to wait; raises the refusals."""
         assert reply.record is not None
@@ -216,10 +221,9 @@ class Engine:
             )
         if since is None:
             self._start_waiting(attempt, retry_after)
-        # The first wait ends when the owner's lease would run out, so an owner that
-        # crashed is noticed; an owner seen renewing is trusted until the deadline.
-        if lease_checked:
-            return left
+        # Every wait ends when the owner's lease would run out, so an owner that crashed
+        # (and publishes nothing) is noticed then, whether or not this is the first wait:
+        # a live owner has renewed by then and the waiter waits again.
         return min(left, max(reply.lease_left_ms / 1000, MIN_RECHECK))
 
     def _start_waiting(self, attempt: _Attempt, retry_after: int) -> None:
@@ -338,7 +342,6 @@ class Engine:
 
     def _remote(self, attempt: _Attempt, deadline: float, conflict: Conflict) -> Claim | Found:
         notifier = self.store.notifier
-        lease_checked = False
         try:
             while True:
                 position = notifier.position()
@@ -353,10 +356,9 @@ class Engine:
                     )
                 if reply.claimed:
                     return self._claimed(attempt, created)
-                decision = self._judge(attempt, reply, deadline, conflict, lease_checked)
+                decision = self._judge(attempt, reply, deadline, conflict)
                 if isinstance(decision, Found):
                     return decision
-                lease_checked = True
                 with events.span("wait", attempt.door):
                     notifier.wait(attempt.slot, position, decision)
         finally:
@@ -410,7 +412,6 @@ class Engine:
     ) -> Claim | Found:
         store = self.store.aio()
         notifier = self.store.notifier
-        lease_checked = False
         try:
             while True:
                 position = notifier.position()
@@ -423,10 +424,9 @@ class Engine:
                     )
                 if reply.claimed:
                     return self._claimed(attempt, created)
-                decision = self._judge(attempt, reply, deadline, conflict, lease_checked)
+                decision = self._judge(attempt, reply, deadline, conflict)
                 if isinstance(decision, Found):
                     return decision
-                lease_checked = True
                 with events.span("wait", attempt.door):
                     await notifier.await_outcome(attempt.slot, position, decision)
         finally:

@@ -47,11 +47,14 @@ class Flights:
     """The process's flights, by record id."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._flights: dict[bytes, Flight] = {}
+        self.reset()
 
     def join(self, rid: bytes, fingerprint: bytes) -> tuple[Flight, bool] | None:
         """The flight for ``rid`` and whether the caller leads it; ``None``: go alone."""
+        if self._pid != os.getpid():
+            # A process forked without the at-fork hook (uWSGI forks from C): its
+            # parent's flights, and maybe a lock held at the fork, are not its own.
+            self.reset()
         me = _caller()
         with self._lock:
             flight = self._flights.get(rid)
@@ -107,8 +110,9 @@ class Flights:
 
     def reset(self) -> None:
         """Forget every flight (a forked child has none of its parent's)."""
+        self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._flights = {}
+        self._flights: dict[bytes, Flight] = {}
 
 
 def _caller() -> tuple[int, int]:
@@ -126,4 +130,5 @@ def _settle(future: asyncio.Future[Any], value: Any) -> None:
 
 
 flights = Flights()
+# Only a speed-up: join() notices a new process by itself.
 os.register_at_fork(after_in_child=flights.reset)

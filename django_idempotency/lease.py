@@ -65,6 +65,8 @@ class LeaseKeeper:
     """Renews the leases it holds until they are dropped; one per process."""
 
     def __init__(self) -> None:
+        #: The process it renews for: a forked child needs a keeper (and thread) of its own.
+        self.pid = os.getpid()
         self._leases: set[Lease] = set()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -156,9 +158,50 @@ def _after_fork() -> None:
     keeper = LeaseKeeper()
 
 
+# Only a speed-up: get_keeper() notices a new process by itself, for servers that fork
+# from C without running this hook (uWSGI by default). There the parent's thread object
+# still says it is alive, so the child would never start one and no lease be renewed.
 os.register_at_fork(after_in_child=_after_fork)
+
+
+def renewal_blocker() -> str | None:
+    """Why the keeper thread may not run in this server process; ``None`` when it can.
+
+    uWSGI runs Python threads only with ``enable-threads`` (or ``threads``): without
+    them the keeper may never renew, a lease held longer than ``LOCK_TTL`` silently
+    lapses, and a duplicate runs the action again. The ``uwsgi`` module exists only
+    inside a uWSGI process, and its ``opt`` holds the options it was started with.
+    """
+    try:
+        import uwsgi
+    except ImportError:
+        return None
+    opt = getattr(uwsgi, "opt", {})
+    enabled = opt.get("enable-threads") in (True, b"true", b"1", b"yes", b"on")
+    try:
+        threads = int(opt.get("threads") or 0)
+    except ValueError:
+        threads = 0
+    if enabled or threads > 0:
+        return None
+    return (
+        "uWSGI is running without Python threads, so django-idempotency cannot renew the "
+        "lease of a request that runs longer than LOCK_TTL, and a duplicate would run it "
+        "again. Set enable-threads = true (or threads = N) in the uWSGI configuration."
+    )
+
+
+def require_renewal() -> None:
+    """Raise ``ImproperlyConfigured`` where leases could not be renewed (see above)."""
+    reason = renewal_blocker()
+    if reason is not None:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(reason)
 
 
 def get_keeper() -> LeaseKeeper:
     """The process's lease keeper."""
+    if keeper.pid != os.getpid():
+        _after_fork()
     return keeper

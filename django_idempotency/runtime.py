@@ -12,6 +12,7 @@ from django.conf import settings as django_settings
 
 from .conf import IdempotencySettings, get_settings, on_reload
 from .engine import Engine
+from .lease import require_renewal
 from .records import Sealer
 
 _engine: Engine | None = None
@@ -29,9 +30,10 @@ def sealer_for(settings: IdempotencySettings) -> Sealer:
 
 
 def build_engine(settings: IdempotencySettings) -> Engine:
-    """A new engine on the store the settings name."""
+    """A new engine on the store the settings name (refused where leases cannot renew)."""
     from .stores.redis import open_store
 
+    require_renewal()
     return Engine(open_store(settings), sealer_for(settings), max_waiters=settings.MAX_WAITERS)
 
 

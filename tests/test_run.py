@@ -33,6 +33,7 @@ from django_idempotency.stores.redis import RedisStore
 
 from .support import workers
 from .support.records import CALL, name_of
+from .support.servers import eventually
 
 pytestmark = pytest.mark.matrix
 
@@ -483,6 +484,8 @@ def _owner(key: str, seconds: float, lock_ttl: float) -> threading.Thread:
 
 def test_woken_waiter_gets_the_record_with_its_wake_up(redis_url):
     waiter = _waiter_service(redis_url)
+    waiter.store.notifier.start()  # a process that has waited before: subscribed
+    eventually(lambda: waiter.store.notifier.epoch, what="the subscription")
     owner = _owner("storm", 0.3, lock_ttl=5)
     assert waiter.run("storm", lambda: "waiter's") == "owner's"
     owner.join()
@@ -490,14 +493,27 @@ def test_woken_waiter_gets_the_record_with_its_wake_up(redis_url):
     assert CountingStore.sent <= 2
 
 
-def test_waiter_commands_stay_bounded_however_often_the_lease_is_renewed(redis_url):
+def test_first_waiter_of_a_process_subscribes_then_is_woken(redis_url):
     waiter = _waiter_service(redis_url)
-    # The owner renews ~20 times while the waiter waits.
-    owner = _owner("renewed", 1.5, lock_ttl=0.2)
+    assert waiter.store.notifier.epoch == 0  # building the engine subscribed nothing
+    owner = _owner("first", 0.5, lock_ttl=5)
+    assert waiter.run("first", lambda: "waiter's") == "owner's"
+    owner.join()
+    # The claim, one more once the subscription is live, one after the notification.
+    assert CountingStore.sent <= 3
+
+
+def test_waiter_looks_once_per_lease_however_often_it_is_renewed(redis_url):
+    waiter = _waiter_service(redis_url)
+    # The owner renews ~20 times (every lease / 3) while the waiter waits.
+    lock_ttl, busy = 0.2, 1.5
+    owner = _owner("renewed", busy, lock_ttl=lock_ttl)
     assert waiter.run("renewed", lambda: "waiter's", wait_timeout=5) == "owner's"
     owner.join()
-    # Claim, a look at the lease's end, and one after the notification.
-    assert CountingStore.sent <= 4
+    # A renewed lease has at least two thirds of its length left, so the waiter looks
+    # at most once per two thirds of a lease (a dead owner is noticed when its lease
+    # ends), plus the claim, the subscription's look and the one after the notification.
+    assert CountingStore.sent <= busy / (lock_ttl * 2 / 3) + 3
 
 
 def test_waits_sliced_under_the_socket_timeout_do_not_claim_again(settings, redis_url):

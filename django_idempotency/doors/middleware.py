@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from ..events import Door
 from ..flows.http import HttpFlow, Ticket
+from ..lease import require_renewal
 from . import take, view_has_own_door
 
 _TICKET = "_idempotency_ticket"
@@ -28,6 +29,8 @@ class IdempotencyMiddleware:
     async_capable = True
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        # Refused when the server is loaded, not at the first long request.
+        require_renewal()
         self.get_response = get_response
         self.flow = HttpFlow(Door.MIDDLEWARE)
         self.async_mode = iscoroutinefunction(get_response)

@@ -98,6 +98,7 @@ class RedisNotifier:
         _live.add(self)
 
     def _reset(self) -> None:
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._watches: dict[str, list[_Watch]] = {}
         #: Waiters for the subscription itself (they look again once it is live).
@@ -118,11 +119,14 @@ class RedisNotifier:
 
     def position(self) -> Position:
         """Read before sending a claim; hand it to :meth:`wait` if the claim finds a runner."""
+        if self._pid != os.getpid():
+            return 0, 0  # the parent's subscription: not live in this process
         return self._epoch, self._seq
 
     def _register(self, slot: Slot, position: Position, watch: _Watch) -> bool:
         """Register ``watch`` for ``slot``; False when the caller must look again at once."""
         epoch, seq = position
+        self._own_process()
         with self._lock:
             self._ensure_thread()
             heard = self._recent.get(slot.name)
@@ -193,8 +197,15 @@ class RedisNotifier:
             )
             self._thread.start()
 
+    def _own_process(self) -> None:
+        # A process forked without the at-fork hook (uWSGI forks from C) holds its
+        # parent's state: a thread object that says it is alive but does not run here.
+        if self._pid != os.getpid():
+            self._reset()
+
     def start(self) -> None:
-        """Subscribe now, so the first duplicate to wait finds the subscription live."""
+        """Subscribe now, rather than when this process's first duplicate waits."""
+        self._own_process()
         with self._lock:
             self._ensure_thread()
 
@@ -300,4 +311,5 @@ def _after_fork() -> None:
         notifier._reset()
 
 
+# Only a speed-up: every entry point notices a new process by itself (_own_process).
 os.register_at_fork(after_in_child=_after_fork)

@@ -131,7 +131,8 @@ class RedisStore:
         spare = getattr(self._pool, "max_connections", 0) or 0
         self._keep = _KEEP_IDLE if spare >= _SPARE_FROM else 0
         self._idle: list[Any] = []
-        self._idle_pid = os.getpid()
+        #: The process the kept connections and asyncio clients belong to.
+        self._pid = os.getpid()
         self._notifier = RedisNotifier(lambda: self.client, self.channel)
 
     @property
@@ -161,6 +162,7 @@ class RedisStore:
         from .connection import async_client_from
 
         loop = asyncio.get_running_loop()
+        self._own_process()
         store = self._aio.get(loop)
         if store is None:
             factory = self._async_client or (lambda: async_client_from(self.client))
@@ -197,16 +199,25 @@ class RedisStore:
 
     def _connection(self) -> tuple[Any, bool]:
         """A connection for the fast path, and whether it is one we kept."""
-        if self._idle:
-            if self._idle_pid == os.getpid():
-                try:
-                    return self._idle.pop(), True
-                except IndexError:  # another thread took the last one
-                    pass
-            else:  # forked: these sockets are the parent's; the pool resets itself
-                self._idle = []
-                self._idle_pid = os.getpid()
+        if self._idle and self._own_process():
+            try:
+                return self._idle.pop(), True
+            except IndexError:  # another thread took the last one
+                pass
         return self._pooled(), False
+
+    def _own_process(self) -> bool:
+        """False, after forgetting them, when the kept connections are a parent's.
+
+        Checked on use rather than by an at-fork hook, which a server that forks from C
+        (uWSGI by default) never runs. The pools reset themselves (redis-py checks too).
+        """
+        if self._pid == os.getpid():
+            return True
+        self._idle = []
+        self._aio = weakref.WeakKeyDictionary()
+        self._pid = os.getpid()
+        return False
 
     def _pooled(self) -> Any:
         try:
