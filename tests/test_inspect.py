@@ -557,28 +557,60 @@ def test_redis_unreachable_is_a_command_error_with_exit_code_3(settings):
         assert "\n" not in str(info.value)
 
 
-@pytest.mark.no_redis
-def test_manage_py_prints_one_line_and_no_traceback_when_redis_is_down(tmp_path):
+def _manage_py(
+    tmp_path: Path, redis_url: str, *args: str, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``manage.py ARGS`` in a subprocess, with Django's default logging, as a user's
+    project has it (the suite's settings send the package's log to a null handler)."""
+    settings_dir = tmp_path / "user_settings"
+    settings_dir.mkdir(exist_ok=True)
+    (settings_dir / "user_logging_settings.py").write_text(
+        "from tests.support.settings import *  # noqa: F403\ndel LOGGING\n"
+    )
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.support.settings",
-        "REDIS_URL": "redis://127.0.0.1:1/0",
-        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "user_logging_settings",
+        "REDIS_URL": redis_url,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(settings_dir)]),
         "TEST_DB_PATH": str(tmp_path / "db.sqlite3"),
+        **extra,
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "django", "idempotency_inspect", "list"],
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
+        timeout=120,
     )
+
+
+@pytest.mark.no_redis
+@pytest.mark.parametrize("subcommand", ["list", "stats"])
+def test_manage_py_prints_one_line_and_no_traceback_when_redis_is_down(tmp_path, subcommand):
+    proc = _manage_py(tmp_path, "redis://127.0.0.1:1/0", "idempotency_inspect", subcommand)
     assert proc.returncode == 3
     assert proc.stdout == ""
-    assert proc.stderr.count("\n") == 1
+    # Nothing of the package's own (a notifier's reconnect warning) beside the error.
+    assert proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("CommandError: Redis is unreachable or failed: ")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["check"], ["migrate", "--noinput"], ["idempotency_inspect", "stats"]],
+    ids=["check", "migrate", "inspect"],
+)
+def test_management_commands_open_no_subscription(tmp_path, redis_url, redis_client, args):
+    redis_client.config_resetstat()
+    proc = _manage_py(tmp_path, redis_url, *args)
+    assert proc.returncode == 0, proc.stderr
+    # Redis counts every SUBSCRIBE it was sent, also on a connection closed since (CLIENT
+    # LIST, sampled after the command exits, could no longer show it).
+    subscribes = redis_client.info("commandstats").get("cmdstat_subscribe", {}).get("calls", 0)
+    assert subscribes == 0
 
 
 # -- Redis Cluster -----------------------------------------------------------------------

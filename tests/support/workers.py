@@ -44,3 +44,24 @@ def run_forever(redis_url: str, key: str, started: str, lock_ttl: float) -> None
         time.sleep(3600)
 
     run(key, action)
+
+
+def run_after_go(
+    redis_url: str, key: str, go: str, took_over: str, lock_ttl: float, wait_timeout: float
+) -> None:
+    """Set up, say ``ready`` in ``go``, and call run(key) once ``go`` says ``go``.
+
+    The engine is built by that call, so this is a process that has never waited.
+    """
+    client = _setup(redis_url, lock_ttl=lock_ttl)
+    from django_idempotency import run
+
+    client.set(go, "ready")
+    while client.get(go) != b"go":
+        time.sleep(0.01)
+
+    def action() -> str:
+        client.set(took_over, repr(time.time()))
+        return "took over"
+
+    assert run(key, action, lock_ttl=lock_ttl, wait_timeout=wait_timeout) == "took over"
