@@ -118,7 +118,9 @@ def test_a_waiter_in_a_fresh_process_takes_over_when_the_dead_owners_lease_ends(
 ):
     lock_ttl, wait_timeout = 3.0, 20.0
     ctx = multiprocessing.get_context("spawn")
-    owner = ctx.Process(target=workers.run_forever, args=(redis_url, "crashed", "started", lock_ttl))
+    owner = ctx.Process(
+        target=workers.run_forever, args=(redis_url, "crashed", "started", lock_ttl)
+    )
     owner.start()
     eventually(lambda: redis_client.get("started"), 30, "the owner's action")
     # A process that has never claimed or waited (its engine is built by its first call).
@@ -139,4 +141,3 @@ def test_a_waiter_in_a_fresh_process_takes_over_when_the_dead_owners_lease_ends(
     # It waited for the lease (renewed at most a third of it before the kill) rather
     # than claiming at once, and took over when it ended, not at the wait timeout.
     assert killed + lock_ttl * 2 / 3 - 0.2 <= took_over <= killed + lock_ttl + TAKEOVER_MARGIN
-
