@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from django_idempotency import checks
+from django_idempotency.middleware import IdempotencyMiddleware
 
 pytestmark = pytest.mark.no_redis
 
@@ -67,3 +72,29 @@ def test_durable_with_the_middleware_is_a_warning(settings):
     settings.IDEMPOTENCY = {"REDIS": "default", "DURABLE": True}
     settings.MIDDLEWARE = [AUTH]
     assert checks.check_durable_middleware() == []
+
+
+@pytest.mark.parametrize(
+    ("opt", "refused"),
+    [
+        ({"master": True, "processes": b"2"}, True),  # uWSGI's defaults: no threads
+        ({"enable-threads": True}, False),  # --enable-threads
+        ({"enable-threads": b"true"}, False),  # enable-threads = true in an ini file
+        ({"threads": b"8"}, False),  # --threads enables them too
+    ],
+)
+def test_uwsgi_without_threads_is_an_error_and_refused(monkeypatch, opt, refused):
+    # The `uwsgi` module exists only inside a uWSGI process (tests/test_deploy.py starts
+    # real ones); here it carries just the options uWSGI was started with.
+    monkeypatch.setitem(sys.modules, "uwsgi", types.SimpleNamespace(opt=opt))
+    assert ids(checks.check_threads()) == (["django_idempotency.E004"] if refused else [])
+    if refused:
+        with pytest.raises(ImproperlyConfigured, match="enable-threads = true"):
+            IdempotencyMiddleware(lambda request: None)
+    else:
+        IdempotencyMiddleware(lambda request: None)
+
+
+def test_outside_uwsgi_threads_are_not_checked():
+    assert "uwsgi" not in sys.modules
+    assert checks.check_threads() == []
