@@ -26,7 +26,7 @@ from django_idempotency.runtime import get_engine
 from .support import topologies
 from .test_run import Counter
 
-pytestmark = [pytest.mark.slow, pytest.mark.topologies("cluster")]
+pytestmark = [pytest.mark.slow, pytest.mark.topologies("cluster"), pytest.mark.core]
 
 
 def test_the_app_talks_to_the_cluster_and_records_spread_over_every_primary(redis_cluster):

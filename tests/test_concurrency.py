@@ -13,7 +13,7 @@ import pytest
 
 from .support.servers import migrate, serve, server_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.matrix]
+pytestmark = [pytest.mark.slow, pytest.mark.matrix, pytest.mark.core]
 
 
 def fire(port: int, path: str, key: str, n: int) -> list[tuple[int, bytes, str | None]]:

@@ -17,7 +17,7 @@ from django_idempotency.http import PROBLEM_CONTENT_TYPE
 from .support import views
 
 #: Every test here runs on a single server and on a 3-primary Redis Cluster.
-pytestmark = [pytest.mark.topologies("single", "cluster"), pytest.mark.matrix]
+pytestmark = [pytest.mark.topologies("single", "cluster"), pytest.mark.matrix, pytest.mark.core]
 
 DOORS = {"middleware": "/middleware/", "decorator": "/decorator/", "drf": "/drf/"}
 

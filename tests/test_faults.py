@@ -23,7 +23,7 @@ from django_idempotency.testing import RedisServer
 
 from .support import views
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.core]
 
 SOCKET_TIMEOUT = 0.5
 

@@ -35,7 +35,7 @@ from .support import workers
 from .support.records import CALL, name_of
 from .support.servers import eventually
 
-pytestmark = pytest.mark.matrix
+pytestmark = [pytest.mark.matrix, pytest.mark.core]
 
 #: The tests also run on a 3-primary Redis Cluster.
 BOTH_TOPOLOGIES = pytest.mark.topologies("single", "cluster")

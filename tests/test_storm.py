@@ -20,7 +20,7 @@ import redis
 from .support.load import Sampler, burst, threads_of
 from .support.servers import migrate, serve_process, server_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db, pytest.mark.core]
 
 #: Redis connections one server process may hold during a storm of ONE key, however many
 #: duplicates wait: the notifier's subscription, the lease keeper's, and the commands in

