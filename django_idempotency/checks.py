@@ -15,20 +15,19 @@ AUTH_MIDDLEWARE_PATH = "django.contrib.auth.middleware.AuthenticationMiddleware"
 
 @checks.register(checks.Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """E001: settings.IDEMPOTENCY is invalid (bad value, unknown key, bad dotted path)."""
-    from .conf import build
+    """Every problem of settings.IDEMPOTENCY at once: E100 for its shape (not a dict, an
+    unknown key, with the closest known name), E1NN for a bad value of the NNth setting."""
+    from .conf import problems
 
-    try:
-        build(getattr(settings, "IDEMPOTENCY", None))
-    except ImproperlyConfigured as exc:
-        return [
-            checks.Error(
-                str(exc),
-                hint="Fix settings.IDEMPOTENCY; see the settings table in the README.",
-                id="django_idempotency.E001",
-            )
-        ]
-    return []
+    _, found = problems(getattr(settings, "IDEMPOTENCY", None))
+    return [
+        checks.Error(
+            problem.message,
+            hint="Fix settings.IDEMPOTENCY; see the settings table in the README.",
+            id=problem.id,
+        )
+        for problem in found
+    ]
 
 
 @checks.register(checks.Tags.compatibility)
@@ -142,7 +141,7 @@ def check_eviction_policy(app_configs: Any = None, **kwargs: Any) -> list[checks
     try:
         target = build(getattr(settings, "IDEMPOTENCY", None)).REDIS
     except ImproperlyConfigured:
-        return []  # E001 says why
+        return []  # check_settings says why
     if check_redis():
         return []  # E002 says why
     answer: dict[str, Any] = {}

@@ -1,19 +1,21 @@
 """``settings.IDEMPOTENCY`` read into one frozen, validated object.
 
-Every key, its default and its meaning lives in :data:`DEFAULTS` below, so this is the
-one place to look. Values are checked by the validators of :mod:`.options` (the same
-ones the doors' per-view options use), and every error names the key
-(``IDEMPOTENCY["LOCK_TTL"] must be ...``). The object is built once, on first use, and
-rebuilt when Django's ``setting_changed`` signal fires (``override_settings`` in tests).
+Every key, with its type, default, validator, check id and meaning, is one field of
+:class:`IdempotencySettings` below, so this is the one place to look. Values are checked by
+the validators of :mod:`.options` (the same ones the doors' per-view options use), and
+every error names the key (``IDEMPOTENCY["LOCK_TTL"] must be ...``). The object is built
+once, on first use, and rebuilt when Django's ``setting_changed`` signal fires
+(``override_settings`` in tests).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -24,102 +26,6 @@ from django.dispatch import receiver
 from . import options as o
 
 SETTING_NAME = "IDEMPOTENCY"
-
-#: Every accepted key with its default. Durations are seconds (int, float or timedelta).
-DEFAULTS: dict[str, Any] = {
-    # A django-redis cache alias, a redis:// / rediss:// / unix:// URL, or a callable
-    # (or dotted path to one) returning a redis-py client, e.g. RedisCluster or Sentinel.
-    "REDIS": "default",
-    # Optional callable (or dotted path) returning a redis.asyncio client for the asyncio
-    # doors; by default one is derived from REDIS.
-    "ASYNC_REDIS": None,
-    # First part of every Redis key this app writes; must not contain braces.
-    "KEY_PREFIX": "idem",
-    # How long a finished record is kept and replayed (Stripe keeps 24 h).
-    "TTL": 86400,
-    # Lease on a running record; renewed while the action runs, expires after a crash.
-    "LOCK_TTL": 30,
-    # How long a concurrent duplicate waits for the first request to finish.
-    "WAIT_TIMEOUT": 10,
-    # "wait": duplicates wait and replay; "reject": duplicates get 409 at once.
-    "CONFLICT": "wait",
-    # Most duplicates one process lets wait at once; the excess gets 409 with Retry-After.
-    "MAX_WAITERS": None,
-    # "fail_closed": Redis down -> 503, nothing runs; "fail_open": run unprotected, log a warning.
-    "ON_REDIS_ERROR": "fail_closed",
-    # Request header carrying the key.
-    "HEADER": "Idempotency-Key",
-    # HTTP methods the doors protect.
-    "METHODS": ("POST", "PATCH"),
-    # Whether a protected request without a key is refused with 400.
-    "REQUIRED": False,
-    "MAX_KEY_LENGTH": 255,
-    # Optional key format: None (any visible ASCII), "uuid", or a regular expression.
-    "KEY_FORMAT": None,
-    # Responses with a larger body are not stored; retries get a problem+json 422.
-    "MAX_BODY_BYTES": 1024 * 1024,
-    # Callable (or dotted path) request -> scope string.
-    "SCOPE": "django_idempotency.http.default_scope",
-    # Callable (or dotted path) request -> fingerprint (str or bytes).
-    "FINGERPRINT": "django_idempotency.http.default_fingerprint",
-    # Header added to replayed responses (value "true").
-    "REPLAY_HEADER": "Idempotent-Replayed",
-    # Store and replay 5xx responses instead of releasing the key.
-    "STORE_SERVER_ERRORS": False,
-    # Serializers (objects, classes or dotted paths) for run() return values and errors.
-    "VALUE_SERIALIZER": "django_idempotency.serializers.JSONValueSerializer",
-    "ERROR_SERIALIZER": "django_idempotency.serializers.JSONErrorSerializer",
-    # Payloads of at least this many bytes are compressed when that saves space (None: never).
-    "COMPRESS_MIN_BYTES": 1024,
-    # AES-GCM keys (urlsafe base64 of 16, 24 or 32 bytes): the first encrypts, all decrypt.
-    "ENCRYPTION_KEYS": (),
-    # Durable mode (responses also kept in the database, in the view's transaction).
-    "DURABLE": False,
-    # Observers (objects, classes or dotted paths) given every outcome and store timing,
-    # e.g. "django_idempotency.observers.prometheus.PrometheusObserver".
-    "OBSERVERS": (),
-}
-
-
-@dataclass(frozen=True)
-class IdempotencySettings:
-    """The validated settings; obtain it with :func:`get_settings`."""
-
-    REDIS: str | Callable[[], Any]
-    ASYNC_REDIS: Callable[[], Any] | None
-    KEY_PREFIX: str
-    TTL: float
-    LOCK_TTL: float
-    WAIT_TIMEOUT: float
-    CONFLICT: o.Conflict
-    MAX_WAITERS: int | None
-    ON_REDIS_ERROR: str
-    HEADER: str
-    METHODS: frozenset[str]
-    REQUIRED: bool
-    MAX_KEY_LENGTH: int
-    KEY_FORMAT: re.Pattern[str] | None
-    MAX_BODY_BYTES: int
-    SCOPE: Callable[..., str]
-    FINGERPRINT: Callable[..., str | bytes]
-    REPLAY_HEADER: str
-    STORE_SERVER_ERRORS: bool
-    VALUE_SERIALIZER: Any
-    ERROR_SERIALIZER: Any
-    COMPRESS_MIN_BYTES: int | None
-    ENCRYPTION_KEYS: tuple[bytes, ...]
-    DURABLE: bool
-    OBSERVERS: tuple[Any, ...]
-
-    @property
-    def header_meta_key(self) -> str:
-        """``HEADER`` as a WSGI environ key: ``Idempotency-Key`` -> ``HTTP_IDEMPOTENCY_KEY``."""
-        return "HTTP_" + self.HEADER.upper().replace("-", "_")
-
-    @property
-    def fail_open(self) -> bool:
-        """True when Redis errors let the action run unprotected."""
-        return self.ON_REDIS_ERROR == "fail_open"
 
 
 def _name(key: str) -> str:
@@ -187,6 +93,10 @@ def _prefix(value: Any, where: str) -> str:
     return prefix
 
 
+def _on_redis_error(value: Any, where: str) -> str:
+    return _choice(value, where, ("fail_closed", "fail_open"))
+
+
 def _optional_positive_int(value: Any, where: str) -> int | None:
     return None if value is None else o.positive_int(value, where)
 
@@ -226,52 +136,223 @@ def _encryption_keys(value: Any, where: str) -> tuple[bytes, ...]:
     return tuple(keys)
 
 
-def build(user: Any) -> IdempotencySettings:
-    """Validate a user-supplied ``IDEMPOTENCY`` dict into :class:`IdempotencySettings`."""
+Validator = Callable[[Any, str], Any]
+
+
+def setting(number: int, default: Any, validate: Validator, doc: str) -> Any:
+    """One row of the settings table: the field's type is the validated value's.
+
+    ``number`` is the setting's own system check, ``django_idempotency.E1NN``: fixed per
+    setting, never derived from its position, so ids stay put when settings are added.
+    """
+    return field(metadata={"number": number, "default": default, "validate": validate, "doc": doc})
+
+
+@dataclass(frozen=True)
+class IdempotencySettings:
+    """The validated settings, and the table of every key: obtain it with :func:`get_settings`.
+
+    Each field is one setting: its type (what the validator returns), its check number,
+    its default (as a user would write it), its validator and its documentation.
+    """
+
+    REDIS: str | Callable[[], Any] = setting(
+        101,
+        "default",
+        _redis,
+        "A django-redis cache alias, a redis:// / rediss:// / unix:// URL, or a callable (or "
+        "dotted path to one) returning a redis-py client, e.g. RedisCluster or Sentinel.",
+    )
+    ASYNC_REDIS: Callable[[], Any] | None = setting(
+        102,
+        None,
+        _optional_factory,
+        "A callable (or dotted path) returning a redis.asyncio client for the asyncio "
+        "doors; by default one is derived from REDIS.",
+    )
+    KEY_PREFIX: str = setting(
+        103, "idem", _prefix, "First part of every Redis key this app writes; no braces."
+    )
+    TTL: float = setting(
+        104, 86400, o.duration, "How long a finished record is kept and replayed (seconds)."
+    )
+    LOCK_TTL: float = setting(
+        105,
+        30,
+        o.duration,
+        "Lease on a running record; renewed while the action runs, expires after a crash.",
+    )
+    WAIT_TIMEOUT: float = setting(
+        106,
+        10,
+        o.duration,
+        "How long a concurrent duplicate waits for the first request to finish.",
+    )
+    CONFLICT: o.Conflict = setting(
+        107,
+        "wait",
+        o.conflict,
+        '"wait": duplicates wait and replay; "reject": duplicates get 409 at once.',
+    )
+    MAX_WAITERS: int | None = setting(
+        108,
+        None,
+        _optional_positive_int,
+        "Most duplicates one process lets wait at once; the excess gets 409 with Retry-After.",
+    )
+    ON_REDIS_ERROR: str = setting(
+        109,
+        "fail_closed",
+        _on_redis_error,
+        '"fail_closed": Redis down -> 503, nothing runs; "fail_open": run unprotected.',
+    )
+    HEADER: str = setting(110, "Idempotency-Key", o.text, "Request header carrying the key.")
+    METHODS: frozenset[str] = setting(
+        111, ("POST", "PATCH"), o.methods, "HTTP methods the doors protect."
+    )
+    REQUIRED: bool = setting(
+        112, False, o.boolean, "Whether a protected request without a key is refused (400)."
+    )
+    MAX_KEY_LENGTH: int = setting(113, 255, o.positive_int, "Longer keys get 400.")
+    KEY_FORMAT: re.Pattern[str] | None = setting(
+        114,
+        None,
+        o.key_format,
+        'None (any visible ASCII), "uuid", or a regular expression keys must match.',
+    )
+    MAX_BODY_BYTES: int = setting(
+        115,
+        1024 * 1024,
+        o.positive_int,
+        "Responses with a larger body are not stored; retries get a problem+json 422.",
+    )
+    SCOPE: Callable[..., str] = setting(
+        116,
+        "django_idempotency.http.default_scope",
+        o.importable,
+        "Callable (or dotted path) request -> scope string.",
+    )
+    FINGERPRINT: Callable[..., str | bytes] = setting(
+        117,
+        "django_idempotency.http.default_fingerprint",
+        o.importable,
+        "Callable (or dotted path) request -> fingerprint (str or bytes).",
+    )
+    REPLAY_HEADER: str = setting(
+        118, "Idempotent-Replayed", o.text, 'Header added to replayed responses (value "true").'
+    )
+    STORE_SERVER_ERRORS: bool = setting(
+        119, False, o.boolean, "Store and replay 5xx responses instead of releasing the key."
+    )
+    VALUE_SERIALIZER: Any = setting(
+        120,
+        "django_idempotency.serializers.JSONValueSerializer",
+        o.serializer,
+        "Serializer (object, class or dotted path) for run() return values.",
+    )
+    ERROR_SERIALIZER: Any = setting(
+        121,
+        "django_idempotency.serializers.JSONErrorSerializer",
+        o.serializer,
+        "Serializer (object, class or dotted path) for run() errors.",
+    )
+    COMPRESS_MIN_BYTES: int | None = setting(
+        122,
+        1024,
+        o.optional_size,
+        "Payloads of at least this many bytes are compressed when that saves space (None: never).",
+    )
+    ENCRYPTION_KEYS: tuple[bytes, ...] = setting(
+        123,
+        (),
+        _encryption_keys,
+        "AES-GCM keys (urlsafe base64 of 16, 24 or 32 bytes): the first encrypts, all decrypt.",
+    )
+    DURABLE: bool = setting(
+        124,
+        False,
+        o.boolean,
+        "Durable mode: responses also kept in the database, in the view's transaction.",
+    )
+    OBSERVERS: tuple[Any, ...] = setting(
+        125,
+        (),
+        _observers,
+        "Observers (objects, classes or dotted paths) given every outcome and store timing.",
+    )
+
+    @property
+    def header_meta_key(self) -> str:
+        """``HEADER`` as a WSGI environ key: ``Idempotency-Key`` -> ``HTTP_IDEMPOTENCY_KEY``."""
+        return "HTTP_" + self.HEADER.upper().replace("-", "_")
+
+    @property
+    def fail_open(self) -> bool:
+        """True when Redis errors let the action run unprotected."""
+        return self.ON_REDIS_ERROR == "fail_open"
+
+
+#: The table's rows, in order.
+SETTINGS: tuple[Field[Any], ...] = fields(IdempotencySettings)
+#: Every accepted key with its default, as a user would write it.
+DEFAULTS: dict[str, Any] = {f.name: f.metadata["default"] for f in SETTINGS}
+#: The check id of a ``settings.IDEMPOTENCY`` that is not a dict or has unknown keys.
+SHAPE_CHECK = "django_idempotency.E100"
+
+
+def check_id(key: str) -> str:
+    """The system check id that reports a bad value of setting ``key``."""
+    return next(f"django_idempotency.E{f.metadata['number']}" for f in SETTINGS if f.name == key)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with ``settings.IDEMPOTENCY``."""
+
+    id: str
+    message: str
+
+
+def problems(user: Any) -> tuple[dict[str, Any], list[Problem]]:
+    """Every problem of a user-supplied ``IDEMPOTENCY`` at once, and the values that passed.
+
+    An unknown key names the closest known one, so a misspelling says what was meant.
+    """
     if user is None:
         user = {}
     if not isinstance(user, dict):
-        raise ImproperlyConfigured(f"{SETTING_NAME} must be a dict, got {user!r}")
-    unknown = sorted(set(user) - set(DEFAULTS))
-    if unknown:
-        raise ImproperlyConfigured(
-            f"{SETTING_NAME} has unknown key(s) {', '.join(unknown)}; "
-            f"known keys are {', '.join(sorted(DEFAULTS))}"
+        return {}, [Problem(SHAPE_CHECK, f"{SETTING_NAME} must be a dict, got {user!r}")]
+    found: list[Problem] = []
+    for key in sorted(set(user) - set(DEFAULTS), key=str):
+        close = difflib.get_close_matches(str(key).upper(), DEFAULTS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        found.append(
+            Problem(
+                SHAPE_CHECK,
+                f"{SETTING_NAME} has an unknown key {key!r}{hint} "
+                f"(known keys: {', '.join(DEFAULTS)})",
+            )
         )
-    v = {**DEFAULTS, **user}
+    values: dict[str, Any] = {}
+    for f in SETTINGS:
+        raw = user.get(f.name, f.metadata["default"])
+        try:
+            values[f.name] = f.metadata["validate"](raw, _name(f.name))
+        except ImproperlyConfigured as exc:
+            found.append(Problem(check_id(f.name), str(exc)))
+    return values, found
 
-    def check(key: str, validator: Callable[[Any, str], Any]) -> Any:
-        return validator(v[key], _name(key))
 
-    return IdempotencySettings(
-        REDIS=check("REDIS", _redis),
-        ASYNC_REDIS=check("ASYNC_REDIS", _optional_factory),
-        KEY_PREFIX=check("KEY_PREFIX", _prefix),
-        TTL=check("TTL", o.duration),
-        LOCK_TTL=check("LOCK_TTL", o.duration),
-        WAIT_TIMEOUT=check("WAIT_TIMEOUT", o.duration),
-        CONFLICT=check("CONFLICT", o.conflict),
-        MAX_WAITERS=check("MAX_WAITERS", _optional_positive_int),
-        ON_REDIS_ERROR=check(
-            "ON_REDIS_ERROR", lambda x, w: _choice(x, w, ("fail_closed", "fail_open"))
-        ),
-        HEADER=check("HEADER", o.text),
-        METHODS=check("METHODS", o.methods),
-        REQUIRED=check("REQUIRED", o.boolean),
-        MAX_KEY_LENGTH=check("MAX_KEY_LENGTH", o.positive_int),
-        KEY_FORMAT=check("KEY_FORMAT", o.key_format),
-        MAX_BODY_BYTES=check("MAX_BODY_BYTES", o.positive_int),
-        SCOPE=check("SCOPE", o.importable),
-        FINGERPRINT=check("FINGERPRINT", o.importable),
-        REPLAY_HEADER=check("REPLAY_HEADER", o.text),
-        STORE_SERVER_ERRORS=check("STORE_SERVER_ERRORS", o.boolean),
-        VALUE_SERIALIZER=check("VALUE_SERIALIZER", o.serializer),
-        ERROR_SERIALIZER=check("ERROR_SERIALIZER", o.serializer),
-        COMPRESS_MIN_BYTES=check("COMPRESS_MIN_BYTES", o.optional_size),
-        ENCRYPTION_KEYS=check("ENCRYPTION_KEYS", _encryption_keys),
-        DURABLE=check("DURABLE", o.boolean),
-        OBSERVERS=check("OBSERVERS", _observers),
-    )
+def build(user: Any) -> IdempotencySettings:
+    """Validate a user-supplied ``IDEMPOTENCY`` dict into :class:`IdempotencySettings`.
+
+    Raises ``ImproperlyConfigured`` naming every bad key (``manage.py check`` reports
+    each under its own id).
+    """
+    values, found = problems(user)
+    if found:
+        raise ImproperlyConfigured("; ".join(p.message for p in found))
+    return IdempotencySettings(**values)
 
 
 _cached: IdempotencySettings | None = None

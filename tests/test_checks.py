@@ -9,6 +9,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from django_idempotency import checks
+from django_idempotency.conf import SETTINGS, check_id
 from django_idempotency.middleware import IdempotencyMiddleware
 
 pytestmark = pytest.mark.no_redis
@@ -50,8 +51,24 @@ def test_non_redis_cache_alias_is_an_error(settings):
 def test_unimportable_dotted_path_is_an_error(settings):
     settings.IDEMPOTENCY = {"SCOPE": "myapp.nowhere.scope"}
     errors = checks.check_settings()
-    assert ids(errors) == ["django_idempotency.E001"]
+    assert ids(errors) == [check_id("SCOPE")]
     assert 'IDEMPOTENCY["SCOPE"]' in errors[0].msg
+
+
+def test_every_bad_setting_is_reported_at_once_each_under_its_own_id(settings):
+    settings.IDEMPOTENCY = {"TTL": -1, "CONFLICT": "queue", "LOCKTTL": 5, "REDIS": "default"}
+    errors = checks.check_settings()
+    assert sorted(ids(errors)) == sorted(
+        ["django_idempotency.E100", check_id("TTL"), check_id("CONFLICT")]
+    )
+    assert len({check_id(f.name) for f in SETTINGS}) == len(SETTINGS)  # one id per setting
+    unknown = next(e for e in errors if e.id == "django_idempotency.E100")
+    assert "'LOCKTTL'; did you mean 'LOCK_TTL'?" in unknown.msg
+
+
+def test_a_misspelled_setting_in_another_case_is_still_recognised(settings):
+    settings.IDEMPOTENCY = {"wait_timeout": 5}
+    assert "did you mean 'WAIT_TIMEOUT'?" in checks.check_settings()[0].msg
 
 
 def test_checks_run_through_manage_py_check(settings):

@@ -156,3 +156,15 @@ def test_inspect_examples_run(argv, client, monkeypatch):
     out, err = io.StringIO(), io.StringIO()
     call_command("idempotency_inspect", *argv, stdout=out, stderr=err)
     assert "Traceback" not in out.getvalue() + err.getvalue()
+
+
+def test_settings_table_lists_every_setting_in_the_order_of_its_check_ids():
+    from django_idempotency.conf import SETTINGS, check_id
+
+    section = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.M)
+    assert rows == [f.name for f in SETTINGS]
+    # As the README says: E101 for the first row, one more for each row after it.
+    assert [check_id(name) for name in rows] == [
+        f"django_idempotency.E{101 + i}" for i in range(len(rows))
+    ]
