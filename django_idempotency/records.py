@@ -97,7 +97,19 @@ _STATE_CHAR = {State.RUNNING: b"R", State.DONE: b"D", State.ERROR: b"E", State.U
 _CHAR_STATE = {c[0]: s for s, c in _STATE_CHAR.items()}
 _KIND_BITS = {Kind.HTTP: 0, Kind.CALL: 8}
 _BITS_KIND = {b: k for k, b in _KIND_BITS.items()}
-_DOOR_BITS = {door: (i + 1) << 5 for i, door in enumerate(Door)}
+#: Each door's code in bits 5-7 of the flags (0: not recorded). Written out, never derived
+#: from the enum's order, so adding or reordering a door relabels no stored record.
+DOOR_CODES = {
+    Door.MIDDLEWARE: 1,
+    Door.DECORATOR: 2,
+    Door.DRF: 3,
+    Door.RUN: 4,
+    Door.CELERY: 5,
+    Door.TASKS: 6,
+}
+if set(DOOR_CODES) != set(Door):  # pragma: no cover - a new door without a code
+    raise ImportError(f"records.DOOR_CODES needs a code for {set(Door) - set(DOOR_CODES)}")
+_DOOR_BITS = {door: code << 5 for door, code in DOOR_CODES.items()}
 _BITS_DOOR = {b: d for d, b in _DOOR_BITS.items()}
 
 
