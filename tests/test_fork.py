@@ -27,7 +27,7 @@ from django_idempotency.runtime import get_engine
 from .support import workers
 from .support.servers import eventually
 
-pytestmark = [pytest.mark.matrix]
+pytestmark = [pytest.mark.matrix, pytest.mark.core]
 
 _libc_fork = ctypes.PyDLL(None).fork
 _libc_fork.restype = ctypes.c_int
