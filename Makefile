@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv lock latest lint typecheck dist pytest pytest-servers matrix matrix-edges test demo bench soak clean
+.PHONY: venv lock latest check lint typecheck dist pytest pytest-servers matrix matrix-edges test demo bench soak clean
 
 # Every tool and dependency at the exact version and hash requirements/dev.lock names, so
 # a release on PyPI cannot turn `make test` red overnight; `make lock` refreshes the lock.
@@ -39,6 +39,11 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy django_idempotency tests
 	$(BIN)/mypy --config-file example_project/mypy.ini example_project
+
+# The fast tier, for every commit (under two minutes): lint, types, and every test that
+# needs no server (settings, options, records, the in-memory store's contract, ...).
+check: lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider -m "no_redis and not slow"
 
 # The sdist and wheel, checked as PyPI would (metadata, README rendering).
 dist: venv

@@ -280,6 +280,13 @@ class IdempotencySettings:
         _observers,
         "Observers (objects, classes or dotted paths) given every outcome and store timing.",
     )
+    STORE: Callable[[IdempotencySettings], Any] = setting(
+        126,
+        "django_idempotency.stores.redis.open_store",
+        o.importable,
+        "Callable (or dotted path) settings -> the store records live in: Redis by default, "
+        '"django_idempotency.stores.memory.open_store" for one process.',
+    )
 
     @property
     def header_meta_key(self) -> str:

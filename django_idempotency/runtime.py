@@ -31,10 +31,8 @@ def sealer_for(settings: IdempotencySettings) -> Sealer:
 
 def build_engine(settings: IdempotencySettings) -> Engine:
     """A new engine on the store the settings name (refused where leases cannot renew)."""
-    from .stores.redis import open_store
-
     require_renewal()
-    return Engine(open_store(settings), sealer_for(settings), max_waiters=settings.MAX_WAITERS)
+    return Engine(settings.STORE(settings), sealer_for(settings), max_waiters=settings.MAX_WAITERS)
 
 
 def get_engine() -> Engine:

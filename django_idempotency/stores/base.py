@@ -14,9 +14,18 @@ be refused to a caller whose lease was lost.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+
+def record_name(prefix: str, rid: bytes) -> str:
+    """The name a store gives record ``rid``: ``<prefix>:{<16 base64url characters>}``.
+
+    The braces make it a Redis Cluster hash tag; the inventory reads the id back from them.
+    """
+    return f"{prefix}:{{{base64.urlsafe_b64encode(rid).decode()}}}"
 
 
 class StoreError(Exception):
@@ -63,6 +72,28 @@ class ClaimReply:
     def claimed(self) -> bool:
         """Whether the caller created the running record and now owns the slot."""
         return self.record is None
+
+
+@dataclass(frozen=True, slots=True)
+class RawHead:
+    """The start of one record as a scanner read it: its name, first bytes, TTL and size."""
+
+    name: str
+    head: bytes
+    #: Milliseconds until the store expires it; ``None`` when it has no TTL.
+    ttl_ms: int | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One scan batch: where it came from, how many keys so far, what was read."""
+
+    node: Any
+    scanned: int
+    heads: list[RawHead]
+    #: Keys under the prefix that are not records (someone else's).
+    foreign: int
 
 
 class Store(Protocol):

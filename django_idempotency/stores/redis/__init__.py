@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..base import record_name as key_name
 from .connection import sync_client
-from .store import RedisStore, channel_name, key_name, record_pattern
+from .store import RedisStore, channel_name, record_pattern
 
 if TYPE_CHECKING:
     from ...conf import IdempotencySettings

@@ -21,41 +21,18 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 from redis.crc import key_slot
 
-from ..base import StoreError
+from ..base import Batch, RawHead, StoreError
 from .store import RedisStore, record_pattern, translate
 
 #: Bytes read per record for listing: header, fingerprint, meta and the payload's start.
 HEAD_BYTES = 600
 #: Re-read size for the rare record whose meta is longer than :data:`HEAD_BYTES`.
 LONG_HEAD_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class RawHead:
-    """The start of one record as read: its key name, first bytes, TTL and full size."""
-
-    name: str
-    head: bytes
-    #: Milliseconds until Redis expires it; ``None`` when it has no TTL.
-    ttl_ms: int | None
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """One SCAN batch: where it came from, how many keys so far, what was read."""
-
-    node: Any
-    scanned: int
-    heads: list[RawHead]
-    #: Keys under the prefix that are not strings (someone else's).
-    foreign: int
 
 
 def _command(*args: bytes) -> bytes:

@@ -17,7 +17,6 @@ done: the first attempt went through and only its reply was lost.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import weakref
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from redis.client import NEVER_DECODE
 
 from ...records import TOKEN_SLICE
 from ..base import ClaimReply, Slot, StoreBusy, StoreError, StoreFull, StoreUnavailable
+from ..base import record_name as key_name  # the Redis key of a record
 from .connection import is_cluster
 from .notifier import RedisNotifier
 from .scripts import CLAIM, COMPLETE, RELEASE, RENEW, Script
@@ -42,11 +42,6 @@ _R = TypeVar("_R")
 #: of the application always finds the pool as it sized it.
 _KEEP_IDLE = 2
 _SPARE_FROM = 16
-
-
-def key_name(prefix: str, rid: bytes) -> str:
-    """The Redis key of record ``rid``: ``<prefix>:{<16 base64url characters>}``."""
-    return f"{prefix}:{{{base64.urlsafe_b64encode(rid).decode()}}}"
 
 
 def record_pattern(prefix: str) -> str:

@@ -1,0 +1,369 @@
+"""The in-memory store: records in this process's memory, for one process only.
+
+For unit tests (a user's and this project's fast tier) and for a single-process
+deployment that accepts losing its records on restart. It keeps the contract of every
+store (``tests/test_store_contract.py`` runs the same tests against it and Redis):
+one atomic step per operation (a lock), leases and TTLs that expire, a waiter flag
+that makes a completion wake the waiters of that record, and a fencing token checked
+before every write. Threads wait on an :class:`threading.Event`, coroutines on a future
+of their own loop; nothing is polled.
+
+Every process has its own records: behind a server with several worker processes, or
+beside a Celery worker, duplicates in different processes do not see each other. Use
+Redis there. Select it with ``IDEMPOTENCY = {"STORE": "django_idempotency.stores.memory
+.open_store"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..records import RUNNING_CHAR, TOKEN_SLICE, WAITER_FLAG_OFFSET
+from .base import Batch, ClaimReply, RawHead, Slot, record_name
+
+if TYPE_CHECKING:
+    from ..conf import IdempotencySettings
+
+_WAITING = ord("w")
+#: How many completions are remembered for a waiter that registers after one.
+_HEARD_MAX = 100_000
+
+
+def open_store(settings: IdempotencySettings) -> MemoryStore:
+    """A new in-memory store for ``settings`` (its key prefix names the records)."""
+    return MemoryStore(settings.KEY_PREFIX)
+
+
+class MemoryStore:
+    """Record operations on a dict, one lock making each of them atomic."""
+
+    def __init__(self, prefix: str = "idem") -> None:
+        self.prefix = prefix
+        self._lock = threading.Lock()
+        #: name -> (record bytes, when it expires on the monotonic clock).
+        self._records: dict[str, tuple[bytes, float]] = {}
+        self._notifier = MemoryNotifier()
+        self._aio = AsyncMemoryStore(self)
+
+    @property
+    def notifier(self) -> MemoryNotifier:
+        """What wakes this store's waiters."""
+        return self._notifier
+
+    def aio(self) -> AsyncMemoryStore:
+        """The same store for coroutines (nothing in it blocks)."""
+        return self._aio
+
+    def scanner(self) -> MemoryScanner:
+        """What ``idempotency_inspect`` and the admin scan and purge with."""
+        return MemoryScanner(self)
+
+    def slot(self, rid: bytes) -> Slot:
+        """The slot of record ``rid``."""
+        return Slot(rid, record_name(self.prefix, rid))
+
+    def close(self) -> None:
+        """Nothing to release: the records stay until they expire."""
+
+    # -- under the lock -------------------------------------------------------------------
+
+    def _get(self, name: str, now: float) -> bytes | None:
+        entry = self._records.get(name)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._records[name]
+            return None
+        return entry[0]
+
+    def _owned(self, name: str, token: bytes, now: float) -> bytes | None:
+        record = self._get(name, now)
+        if record is None or record[:1] != RUNNING_CHAR or record[TOKEN_SLICE] != token:
+            return None
+        return record
+
+    # -- the four steps -------------------------------------------------------------------
+
+    def claim(self, slot: Slot, running: bytes, lease_ms: int) -> ClaimReply:
+        """Create ``running`` with a lease unless a record exists; else return that record."""
+        now = time.monotonic()
+        with self._lock:
+            record = self._get(slot.name, now)
+            if record is None:
+                self._records[slot.name] = (running, now + lease_ms / 1000)
+                return ClaimReply(None)
+            if record[:1] != RUNNING_CHAR:
+                return ClaimReply(record)
+            expires = self._records[slot.name][1]
+            if record[WAITER_FLAG_OFFSET] != _WAITING:
+                # Flagged in the store, so its completion wakes the waiters; the reply
+                # is the record as the claim found it.
+                flagged = bytearray(record)
+                flagged[WAITER_FLAG_OFFSET] = _WAITING
+                self._records[slot.name] = (bytes(flagged), expires)
+        return ClaimReply(record, max(int((expires - now) * 1000), 1))
+
+    def complete(self, slot: Slot, token: bytes, record: bytes, ttl_ms: int) -> bool:
+        """Replace our running record with ``record`` if ``token`` still owns it; notify."""
+        now = time.monotonic()
+        with self._lock:
+            running = self._owned(slot.name, token, now)
+            if running is None:
+                return self._get(slot.name, now) == record  # a retried completion
+            self._records[slot.name] = (record, now + ttl_ms / 1000)
+        self._notifier.publish(slot.name)
+        return True
+
+    def release(self, slot: Slot, token: bytes) -> bool:
+        """Delete our running record if ``token`` still owns it; notify."""
+        with self._lock:
+            if self._owned(slot.name, token, time.monotonic()) is None:
+                return False
+            del self._records[slot.name]
+        self._notifier.publish(slot.name)
+        return True
+
+    def renew(self, leases: Sequence[tuple[Slot, bytes, int]]) -> list[bool]:
+        """Extend each ``(slot, token, lease_ms)`` still owned; True where it was."""
+        now = time.monotonic()
+        kept: list[bool] = []
+        with self._lock:
+            for slot, token, lease_ms in leases:
+                record = self._owned(slot.name, token, now)
+                if record is not None:
+                    self._records[slot.name] = (record, now + lease_ms / 1000)
+                kept.append(record is not None)
+        return kept
+
+
+class AsyncMemoryStore:
+    """:class:`MemoryStore` for coroutines: its steps never block, so they run inline."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    def slot(self, rid: bytes) -> Slot:
+        """The slot of record ``rid``."""
+        return self._store.slot(rid)
+
+    async def claim(self, slot: Slot, running: bytes, lease_ms: int) -> ClaimReply:
+        """See :meth:`MemoryStore.claim`."""
+        return self._store.claim(slot, running, lease_ms)
+
+    async def complete(self, slot: Slot, token: bytes, record: bytes, ttl_ms: int) -> bool:
+        """See :meth:`MemoryStore.complete`."""
+        return self._store.complete(slot, token, record, ttl_ms)
+
+    async def release(self, slot: Slot, token: bytes) -> bool:
+        """See :meth:`MemoryStore.release`."""
+        return self._store.release(slot, token)
+
+
+class _Watch:
+    """One waiting thread (an event) or coroutine (a future of its loop)."""
+
+    __slots__ = ("event", "future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop
+        self.event = threading.Event() if loop is None else None
+        self.future: asyncio.Future[bool] | None = None if loop is None else loop.create_future()
+
+    def deliver(self) -> None:
+        if self.event is not None:
+            self.event.set()
+        elif self.loop is not None and self.future is not None:
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                self.loop.call_soon_threadsafe(_resolve, self.future, True)
+
+
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class MemoryNotifier:
+    """Wakes the waiters of a record when its owner completes or releases it.
+
+    A completion that happens between a waiter's claim and its registration is
+    remembered (by the sequence number it got), so registering late finds it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._heard: dict[str, int] = {}
+        self._watches: dict[str, list[_Watch]] = {}
+
+    def start(self) -> None:
+        """Nothing to start: completions are heard in this process."""
+
+    def position(self) -> tuple[int, int]:
+        """Read before a claim; see :meth:`wait`."""
+        return 1, self._seq
+
+    def publish(self, name: str) -> None:
+        """The record ``name`` finished: wake its waiters."""
+        with self._lock:
+            self._seq += 1
+            self._heard.pop(name, None)
+            self._heard[name] = self._seq
+            if len(self._heard) > _HEARD_MAX:
+                del self._heard[next(iter(self._heard))]
+            watches = self._watches.pop(name, ())
+        for watch in watches:
+            watch.deliver()
+
+    def _register(self, slot: Slot, position: tuple[int, int], watch: _Watch) -> bool:
+        with self._lock:
+            if self._heard.get(slot.name, 0) > position[1]:
+                return False  # it finished after the claim was sent
+            self._watches.setdefault(slot.name, []).append(watch)
+            return True
+
+    def _unregister(self, slot: Slot, watch: _Watch) -> None:
+        with self._lock:
+            watches = self._watches.get(slot.name)
+            if watches is not None and watch in watches:
+                watches.remove(watch)
+                if not watches:
+                    del self._watches[slot.name]
+
+    def wait(self, slot: Slot, position: tuple[int, int], timeout: float) -> bool:
+        """Block up to ``timeout``; True when the owner finished. Either way, look again."""
+        watch = _Watch()
+        assert watch.event is not None
+        if not self._register(slot, position, watch):
+            return True
+        try:
+            return watch.event.wait(timeout)
+        finally:
+            self._unregister(slot, watch)
+
+    async def await_outcome(self, slot: Slot, position: tuple[int, int], timeout: float) -> bool:
+        """:meth:`wait` for a coroutine."""
+        watch = _Watch(asyncio.get_running_loop())
+        assert watch.future is not None and watch.loop is not None
+        if not self._register(slot, position, watch):
+            return True
+        timer = watch.loop.call_later(timeout, _resolve, watch.future, False)
+        try:
+            return await watch.future
+        finally:
+            timer.cancel()
+            self._unregister(slot, watch)
+
+
+class MemoryScanner:
+    """What the inventory needs of a store, over the in-memory records (one "node")."""
+
+    is_cluster = False
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    def nodes(self) -> list[Any]:
+        """The one node: the store."""
+        return [self.store]
+
+    def node_for(self, name: str) -> Any:
+        """The node holding ``name``: the store."""
+        return self.store
+
+    def name_of(self, record_id: str) -> str:
+        """The name of the record shown as ``record_id``; ``ValueError`` if it is not one."""
+        try:
+            rid = base64.urlsafe_b64decode(record_id.encode() + b"==")
+        except (binascii.Error, ValueError):
+            rid = b""
+        if len(record_id) != 16 or len(rid) != 12:
+            raise ValueError(f"not a record id: {record_id!r}")
+        return self.store.slot(rid).name
+
+    def _snapshot(self) -> list[RawHead]:
+        now = time.monotonic()
+        with self.store._lock:
+            items = list(self.store._records.items())
+        return [
+            RawHead(name, record, max(int((expires - now) * 1000), 0), len(record))
+            for name, (record, expires) in items
+            if expires > now
+        ]
+
+    def heads(
+        self, node: Any, names: Sequence[bytes], complete: Callable[[bytes], bool]
+    ) -> tuple[list[RawHead], int]:
+        """The records named (whole: they are in memory), and 0 foreign keys."""
+        wanted = {n.decode() for n in names}
+        return [h for h in self._snapshot() if h.name in wanted], 0
+
+    def batches(self, count: int, complete: Callable[[bytes], bool]) -> Iterator[Batch]:
+        """Every record, ``count`` at a time."""
+        heads = self._snapshot()
+        for start in range(0, max(len(heads), 1), count):
+            chunk = heads[start : start + count]
+            yield Batch(self.store, start + len(chunk), chunk, 0)
+
+    def page(
+        self, cursor: str | None, count: int, complete: Callable[[bytes], bool]
+    ) -> Iterator[tuple[list[RawHead], int, str | None]]:
+        """Pages from ``cursor`` (an offset into the records, in insertion order)."""
+        try:
+            start = int(cursor or 0)
+        except ValueError:
+            raise ValueError(f"bad page cursor {cursor!r}") from None
+        heads = self._snapshot()
+        while True:
+            chunk = heads[start : start + count]
+            start += count
+            after = str(start) if start < len(heads) else None
+            yield chunk, len(chunk), after
+            if after is None:
+                return
+
+    def get(self, name: str) -> tuple[bytes, int | None] | None:
+        """The whole record under ``name`` and its TTL, or ``None``."""
+        found = [h for h in self._snapshot() if h.name == name]
+        return (found[0].head, found[0].ttl_ms) if found else None
+
+    def memory_usage(self, node: Any, names: Sequence[str]) -> list[int]:
+        """Each existing record's size in bytes."""
+        sizes = {h.name: h.size for h in self._snapshot()}
+        return [sizes[n] for n in names if n in sizes]
+
+    def groups(self, names: Sequence[str]) -> Iterator[tuple[Any, list[str]]]:
+        """All the names in one group: one lock makes their delete atomic."""
+        if names:
+            yield self.store, list(names)
+
+    def delete_checked(
+        self,
+        node: Any,
+        names: list[str],
+        still_wanted: Callable[[str, bytes], bool],
+        complete: Callable[[bytes], bool],
+    ) -> tuple[int, int]:
+        """Delete those of ``names`` that ``still_wanted(name, record)`` accepts, atomically.
+
+        Returns (deleted, changed), as the Redis scanner does.
+        """
+        deleted = changed = 0
+        now = time.monotonic()
+        with self.store._lock:
+            for name in names:
+                record = self.store._get(name, now)
+                if record is None:
+                    continue
+                if still_wanted(name, record):
+                    del self.store._records[name]
+                    deleted += 1
+                else:
+                    changed += 1
+        return deleted, changed
