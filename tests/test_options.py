@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from rest_framework import viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -68,6 +70,45 @@ def test_the_mixin_refuses_bad_attributes_when_the_class_is_created():
 
         class Charges3(IdempotentMixin, APIView):
             idempotency_options = ["ttl"]  # type: ignore[assignment]
+
+
+@pytest.mark.no_redis
+def test_a_misspelled_action_is_refused_naming_the_class_and_the_action():
+    with pytest.raises(
+        ImproperlyConfigured,
+        match=r"Orders.idempotency_actions names 'craete'.*"
+        r"did you mean 'create'\?",
+    ):
+
+        class Orders(IdempotentMixin, viewsets.ModelViewSet):
+            idempotency_actions = {"craete"}
+            idempotency_required = True
+
+
+@pytest.mark.no_redis
+def test_actions_may_name_routed_and_extra_actions_and_only_on_viewsets():
+    class Refunds(IdempotentMixin, viewsets.GenericViewSet):
+        idempotency_actions = {"create", "refund"}
+
+        def create(self, request: Any) -> Any:
+            return None
+
+        @action(detail=True, methods=["post"])
+        def refund(self, request: Any, pk: Any = None) -> Any:
+            return None
+
+    assert Refunds._idempotency_actions == frozenset({"create", "refund"})
+    with pytest.raises(
+        InvalidOption, match=r"'destroy', which is not an action of .*Refunds2 \(it has none\)"
+    ):
+
+        class Refunds2(IdempotentMixin, viewsets.GenericViewSet):
+            idempotency_actions = {"destroy"}  # GenericViewSet routes nothing by itself
+
+    with pytest.raises(InvalidOption, match=r"Charges4.idempotency_actions applies to viewsets"):
+
+        class Charges4(IdempotentMixin, APIView):
+            idempotency_actions = {"create"}
 
 
 @pytest.mark.parametrize("options, name, what", BAD)

@@ -8,6 +8,7 @@ attributes are validated when the class is created.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -27,6 +28,36 @@ class _Answer(Exception):
     def __init__(self, response: HttpResponseBase) -> None:
         super().__init__("idempotency answer")
         self.response = response
+
+
+#: The actions DRF's model mixins route to; a viewset has those it defines.
+_ROUTED_ACTIONS = ("list", "create", "retrieve", "update", "partial_update", "destroy")
+
+
+def _known_actions(cls: type, actions: frozenset[str], label: str) -> frozenset[str]:
+    """``actions``, once each is known to be an action of viewset ``cls``.
+
+    A name that matches no action would leave its requests unprotected, silently: it
+    is refused when the class is created, with the closest action's name.
+    """
+    extra = getattr(cls, "get_extra_actions", None)
+    if extra is None:
+        raise InvalidOption(
+            f"{label}.idempotency_actions applies to viewsets only: {label} is not one, so "
+            "no request has an action and none would be protected (use "
+            "idempotency_methods to choose what is covered)"
+        )
+    known = {name for name in _ROUTED_ACTIONS if callable(getattr(cls, name, None))}
+    known |= {action.__name__ for action in extra()}
+    for name in sorted(actions - known):
+        close = difflib.get_close_matches(name, known, n=1)
+        raise InvalidOption(
+            f"{label}.idempotency_actions names {name!r}, which is not an action of "
+            f"{label}"
+            + (f"; did you mean {close[0]!r}?" if close else "")
+            + (f" (its actions: {', '.join(sorted(known))})" if known else " (it has none)")
+        )
+    return actions
 
 
 class IdempotentMixin:
@@ -81,7 +112,9 @@ class IdempotentMixin:
             raise InvalidOption(
                 f"{label}.idempotency_actions must be a set of action names, got {actions!r}"
             )
-        cls._idempotency_actions = None if actions is None else frozenset(actions)
+        cls._idempotency_actions = (
+            None if actions is None else _known_actions(cls, frozenset(actions), label)
+        )
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         """After DRF's authentication, permissions and throttling: claim the key."""
