@@ -26,15 +26,12 @@ The rules:
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import itertools
 import logging
 import os
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -52,6 +49,7 @@ from .flights import flights as process_flights
 from .lease import Lease, LeaseKeeper, get_keeper
 from .options import Conflict
 from .records import IntegrityError, Kind, Record, Sealer, State, record_id, text_bytes
+from .steps import Call, Context, Flow, Follow, Listen, Pause, adrive, drive
 from .stores.base import ClaimReply, RowStore, Slot, Store, StoreBusy, StoreError
 
 logger = logging.getLogger("django_idempotency")
@@ -147,6 +145,7 @@ class Engine:
         self._rows = rows
         self.max_waiters = max_waiters
         self.flights = flights if flights is not None else process_flights
+        self._context = Context(store, self.flights)
         self._keeper = keeper
         self._lock = threading.Lock()
         self._waiting = 0
@@ -292,7 +291,7 @@ class Engine:
             return None
         return Found(outcome, time.monotonic() - started)
 
-    # -- acquiring (blocking) -------------------------------------------------------------
+    # -- acquiring -----------------------------------------------------------------------
 
     def acquire(
         self,
@@ -313,58 +312,7 @@ class Engine:
         :class:`~.stores.base.StoreError`.
         """
         attempt = _Attempt(self, kind, door, scope, key, fingerprint, lock_ttl, wait_timeout)
-        deadline = time.monotonic() + wait_timeout
-        while True:
-            flight, leading = self._follow_or_lead(attempt)
-            if not leading:
-                assert flight is not None
-                started = self._before_following(attempt, conflict)
-                try:
-                    with events.span("wait", attempt.door):
-                        outcome = self.flights.wait(flight, deadline - started)
-                finally:
-                    self._stop_waiting(attempt)
-                found = self._followed(attempt, outcome, started)
-                if found is not None:
-                    return found
-                continue
-            try:
-                got = self._remote(attempt, deadline, conflict)
-            except BaseException:
-                if flight is not None:
-                    self.flights.land(flight, RETRY)
-                raise
-            if isinstance(got, Claim):
-                got.flight = flight
-            elif flight is not None:
-                self.flights.land(flight, got.record)
-            return got
-
-    def _remote(self, attempt: _Attempt, deadline: float, conflict: Conflict) -> Claim | Found:
-        notifier = self.store.notifier
-        try:
-            while True:
-                position = notifier.position()
-                created = now_ms()
-                with events.span("claim", attempt.door):
-                    running = attempt.running(created)
-                    reply = self._queued(
-                        deadline,
-                        functools.partial(
-                            self.store.claim, attempt.slot, running, attempt.lease_ms
-                        ),
-                    )
-                if reply.claimed:
-                    return self._claimed(attempt, created)
-                decision = self._judge(attempt, reply, deadline, conflict)
-                if isinstance(decision, Found):
-                    return decision
-                with events.span("wait", attempt.door):
-                    notifier.wait(attempt.slot, position, decision)
-        finally:
-            self._stop_waiting(attempt)
-
-    # -- acquiring (asyncio) --------------------------------------------------------------
+        return drive(self._context, self._acquire(attempt, conflict))
 
     async def aacquire(
         self,
@@ -380,7 +328,10 @@ class Engine:
     ) -> Claim | Found:
         """:meth:`acquire` for coroutines: no thread, no connection held while waiting."""
         attempt = _Attempt(self, kind, door, scope, key, fingerprint, lock_ttl, wait_timeout)
-        deadline = time.monotonic() + wait_timeout
+        return await adrive(self._context, self._acquire(attempt, conflict))
+
+    def _acquire(self, attempt: _Attempt, conflict: Conflict) -> Flow[Claim | Found]:
+        deadline = time.monotonic() + attempt.wait_timeout
         while True:
             flight, leading = self._follow_or_lead(attempt)
             if not leading:
@@ -388,7 +339,7 @@ class Engine:
                 started = self._before_following(attempt, conflict)
                 try:
                     with events.span("wait", attempt.door):
-                        outcome = await self.flights.await_outcome(flight, deadline - started)
+                        outcome = yield Follow(flight, deadline - started)
                 finally:
                     self._stop_waiting(attempt)
                 found = self._followed(attempt, outcome, started)
@@ -396,7 +347,7 @@ class Engine:
                     return found
                 continue
             try:
-                got = await self._aremote(attempt, deadline, conflict)
+                got = yield from self._remote(attempt, deadline, conflict)
             except BaseException:
                 if flight is not None:
                     self.flights.land(flight, RETRY)
@@ -407,10 +358,9 @@ class Engine:
                 self.flights.land(flight, got.record)
             return got
 
-    async def _aremote(
+    def _remote(
         self, attempt: _Attempt, deadline: float, conflict: Conflict
-    ) -> Claim | Found:
-        store = self.store.aio()
+    ) -> Flow[Claim | Found]:
         notifier = self.store.notifier
         try:
             while True:
@@ -418,17 +368,16 @@ class Engine:
                 created = now_ms()
                 with events.span("claim", attempt.door):
                     running = attempt.running(created)
-                    reply = await self._aqueued(
-                        deadline,
-                        functools.partial(store.claim, attempt.slot, running, attempt.lease_ms),
-                    )
+                    claim = Call(StoreOp.CLAIM, "claim", (attempt.slot, running, attempt.lease_ms))
+                    # A claim queues for a busy pool until the caller's wait deadline.
+                    reply = yield from self._patient(claim, max(deadline, time.monotonic() + 1))
                 if reply.claimed:
                     return self._claimed(attempt, created)
                 decision = self._judge(attempt, reply, deadline, conflict)
                 if isinstance(decision, Found):
                     return decision
                 with events.span("wait", attempt.door):
-                    await notifier.await_outcome(attempt.slot, position, decision)
+                    yield Listen(attempt.slot, position, decision)
         finally:
             self._stop_waiting(attempt)
 
@@ -466,40 +415,20 @@ class Engine:
     # expire meanwhile), a claim until the caller's wait deadline. A result is never
     # lost, and a burst never fails, for want of a connection. Other errors propagate.
 
-    def _patiently(self, claim: Claim, op: StoreOp, step: Callable[[], T]) -> T:
-        return self._retry_busy(op, step, time.monotonic() + claim.lease.lease_ms / 2000)
-
-    async def _apatiently(self, claim: Claim, op: StoreOp, step: Callable[[], Awaitable[T]]) -> T:
-        until = time.monotonic() + claim.lease.lease_ms / 2000
-        return await self._aretry_busy(op, step, until)
-
-    def _queued(self, deadline: float, step: Callable[[], T]) -> T:
-        return self._retry_busy(StoreOp.CLAIM, step, max(deadline, time.monotonic() + 1))
-
-    async def _aqueued(self, deadline: float, step: Callable[[], Awaitable[T]]) -> T:
-        return await self._aretry_busy(StoreOp.CLAIM, step, max(deadline, time.monotonic() + 1))
-
-    def _retry_busy(self, op: StoreOp, step: Callable[[], T], until: float) -> T:
+    @staticmethod
+    def _patient(call: Call, until: float) -> Flow[Any]:
         pause = 0.001
         while True:
             try:
-                return self._timed(op, step)
+                return (yield call)
             except StoreBusy:
                 if time.monotonic() >= until:
                     raise
-                time.sleep(pause)
+                yield Pause(pause)
                 pause = min(pause * 2, 0.02)
 
-    async def _aretry_busy(self, op: StoreOp, step: Callable[[], Awaitable[T]], until: float) -> T:
-        pause = 0.001
-        while True:
-            try:
-                return await self._atimed(op, step())
-            except StoreBusy:
-                if time.monotonic() >= until:
-                    raise
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.02)
+    def _until(self, claim: Claim) -> float:
+        return time.monotonic() + claim.lease.lease_ms / 2000
 
     def complete(
         self,
@@ -515,28 +444,7 @@ class Engine:
         Raises :class:`ResultNotStored` (the outcome could not be stored, or the lease
         was lost); local followers get the record either way.
         """
-        if not self._settle(claim):
-            return None
-        record = self._final(claim, state, payload, status)
-        sealed = self.sealer.seal(claim.slot.rid, record)
-        try:
-            with events.span("store", claim.door):
-                stored = self._patiently(
-                    claim,
-                    StoreOp.COMPLETE,
-                    lambda: self.store.complete(claim.slot, claim.token, sealed, ms(ttl)),
-                )
-        except StoreError as exc:
-            raise ResultNotStored(f"The store failed while storing the result: {exc}") from exc
-        finally:
-            self._land(claim, record)
-        if not stored:
-            self.lease_lost(claim)
-            raise ResultNotStored(
-                "The lease was lost before the result was stored; another caller may run "
-                "the action again."
-            )
-        return record
+        return drive(self._context, self._complete(claim, state, payload, ttl, status))
 
     async def acomplete(
         self,
@@ -548,18 +456,19 @@ class Engine:
         status: int | None = None,
     ) -> Record | None:
         """:meth:`complete` for coroutines."""
+        return await adrive(self._context, self._complete(claim, state, payload, ttl, status))
+
+    def _complete(
+        self, claim: Claim, state: State, payload: bytes, ttl: float, status: int | None
+    ) -> Flow[Record | None]:
         if not self._settle(claim):
             return None
         record = self._final(claim, state, payload, status)
         sealed = self.sealer.seal(claim.slot.rid, record)
-        store = self.store.aio()
+        call = Call(StoreOp.COMPLETE, "complete", (claim.slot, claim.token, sealed, ms(ttl)))
         try:
             with events.span("store", claim.door):
-                stored = await self._apatiently(
-                    claim,
-                    StoreOp.COMPLETE,
-                    lambda: store.complete(claim.slot, claim.token, sealed, ms(ttl)),
-                )
+                stored = yield from self._patient(call, self._until(claim))
         except StoreError as exc:
             raise ResultNotStored(f"The store failed while storing the result: {exc}") from exc
         finally:
@@ -628,29 +537,20 @@ class Engine:
 
         Store errors are only logged: the lease then expires on its own.
         """
-        if not self._settle(claim):
-            return False
-        try:
-            self._patiently(
-                claim, StoreOp.RELEASE, lambda: self.store.release(claim.slot, claim.token)
-            )
-        except StoreError:
-            # The lease expires on its own; until then retries wait or get 409.
-            logger.warning("could not release idempotency key %r", claim.label[1], exc_info=True)
-        finally:
-            self._land(claim, RETRY)
-        return True
+        return drive(self._context, self._release(claim))
 
     async def arelease(self, claim: Claim) -> bool:
         """:meth:`release` for coroutines."""
+        return await adrive(self._context, self._release(claim))
+
+    def _release(self, claim: Claim) -> Flow[bool]:
         if not self._settle(claim):
             return False
-        store = self.store.aio()
+        call = Call(StoreOp.RELEASE, "release", (claim.slot, claim.token))
         try:
-            await self._apatiently(
-                claim, StoreOp.RELEASE, lambda: store.release(claim.slot, claim.token)
-            )
+            yield from self._patient(call, self._until(claim))
         except StoreError:
+            # The lease expires on its own; until then retries wait or get 409.
             logger.warning("could not release idempotency key %r", claim.label[1], exc_info=True)
         finally:
             self._land(claim, RETRY)
@@ -663,28 +563,6 @@ class Engine:
                 return
             claim.reported_lost = True
         events.emit(Outcome.LEASE_LOST, claim.door, *claim.label)
-
-    # -- timing ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _timed(op: StoreOp, func: Callable[..., T], *args: Any) -> T:
-        if not events.observed():
-            return func(*args)
-        started = time.monotonic()
-        try:
-            return func(*args)
-        finally:
-            events.store_op(op, time.monotonic() - started)
-
-    @staticmethod
-    async def _atimed(op: StoreOp, awaitable: Awaitable[T]) -> T:
-        if not events.observed():
-            return await awaitable
-        started = time.monotonic()
-        try:
-            return await awaitable
-        finally:
-            events.store_op(op, time.monotonic() - started)
 
     def close(self) -> None:
         """Release what the store holds (its notifier thread, the connections it keeps)."""
