@@ -2,7 +2,10 @@
 
 Transport-neutral: the HTTP lifecycle and the ``run()`` lifecycle (:mod:`.flows`) turn
 requests and calls into the engine's terms (a kind, a scope, a key, a fingerprint),
-and the engine speaks to a store only through :mod:`.stores.base`.
+and the engine speaks to a store only through :mod:`.stores.base`. It performs no I/O
+itself: :meth:`Engine.acquiring`, :meth:`~Engine.completing` and
+:meth:`~Engine.releasing` are flows that yield the steps they need (:mod:`.steps`), so
+one set of rules serves the blocking and the asyncio doors, each with its driver.
 
 The rules:
 
@@ -15,8 +18,8 @@ The rules:
 * **Wait** for a concurrent owner by notification (:class:`~.stores.base.Notifier`), up
   to the wait timeout; every wait ends when the owner's lease would, so a crashed
   owner is noticed within its lease, and the record is looked at again after every
-  wake-up. ``reject``
-  mode refuses at once; ``MAX_WAITERS`` bounds how many wait per process.
+  wake-up. ``reject`` mode refuses at once; ``MAX_WAITERS`` bounds how many wait per
+  process.
 * **Lease**: one keeper thread renews every held claim at a third of its lease.
 * **Complete** or **release** only while the token still owns the record (a late
   finisher never overwrites a newer owner), once per claim. Local followers get the
@@ -49,7 +52,7 @@ from .flights import flights as process_flights
 from .lease import Lease, LeaseKeeper, get_keeper
 from .options import Conflict
 from .records import IntegrityError, Kind, Record, Sealer, State, record_id, text_bytes
-from .steps import Call, Context, Flow, Follow, Listen, Pause, adrive, drive
+from .steps import Call, Context, Flow, Follow, Listen, Pause, drive
 from .stores.base import ClaimReply, RowStore, Slot, Store, StoreBusy, StoreError
 
 logger = logging.getLogger("django_idempotency")
@@ -145,7 +148,7 @@ class Engine:
         self._rows = rows
         self.max_waiters = max_waiters
         self.flights = flights if flights is not None else process_flights
-        self._context = Context(store, self.flights)
+        self.context = Context(store, self.flights)
         self._keeper = keeper
         self._lock = threading.Lock()
         self._waiting = 0
@@ -293,7 +296,7 @@ class Engine:
 
     # -- acquiring -----------------------------------------------------------------------
 
-    def acquire(
+    def acquiring(
         self,
         kind: Kind,
         door: Door,
@@ -304,33 +307,15 @@ class Engine:
         lock_ttl: float,
         wait_timeout: float,
         conflict: Conflict,
-    ) -> Claim | Found:
+    ) -> Flow[Claim | Found]:
         """Claim the record, or return the final one (waiting for a concurrent owner).
 
-        Raises :class:`FingerprintMismatch`, :class:`RequestInProgress`,
-        :class:`IdempotencyTimeout`, :class:`RecordTampered` and
-        :class:`~.stores.base.StoreError`.
+        A flow: ``yield from`` it in a lifecycle run by :func:`~.steps.drive` or
+        :func:`~.steps.adrive`. Raises :class:`FingerprintMismatch`,
+        :class:`RequestInProgress`, :class:`IdempotencyTimeout`, :class:`RecordTampered`
+        and :class:`~.stores.base.StoreError`.
         """
         attempt = _Attempt(self, kind, door, scope, key, fingerprint, lock_ttl, wait_timeout)
-        return drive(self._context, self._acquire(attempt, conflict))
-
-    async def aacquire(
-        self,
-        kind: Kind,
-        door: Door,
-        scope: str | bytes,
-        key: str | bytes,
-        fingerprint: bytes,
-        *,
-        lock_ttl: float,
-        wait_timeout: float,
-        conflict: Conflict,
-    ) -> Claim | Found:
-        """:meth:`acquire` for coroutines: no thread, no connection held while waiting."""
-        attempt = _Attempt(self, kind, door, scope, key, fingerprint, lock_ttl, wait_timeout)
-        return await adrive(self._context, self._acquire(attempt, conflict))
-
-    def _acquire(self, attempt: _Attempt, conflict: Conflict) -> Flow[Claim | Found]:
         deadline = time.monotonic() + attempt.wait_timeout
         while True:
             flight, leading = self._follow_or_lead(attempt)
@@ -444,23 +429,12 @@ class Engine:
         Raises :class:`ResultNotStored` (the outcome could not be stored, or the lease
         was lost); local followers get the record either way.
         """
-        return drive(self._context, self._complete(claim, state, payload, ttl, status))
+        return drive(self.context, self.completing(claim, state, payload, ttl=ttl, status=status))
 
-    async def acomplete(
-        self,
-        claim: Claim,
-        state: State,
-        payload: bytes,
-        *,
-        ttl: float,
-        status: int | None = None,
-    ) -> Record | None:
-        """:meth:`complete` for coroutines."""
-        return await adrive(self._context, self._complete(claim, state, payload, ttl, status))
-
-    def _complete(
-        self, claim: Claim, state: State, payload: bytes, ttl: float, status: int | None
+    def completing(
+        self, claim: Claim, state: State, payload: bytes, *, ttl: float, status: int | None = None
     ) -> Flow[Record | None]:
+        """The flow of :meth:`complete`, to ``yield from``."""
         if not self._settle(claim):
             return None
         record = self._final(claim, state, payload, status)
@@ -537,13 +511,10 @@ class Engine:
 
         Store errors are only logged: the lease then expires on its own.
         """
-        return drive(self._context, self._release(claim))
+        return drive(self.context, self.releasing(claim))
 
-    async def arelease(self, claim: Claim) -> bool:
-        """:meth:`release` for coroutines."""
-        return await adrive(self._context, self._release(claim))
-
-    def _release(self, claim: Claim) -> Flow[bool]:
+    def releasing(self, claim: Claim) -> Flow[bool]:
+        """The flow of :meth:`release`, to ``yield from``."""
         if not self._settle(claim):
             return False
         call = Call(StoreOp.RELEASE, "release", (claim.slot, claim.token))

@@ -32,6 +32,7 @@ from ..exceptions import (
 from ..options import CallOptions
 from ..records import Kind, State
 from ..runtime import get_engine
+from ..steps import Flow, adrive, drive
 from ..stores.base import StoreError, StoreFull
 
 T = TypeVar("T")
@@ -78,34 +79,21 @@ class CallFlow:
         ``started`` is when the call began (``time.monotonic()``): events carry the
         duration from it.
         """
-        self._check_key(key)
-        started = time.monotonic() if started is None else started
-        try:
-            got = self.engine.acquire(
-                Kind.CALL,
-                self.door,
-                options.namespace,
-                key,
-                b"",
-                lock_ttl=options.lock_ttl,
-                wait_timeout=options.wait_timeout,
-                conflict=options.conflict,
-            )
-            if isinstance(got, Claim) and options.durable:
-                return self.engine.recover(got, ttl=options.ttl) or got
-            return got
-        except Exception as exc:
-            self._refused(key, options, exc, started)
-            return None
+        return drive(self.engine.context, self._begin(key, options, started))
 
     async def abegin(
         self, key: str | bytes, options: CallOptions, started: float | None = None
     ) -> Claim | Found | None:
         """:meth:`begin` for coroutines."""
+        return await adrive(self.engine.context, self._begin(key, options, started))
+
+    def _begin(
+        self, key: str | bytes, options: CallOptions, started: float | None
+    ) -> Flow[Claim | Found | None]:
         self._check_key(key)
         started = time.monotonic() if started is None else started
         try:
-            return await self.engine.aacquire(
+            got = yield from self.engine.acquiring(
                 Kind.CALL,
                 self.door,
                 options.namespace,
@@ -115,6 +103,10 @@ class CallFlow:
                 wait_timeout=options.wait_timeout,
                 conflict=options.conflict,
             )
+            # Durable calls are blocking ones: arun() refuses durable=True.
+            if isinstance(got, Claim) and options.durable:
+                return self.engine.recover(got, ttl=options.ttl) or got
+            return got
         except Exception as exc:
             self._refused(key, options, exc, started)
             return None
@@ -222,23 +214,7 @@ class CallFlow:
         started: float | None = None,
     ) -> None:
         """The action raised ``exc``: store it, or release the key when it is not an outcome."""
-        if claim is None:
-            return
-        plan = self._error_plan(exc, options)
-        engine = self.engine
-        if plan is None:
-            if engine.release(claim):
-                emit(Outcome.RELEASED, self.door, options.namespace, key, started=started)
-            return
-        try:
-            engine.complete(claim, plan[0], plan[1], ttl=options.ttl)
-        except ResultNotStored as critical:
-            self._not_stored(key, options, critical, started)
-            critical.error = exc
-            raise critical from exc
-        self._stored(key, options, State.ERROR, started)
-        if options.on_action_error is not None:
-            options.on_action_error(key, exc)
+        drive(self.engine.context, self._failed(key, claim, options, exc, started))
 
     async def afailed(
         self,
@@ -249,16 +225,26 @@ class CallFlow:
         started: float | None = None,
     ) -> None:
         """:meth:`failed` for coroutines."""
+        await adrive(self.engine.context, self._failed(key, claim, options, exc, started))
+
+    def _failed(
+        self,
+        key: str | bytes,
+        claim: Claim | None,
+        options: CallOptions,
+        exc: BaseException,
+        started: float | None,
+    ) -> Flow[None]:
         if claim is None:
             return
         plan = self._error_plan(exc, options)
         engine = self.engine
         if plan is None:
-            if await engine.arelease(claim):
+            if (yield from engine.releasing(claim)):
                 emit(Outcome.RELEASED, self.door, options.namespace, key, started=started)
             return
         try:
-            await engine.acomplete(claim, plan[0], plan[1], ttl=options.ttl)
+            yield from engine.completing(claim, plan[0], plan[1], ttl=options.ttl)
         except ResultNotStored as critical:
             self._not_stored(key, options, critical, started)
             critical.error = exc
@@ -280,16 +266,9 @@ class CallFlow:
 
         ``plan``: ``value`` already serialized (durable mode did, for its row).
         """
-        if claim is None:
-            return value
-        state, payload, reason = plan if plan is not None else self._value_plan(value, options)
-        try:
-            self.engine.complete(claim, state, payload, ttl=options.ttl)
-        except ResultNotStored as critical:
-            self._not_stored(key, options, critical, started)
-            critical.value = value
-            raise
-        return self._after_success(key, options, value, state, reason, started)
+        return drive(
+            self.engine.context, self._succeeded(key, claim, options, value, started, plan)
+        )
 
     async def asucceeded(
         self,
@@ -300,26 +279,27 @@ class CallFlow:
         started: float | None = None,
     ) -> T:
         """:meth:`succeeded` for coroutines."""
+        flow = self._succeeded(key, claim, options, value, started, None)
+        return await adrive(self.engine.context, flow)
+
+    def _succeeded(
+        self,
+        key: str | bytes,
+        claim: Claim | None,
+        options: CallOptions,
+        value: T,
+        started: float | None,
+        plan: tuple[State, bytes, str | None] | None,
+    ) -> Flow[T]:
         if claim is None:
             return value
-        state, payload, reason = self._value_plan(value, options)
+        state, payload, reason = plan if plan is not None else self._value_plan(value, options)
         try:
-            await self.engine.acomplete(claim, state, payload, ttl=options.ttl)
+            yield from self.engine.completing(claim, state, payload, ttl=options.ttl)
         except ResultNotStored as critical:
             self._not_stored(key, options, critical, started)
             critical.value = value
             raise
-        return self._after_success(key, options, value, state, reason, started)
-
-    def _after_success(
-        self,
-        key: str | bytes,
-        options: CallOptions,
-        value: T,
-        state: State,
-        reason: str | None,
-        started: float | None,
-    ) -> T:
         self._stored(key, options, state, started)
         if reason is not None:
             raise ResultNotStored(reason, value=value)

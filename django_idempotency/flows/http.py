@@ -48,6 +48,7 @@ from ..http import SKIPPED_HEADERS, django_request, parse_key, problem_response,
 from ..options import NONE, HttpOptions, Overrides
 from ..records import Kind, Record, State, decode_http, encode_http
 from ..runtime import get_engine
+from ..steps import Flow, adrive, drive
 from ..stores.base import StoreError, StoreFull
 
 
@@ -214,31 +215,13 @@ class HttpFlow:
 
     def begin(self, request: Any) -> Begin:
         """Everything before the view runs."""
-        prepared = self._prepare(request)
-        if isinstance(prepared, Begin):
-            return prepared
-        o = prepared.options
-        trace = events.open_trace(self.door)
-        with events.active(trace):
-            try:
-                got = self.engine.acquire(
-                    Kind.HTTP,
-                    self.door,
-                    prepared.scope,
-                    prepared.key,
-                    prepared.fingerprint,
-                    lock_ttl=o.lock_ttl,
-                    wait_timeout=o.wait_timeout,
-                    conflict=o.conflict,
-                )
-                if isinstance(got, Claim) and self.durable(o):
-                    got = self.engine.recover(got, ttl=o.ttl) or got
-            except Exception as exc:
-                return self._refused(request, prepared, exc)
-            return self._begun(request, prepared, got, trace)
+        return drive(self.engine.context, self._begin(request))
 
     async def abegin(self, request: Any) -> Begin:
         """:meth:`begin` for the asyncio stack: no thread, no connection held while waiting."""
+        return await adrive(self.engine.context, self._begin(request))
+
+    def _begin(self, request: Any) -> Flow[Begin]:
         prepared = self._prepare(request)
         if isinstance(prepared, Begin):
             return prepared
@@ -246,7 +229,7 @@ class HttpFlow:
         trace = events.open_trace(self.door)
         with events.active(trace):
             try:
-                got = await self.engine.aacquire(
+                got = yield from self.engine.acquiring(
                     Kind.HTTP,
                     self.door,
                     prepared.scope,
@@ -256,6 +239,9 @@ class HttpFlow:
                     wait_timeout=o.wait_timeout,
                     conflict=o.conflict,
                 )
+                # Only doors that hold the view's transaction are durable: never async.
+                if isinstance(got, Claim) and self.durable(o):
+                    got = self.engine.recover(got, ttl=o.ttl) or got
             except Exception as exc:
                 return self._refused(request, prepared, exc)
             return self._begun(request, prepared, got, trace)
@@ -369,8 +355,7 @@ class HttpFlow:
                 if not durable:
                     self.settle(ticket, response)
                     return
-                with events.active(ticket.trace, last=True):
-                    self._store(ticket, plan)
+                drive(self.engine.context, self._settling(ticket, lambda: plan))
 
         for alias in aliases:
             transaction.on_commit(functools.partial(committed, alias), using=alias)
@@ -426,35 +411,22 @@ class HttpFlow:
 
     def settle(self, ticket: Ticket, response: HttpResponseBase) -> None:
         """Store the response for replays, or release the key; once per ticket."""
-        with events.active(ticket.trace, last=True):
-            self._store(ticket, self._plan(response))
-
-    def _store(self, ticket: Ticket, plan: _Plan | None) -> None:
-        engine = self.engine
-        if plan is None:
-            self._released(ticket, engine.release(ticket.claim))
-            return
-        state, payload, status = plan
-        try:
-            record = engine.complete(
-                ticket.claim, state, payload, ttl=ticket.options.ttl, status=status
-            )
-        except ResultNotStored as exc:
-            self._not_stored(ticket, exc)
-            return
-        self._executed(ticket, record)
+        drive(self.engine.context, self._settling(ticket, lambda: self._plan(response)))
 
     async def asettle(self, ticket: Ticket, response: HttpResponseBase) -> None:
         """:meth:`settle` for the asyncio stack."""
+        await adrive(self.engine.context, self._settling(ticket, lambda: self._plan(response)))
+
+    def _settling(self, ticket: Ticket, plan: Callable[[], _Plan | None]) -> Flow[None]:
+        engine = self.engine
         with events.active(ticket.trace, last=True):
-            plan = self._plan(response)
-            engine = self.engine
-            if plan is None:
-                self._released(ticket, await engine.arelease(ticket.claim))
+            planned = plan()
+            if planned is None:
+                self._released(ticket, (yield from engine.releasing(ticket.claim)))
                 return
-            state, payload, status = plan
+            state, payload, status = planned
             try:
-                record = await engine.acomplete(
+                record = yield from engine.completing(
                     ticket.claim, state, payload, ttl=ticket.options.ttl, status=status
                 )
             except ResultNotStored as exc:
@@ -464,15 +436,16 @@ class HttpFlow:
 
     def abort(self, ticket: Ticket) -> None:
         """The view raised (or its transaction rolled back): release the key for a retry."""
-        _current.set(None)
-        with events.active(ticket.trace, last=True):
-            self._released(ticket, self.engine.release(ticket.claim))
+        drive(self.engine.context, self._aborting(ticket))
 
     async def aabort(self, ticket: Ticket) -> None:
         """:meth:`abort` for the asyncio stack."""
+        await adrive(self.engine.context, self._aborting(ticket))
+
+    def _aborting(self, ticket: Ticket) -> Flow[None]:
         _current.set(None)
         with events.active(ticket.trace, last=True):
-            self._released(ticket, await self.engine.arelease(ticket.claim))
+            self._released(ticket, (yield from self.engine.releasing(ticket.claim)))
 
     def _executed(self, ticket: Ticket, record: Record | None) -> None:
         if record is not None:
