@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from .stores.base import Slot, Store
 
 logger = logging.getLogger("django_idempotency")
-_lost_lock = threading.Lock()
 
 
 class Lease:
@@ -42,18 +41,7 @@ class Lease:
         self.token = token
         self.lease_ms = lease_ms
         self.on_lost = on_lost
-        self._lost: threading.Event | None = None
-        self.reported_lost = False
         self.due = time.monotonic() + self.interval
-
-    @property
-    def lost(self) -> threading.Event:
-        """Set once the lease is lost (made on first use: most leases are never lost)."""
-        if self._lost is None:
-            with _lost_lock:  # so the keeper and a reader never get two different events
-                if self._lost is None:
-                    self._lost = threading.Event()
-        return self._lost
 
     @property
     def interval(self) -> float:
@@ -140,13 +128,13 @@ class LeaseKeeper:
 
     def _lose(self, lease: Lease) -> None:
         self.drop(lease)
-        lease.lost.set()
-        logger.error(
-            "idempotency lease lost for %s: another caller may run the action again",
-            lease.slot.name,
-        )
         if lease.on_lost is not None:
-            lease.on_lost(lease)
+            lease.on_lost(lease)  # the engine reports it, once, as lease_lost
+        else:
+            logger.error(
+                "idempotency lease lost for %s: another caller may run the action again",
+                lease.slot.name,
+            )
 
 
 keeper = LeaseKeeper()

@@ -141,16 +141,6 @@ class Record:
     #: The door the first request or call came through (``None``: not recorded).
     door: Door | None = None
 
-    @property
-    def scope_text(self) -> str:
-        """The scope for display."""
-        return self.scope.decode("utf-8", "backslashreplace")
-
-    @property
-    def key_text(self) -> str:
-        """The client's key for display (``run()`` keys may be arbitrary bytes)."""
-        return self.key.decode("utf-8", "backslashreplace")
-
 
 @dataclass(frozen=True, slots=True)
 class Header:

@@ -383,7 +383,7 @@ def test_wait_longer_than_socket_timeout_is_not_an_outage(settings, redis_url):
 
 
 @BOTH_TOPOLOGIES
-def test_keeper_reports_a_lost_lease_once_with_the_signal(redis_client):
+def test_keeper_reports_a_lost_lease_once_with_the_signal(redis_client, caplog):
     from django_idempotency import signals
 
     lost: list[Any] = []
@@ -405,6 +405,9 @@ def test_keeper_reports_a_lost_lease_once_with_the_signal(redis_client):
     finally:
         signals.lease_lost.disconnect(receiver)
     assert lost == [("ns", "stolen")]
+    # Logged once at ERROR too, by the one place every outcome goes through.
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and "lease lost" in r.message]
+    assert len(errors) == 1, [r.message for r in errors]
 
 
 def test_keeper_sleeps_through_sequential_leases_and_wakes_for_a_shorter_one():

@@ -83,11 +83,6 @@ PASS = Begin()
 _current: ContextVar[Ticket | None] = ContextVar("idempotency_ticket", default=None)
 
 
-def current_ticket() -> Ticket | None:
-    """The protected request being served in this context, if any."""
-    return _current.get()
-
-
 def request_key(name: str = "") -> str:
     """A stable key derived from the protected request's scope, key and ``name``.
 
