@@ -158,7 +158,10 @@ def renewal_blocker() -> str | None:
     uWSGI runs Python threads only with ``enable-threads`` (or ``threads``): without
     them the keeper may never renew, a lease held longer than ``LOCK_TTL`` silently
     lapses, and a duplicate runs the action again. The ``uwsgi`` module exists only
-    inside a uWSGI process, and its ``opt`` holds the options it was started with.
+    inside a uWSGI process; its ``opt`` holds the options it was started with and
+    ``has_threads`` whether it runs threads. The ``pyuwsgi`` wheel runs them even
+    without the option (Python is up before uWSGI starts), but the same configuration
+    on a compiled uWSGI does not: the configuration is what is refused, wherever it runs.
     """
     try:
         import uwsgi
@@ -170,7 +173,7 @@ def renewal_blocker() -> str | None:
         threads = int(opt.get("threads") or 0)
     except ValueError:
         threads = 0
-    if enabled or threads > 0:
+    if (enabled or threads > 0) and getattr(uwsgi, "has_threads", True):
         return None
     return (
         "uWSGI is running without Python threads, so django-idempotency cannot renew the "

@@ -98,12 +98,16 @@ def test_durable_with_the_middleware_is_a_warning(settings):
         ({"enable-threads": True}, False),  # --enable-threads
         ({"enable-threads": b"true"}, False),  # enable-threads = true in an ini file
         ({"threads": b"8"}, False),  # --threads enables them too
+        ({"enable-threads": True, "has_threads": 0}, True),  # it says it runs none
     ],
 )
 def test_uwsgi_without_threads_is_an_error_and_refused(monkeypatch, opt, refused):
     # The `uwsgi` module exists only inside a uWSGI process (tests/test_deploy.py starts
     # real ones); here it carries just the options uWSGI was started with.
-    monkeypatch.setitem(sys.modules, "uwsgi", types.SimpleNamespace(opt=opt))
+    opt = dict(opt)
+    has_threads = opt.pop("has_threads", 1)
+    uwsgi = types.SimpleNamespace(opt=opt, has_threads=has_threads)
+    monkeypatch.setitem(sys.modules, "uwsgi", uwsgi)
     assert ids(checks.check_threads()) == (["django_idempotency.E004"] if refused else [])
     if refused:
         with pytest.raises(ImproperlyConfigured, match="enable-threads = true"):
