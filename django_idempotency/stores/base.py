@@ -15,6 +15,7 @@ be refused to a caller whose lease was lost.
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,6 +27,18 @@ def record_name(prefix: str, rid: bytes) -> str:
     The braces make it a Redis Cluster hash tag; the inventory reads the id back from them.
     """
     return f"{prefix}:{{{base64.urlsafe_b64encode(rid).decode()}}}"
+
+
+def parse_record_id(shown: str) -> bytes:
+    """The id of the record shown as ``shown`` (16 base64url characters, as listed by
+    ``idempotency_inspect``); ``ValueError`` when it is not one."""
+    try:
+        rid = base64.urlsafe_b64decode(shown.encode() + b"==")
+    except (binascii.Error, ValueError):
+        rid = b""
+    if len(shown) != 16 or len(rid) != 12:
+        raise ValueError(f"not a record id: {shown!r}")
+    return rid
 
 
 class StoreError(Exception):

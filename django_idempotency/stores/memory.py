@@ -17,8 +17,6 @@ Redis there. Select it with ``IDEMPOTENCY = {"STORE": "django_idempotency.stores
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import threading
 import time
@@ -26,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..records import RUNNING_CHAR, TOKEN_SLICE, WAITER_FLAG_OFFSET
-from .base import Batch, ClaimReply, RawHead, Slot, record_name
+from .base import Batch, ClaimReply, RawHead, Slot, parse_record_id, record_name
 
 if TYPE_CHECKING:
     from ..conf import IdempotencySettings
@@ -279,13 +277,7 @@ class MemoryScanner:
 
     def name_of(self, record_id: str) -> str:
         """The name of the record shown as ``record_id``; ``ValueError`` if it is not one."""
-        try:
-            rid = base64.urlsafe_b64decode(record_id.encode() + b"==")
-        except (binascii.Error, ValueError):
-            rid = b""
-        if len(record_id) != 16 or len(rid) != 12:
-            raise ValueError(f"not a record id: {record_id!r}")
-        return self.store.slot(rid).name
+        return self.store.slot(parse_record_id(record_id)).name
 
     def _snapshot(self) -> list[RawHead]:
         now = time.monotonic()

@@ -18,15 +18,13 @@ per-command pipeline bookkeeping would be most of the cost of a scan.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
 from redis.crc import key_slot
 
-from ..base import Batch, RawHead, StoreError
+from ..base import Batch, RawHead, StoreError, parse_record_id
 from .store import RedisStore, record_pattern, translate
 
 #: Bytes read per record for listing: header, fingerprint, meta and the payload's start.
@@ -121,13 +119,7 @@ class RedisScanner:
 
     def name_of(self, record_id: str) -> str:
         """The key of the record whose id is shown as ``record_id``; ``ValueError`` if bad."""
-        try:
-            rid = base64.urlsafe_b64decode(record_id.encode() + b"==")
-        except (binascii.Error, ValueError):
-            rid = b""
-        if len(record_id) != 16 or len(rid) != 12:
-            raise ValueError(f"not a record id: {record_id!r}")
-        return self.store.slot(rid).name
+        return self.store.slot(parse_record_id(record_id)).name
 
     # -- reading ------------------------------------------------------------------------
 
