@@ -18,7 +18,7 @@ from redis.client import NEVER_DECODE
 
 from ...records import TOKEN_SLICE
 from ..base import ClaimReply, Slot
-from .connection import is_cluster
+from .connection import CHECKOUT_ARGS, is_cluster
 from .scripts import CLAIM, COMPLETE, RELEASE, Script
 from .store import RedisStore, _ms, claim_reply, demoted, translate
 
@@ -52,7 +52,7 @@ class AsyncRedisStore:
 
     async def _send(self, packed: bytes) -> Any:
         pool = self._pool
-        conn = await pool.get_connection()
+        conn = await pool.get_connection(*CHECKOUT_ARGS)
 
         async def exchange() -> Any:
             await conn.send_packed_command(packed)

@@ -31,6 +31,19 @@ _clients: dict[Any, Any] = {}
 _clients_lock = threading.Lock()
 
 
+def _checkout_args() -> tuple[str, ...]:
+    parameter = inspect.signature(redis.ConnectionPool.get_connection).parameters.get(
+        "command_name"
+    )
+    needed = parameter is not None and parameter.default is inspect.Parameter.empty
+    return ("EVALSHA",) if needed else ()
+
+
+#: What ``get_connection()`` of a pool (blocking or asyncio) is called with: redis-py
+#: before 5.3 wants a command name (it ignores it), later releases deprecate passing one.
+CHECKOUT_ARGS = _checkout_args()
+
+
 def sync_client(target: str | Callable[[], Any]) -> Any:
     """The blocking client for the ``REDIS`` setting (shared per process).
 

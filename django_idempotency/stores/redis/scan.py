@@ -25,6 +25,7 @@ import redis
 from redis.crc import key_slot
 
 from ..base import Batch, RawHead, StoreError, parse_record_id
+from .connection import CHECKOUT_ARGS
 from .store import RedisStore, record_pattern, translate
 
 #: Bytes read per record for listing: header, fingerprint, meta and the payload's start.
@@ -70,10 +71,7 @@ def _pipeline(node: Any, commands: list[bytes]) -> list[Any]:
     if not commands:
         return []
     pool = node.connection_pool
-    try:
-        conn = pool.get_connection()
-    except TypeError:  # redis-py < 5.3 wants a command name
-        conn = pool.get_connection("GETRANGE")
+    conn = pool.get_connection(*CHECKOUT_ARGS)
     try:
         return _send(conn, commands)
     except BaseException:

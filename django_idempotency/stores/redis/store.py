@@ -28,7 +28,7 @@ from redis.client import NEVER_DECODE
 from ...records import TOKEN_SLICE
 from ..base import ClaimReply, Slot, StoreBusy, StoreError, StoreFull, StoreUnavailable
 from ..base import record_name as key_name  # the Redis key of a record
-from .connection import is_cluster
+from .connection import CHECKOUT_ARGS, is_cluster
 from .notifier import RedisNotifier
 from .scripts import CLAIM, COMPLETE, RELEASE, RENEW, Script
 
@@ -215,10 +215,7 @@ class RedisStore:
         return False
 
     def _pooled(self) -> Any:
-        try:
-            return self._pool.get_connection()
-        except TypeError:  # redis-py < 5.3 wants a command name
-            return self._pool.get_connection("EVALSHA")
+        return self._pool.get_connection(*CHECKOUT_ARGS)
 
     def _release(self, conn: Any) -> None:
         if len(self._idle) < self._keep:
