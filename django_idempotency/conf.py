@@ -287,6 +287,13 @@ class IdempotencySettings:
         "Callable (or dotted path) settings -> the store records live in: Redis by default, "
         '"django_idempotency.stores.memory.open_store" for one process.',
     )
+    FORM_FIELD: str = setting(
+        127,
+        "idempotency_key",
+        o.text,
+        "Form field carrying the key when the header is absent (a form-encoded or multipart "
+        "body); {% idempotency_key_field %} renders it.",
+    )
 
     @property
     def header_meta_key(self) -> str:
