@@ -1,0 +1,155 @@
+"""httpx transports, sync and async, that send one idempotency key per logical call and
+retry it safely (the rule is :mod:`.policy`'s; this module only performs it).
+
+::
+
+    client = httpx.Client(transport=IdempotentTransport())
+    async_client = httpx.AsyncClient(transport=AsyncIdempotentTransport())
+
+Each wraps another transport (default: httpx's own, ``httpx.HTTPTransport()``): give it
+yours to set TLS, proxies or limits, which httpx reads from the transport, not the
+client, once a transport is given.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import httpx
+
+from .policy import Attempts, RetriesExhausted, RetryPolicy
+
+#: Errors after which the request may or may not have reached the server: it is sent
+#: again with the same key. Anything else (an unsupported URL, a proxy that refused, a
+#: malformed request) would fail the same way again and is raised as it is.
+RETRIED_ERRORS: tuple[type[Exception], ...] = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
+
+
+class HTTPXRetriesExhausted(RetriesExhausted, httpx.TransportError):
+    """:class:`~.policy.RetriesExhausted`, also an ``httpx.TransportError`` (so an
+    ``except httpx.HTTPError`` around the call catches it)."""
+
+    def __init__(self, message: str, *, request: httpx.Request, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.request = request
+
+
+def _start(policy: RetryPolicy, request: httpx.Request) -> Attempts | None:
+    attempts = policy.start(
+        request.method,
+        str(request.url),
+        request.headers.get(policy.header),
+        lambda message, **details: HTTPXRetriesExhausted(message, request=request, **details),
+    )
+    if attempts is not None and attempts.header_value is not None:
+        request.headers[policy.header] = attempts.header_value
+    return attempts
+
+
+def _cut(request: httpx.Request, timeouts: dict[str, float | None], left: float | None) -> None:
+    """Cut this attempt's timeouts to what is left of the deadline."""
+    if left is not None:
+        request.extensions["timeout"] = {
+            name: left if value is None else min(value, left) for name, value in timeouts.items()
+        }
+
+
+class IdempotentTransport(httpx.BaseTransport):
+    """Adds an ``Idempotency-Key`` to each protected request (POST and PATCH by default)
+    and retries it with the same key as ``policy`` (a :class:`RetryPolicy`) says.
+
+    The response that answers the call carries a :class:`~.policy.CallInfo`
+    (:func:`django_idempotency.client.call_info`); giving up raises
+    :class:`HTTPXRetriesExhausted`.
+    """
+
+    def __init__(
+        self, transport: httpx.BaseTransport | None = None, *, policy: RetryPolicy | None = None
+    ) -> None:
+        self.transport = transport if transport is not None else httpx.HTTPTransport()
+        self.policy = policy if policy is not None else RetryPolicy()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request``: once if unprotected, else until the policy has an answer."""
+        attempts = _start(self.policy, request)
+        if attempts is None:
+            return self.transport.handle_request(request)
+        request.read()  # a streamed body is buffered, so every attempt can send it
+        timeouts = dict(request.extensions.get("timeout", {}))
+        while True:
+            _cut(request, timeouts, attempts.sending())
+            try:
+                response = self.transport.handle_request(request)
+            except RETRIED_ERRORS as exc:
+                pause = attempts.after_error(exc)
+            else:
+                try:
+                    pause_or_none = attempts.after_response(
+                        response.status_code, response.headers, response
+                    )
+                except RetriesExhausted:
+                    response.read()  # the caller may read the last answer's body
+                    response.close()
+                    raise
+                if pause_or_none is None:
+                    response.extensions["idempotency"] = attempts.info(response.headers)
+                    return response
+                response.close()
+                pause = pause_or_none
+            time.sleep(pause)
+
+    def close(self) -> None:
+        """Close the wrapped transport."""
+        self.transport.close()
+
+
+class AsyncIdempotentTransport(httpx.AsyncBaseTransport):
+    """:class:`IdempotentTransport` for ``httpx.AsyncClient`` (asyncio or trio)."""
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+        self.policy = policy if policy is not None else RetryPolicy()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request``: once if unprotected, else until the policy has an answer."""
+        attempts = _start(self.policy, request)
+        if attempts is None:
+            return await self.transport.handle_async_request(request)
+        await request.aread()  # a streamed body is buffered, so every attempt can send it
+        timeouts = dict(request.extensions.get("timeout", {}))
+        while True:
+            _cut(request, timeouts, attempts.sending())
+            try:
+                response = await self.transport.handle_async_request(request)
+            except RETRIED_ERRORS as exc:
+                pause = attempts.after_error(exc)
+            else:
+                try:
+                    pause_or_none = attempts.after_response(
+                        response.status_code, response.headers, response
+                    )
+                except RetriesExhausted:
+                    await response.aread()  # the caller may read the last answer's body
+                    await response.aclose()
+                    raise
+                if pause_or_none is None:
+                    response.extensions["idempotency"] = attempts.info(response.headers)
+                    return response
+                await response.aclose()
+                pause = pause_or_none
+            await anyio.sleep(pause)
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self.transport.aclose()
