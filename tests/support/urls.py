@@ -6,7 +6,7 @@ from rest_framework.routers import SimpleRouter
 
 from django_idempotency.observers.prometheus import metrics_view
 
-from . import views
+from . import conformance_views, views
 
 router = SimpleRouter()
 router.register("charges", views.DRFChargeViewSet, basename="charge")
@@ -29,4 +29,8 @@ urlpatterns: list[Any] = [
     path("async-decorated/", views.async_decorated),
     path("deploy/", views.deploy_counted),
     path("deploy-async/", views.deploy_counted_async),
+    path("conformance/unprotected/", conformance_views.unprotected),
+    path("conformance/rerendering/", conformance_views.rerendering),
+    path("conformance/rejecting/", conformance_views.rejecting),
+    path("conformance/body-ignoring/", conformance_views.body_ignoring),
 ]
