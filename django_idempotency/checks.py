@@ -63,12 +63,24 @@ def check_redis(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
     return []
 
 
+def _scope_reads_headers_only() -> bool:
+    from .conf import get_settings
+    from .edge.scope import from_headers
+
+    try:
+        return from_headers(get_settings().SCOPE) is not None
+    except ImproperlyConfigured:
+        return False  # reported by check_settings
+
+
 @checks.register(checks.Tags.compatibility)
 def check_middleware_order(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E003: the middleware runs before AuthenticationMiddleware, so request.user is unknown."""
     middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
     if MIDDLEWARE_PATH not in middleware or AUTH_MIDDLEWARE_PATH not in middleware:
         return []
+    if _scope_reads_headers_only():
+        return []  # request.user plays no part in the scope: any place will do
     if middleware.index(MIDDLEWARE_PATH) < middleware.index(AUTH_MIDDLEWARE_PATH):
         return [
             checks.Error(

@@ -59,6 +59,11 @@ logger = logging.getLogger("django_idempotency")
 
 T = TypeVar("T")
 
+#: What a client is told when its key was used with another request.
+MISMATCH_DETAIL = (
+    "This key was already used with a different request (method, path, query string or body)."
+)
+
 #: A waiter looks at a running record at least this often before its lease check.
 MIN_RECHECK = 0.05
 
@@ -187,10 +192,7 @@ class Engine:
         if (who.fingerprint and record.fingerprint != who.fingerprint) or (
             record.scope != who.scope or record.key != who.key
         ):
-            raise FingerprintMismatch(
-                "This key was already used with a different request "
-                "(method, path, query string or body)."
-            )
+            raise FingerprintMismatch(MISMATCH_DETAIL)
         return record
 
     def _judge(
@@ -342,6 +344,21 @@ class Engine:
             elif flight is not None:
                 self.flights.land(flight, got.record)
             return got
+
+    def looking(
+        self, kind: Kind, door: Door, scope: str | bytes, key: str | bytes
+    ) -> Flow[Record | None]:
+        """The record of ``key`` in ``scope``, verified, without claiming it (``None``: none).
+
+        For a caller that only answers what is already decided (the edge in front of
+        Django) and leaves every other request to a door that claims. The MAC and the
+        scope and key are checked as for a claim (:class:`RecordTampered` and an
+        ``integrity_failed`` event on failure); the fingerprint is left to the caller,
+        which may not know the function a door computed it with.
+        """
+        attempt = _Attempt(self, kind, door, scope, key, b"", 1, 0)
+        raw = yield Call(StoreOp.READ, "read", (attempt.slot,))
+        return None if raw is None else self._verified(attempt, raw)
 
     def _remote(
         self, attempt: _Attempt, deadline: float, conflict: Conflict

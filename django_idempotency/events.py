@@ -71,6 +71,8 @@ class Door(str, Enum):
     RUN = "run"
     CELERY = "celery"
     TASKS = "tasks"
+    #: ``django_idempotency.edge``: a replay answered before Django's stack runs.
+    EDGE = "edge"
 
 
 class StoreOp(str, Enum):
@@ -83,6 +85,8 @@ class StoreOp(str, Enum):
     COMPLETE = "complete"
     RELEASE = "release"
     RENEW = "renew"
+    #: A plain read of a record (the edge looks before Django runs; it never claims).
+    READ = "read"
 
 
 @dataclass(frozen=True, slots=True)

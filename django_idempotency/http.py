@@ -90,12 +90,27 @@ def default_scope(request: HttpRequest) -> str:
 def default_fingerprint(request: HttpRequest) -> bytes:
     """128-bit BLAKE2b of method, path, query string and body (each length-prefixed)."""
     request = django_request(request)
-    method = (request.method or "").encode()
-    path = request.path.encode()
-    query = request.META.get("QUERY_STRING", "").encode("latin-1", "replace")
+    return fingerprint_of(
+        request.method or "", request.path, request.META.get("QUERY_STRING", ""), request.body
+    )
+
+
+def fingerprint_of(method: str, path: str, query: str, body: bytes) -> bytes:
+    """:func:`default_fingerprint` of a request given by its parts (as Django decodes them)."""
+    method_bytes = method.encode()
+    path_bytes = path.encode()
+    query_bytes = query.encode("latin-1", "replace")
     return hashlib.blake2b(
-        b"%d:%b%d:%b%d:%b" % (len(method), method, len(path), path, len(query), query)
-        + request.body,
+        b"%d:%b%d:%b%d:%b"
+        % (
+            len(method_bytes),
+            method_bytes,
+            len(path_bytes),
+            path_bytes,
+            len(query_bytes),
+            query_bytes,
+        )
+        + body,
         digest_size=16,
     ).digest()
 

@@ -106,6 +106,7 @@ DOOR_CODES = {
     Door.RUN: 4,
     Door.CELERY: 5,
     Door.TASKS: 6,
+    Door.EDGE: 7,
 }
 if set(DOOR_CODES) != set(Door):  # pragma: no cover - a new door without a code
     raise ImportError(f"records.DOOR_CODES needs a code for {set(Door) - set(DOOR_CODES)}")

@@ -119,7 +119,8 @@ class _Request:
     started: float
 
 
-def _fingerprint(value: str | bytes) -> bytes:
+def stored_fingerprint(value: str | bytes) -> bytes:
+    """A fingerprint function's value as a record keeps it (bytes; a long one digested)."""
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
     # The record keeps a fingerprint of at most 255 bytes; a long one is digested.
     return raw if len(raw) <= 32 else hashlib.blake2b(raw, digest_size=16).digest()
@@ -204,7 +205,7 @@ class HttpFlow:
             options,
             str(options.scope(request)),
             key,
-            _fingerprint(options.fingerprint(request)),
+            stored_fingerprint(options.fingerprint(request)),
             started,
         )
 
@@ -279,16 +280,20 @@ class HttpFlow:
         self, request: Any, prepared: _Request, got: Claim | Found, trace: Trace | None
     ) -> Begin:
         if isinstance(got, Found):
-            return Begin(response=self._replay(request, prepared, got))
+            return Begin(
+                response=self.replay(request, prepared.scope, prepared.key, prepared.started, got)
+            )
         ticket = Ticket(
             got, prepared.options, request, prepared.scope, prepared.key, prepared.started, trace
         )
         _current.set(ticket)
         return Begin(ticket=ticket)
 
-    def _replay(self, request: Any, prepared: _Request, found: Found) -> HttpResponse:
+    def replay(
+        self, request: Any, scope: str, key: str, started: float, found: Found
+    ) -> HttpResponse:
+        """The answer for a final record: its response again, or why it cannot be replayed."""
         record = found.record
-        scope, key = prepared.scope, prepared.key
         if record.state is State.UNREPLAYABLE:
             emit(Outcome.NOT_REPLAYABLE, self.door, scope, key, request=request)
             return problem_response(
@@ -302,7 +307,7 @@ class HttpFlow:
             self.door,
             scope,
             key,
-            started=prepared.started,
+            started=started,
             wait=found.waited,
             request=request,
         )

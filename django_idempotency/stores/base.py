@@ -127,6 +127,9 @@ class Store(Protocol):
     def renew(self, leases: Sequence[tuple[Slot, bytes, int]]) -> list[bool]:
         """Extend each ``(slot, token, lease_ms)`` still owned; True where it was."""
 
+    def read(self, slot: Slot) -> bytes | None:
+        """The sealed record in ``slot``, or ``None``; changes nothing (no claim, no flag)."""
+
     @property
     def notifier(self) -> Notifier:
         """The process-wide notifier for this store's completions."""
@@ -152,6 +155,9 @@ class AsyncStore(Protocol):
 
     async def release(self, slot: Slot, token: bytes) -> bool:
         """See :meth:`Store.release`."""
+
+    async def read(self, slot: Slot) -> bytes | None:
+        """See :meth:`Store.read`."""
 
 
 class Notifier(Protocol):

@@ -108,6 +108,11 @@ class MemoryStore:
                 self._records[slot.name] = (bytes(flagged), expires)
         return ClaimReply(record, max(int((expires - now) * 1000), 1))
 
+    def read(self, slot: Slot) -> bytes | None:
+        """The record in ``slot``, or ``None``; changes nothing."""
+        with self._lock:
+            return self._get(slot.name, time.monotonic())
+
     def complete(self, slot: Slot, token: bytes, record: bytes, ttl_ms: int) -> bool:
         """Replace our running record with ``record`` if ``token`` still owns it; notify."""
         now = time.monotonic()
@@ -162,6 +167,10 @@ class AsyncMemoryStore:
     async def release(self, slot: Slot, token: bytes) -> bool:
         """See :meth:`MemoryStore.release`."""
         return self._store.release(slot, token)
+
+    async def read(self, slot: Slot) -> bytes | None:
+        """See :meth:`MemoryStore.read`."""
+        return self._store.read(slot)
 
 
 class _Watch:

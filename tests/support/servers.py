@@ -79,18 +79,19 @@ def serve(kind: str, env: dict[str, str], workers: int = 4, threads: int = 1) ->
 
 @contextlib.contextmanager
 def serve_process(
-    kind: str, env: dict[str, str], workers: int = 4, threads: int = 1
+    kind: str, env: dict[str, str], workers: int = 4, threads: int = 1, app: str | None = None
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """:func:`serve`, yielding the port and the server's process.
 
-    ``threads`` > 1 makes gunicorn use its ``gthread`` worker with that many threads.
+    ``threads`` > 1 makes gunicorn use its ``gthread`` worker with that many threads;
+    ``app`` names another application than the test project's (``module:attribute``).
     """
     port = free_port()
     bin_dir = Path(sys.executable).parent
     if kind == "gunicorn":
         cmd = [
             str(bin_dir / "gunicorn"),
-            "tests.support.wsgi:application",
+            app or "tests.support.wsgi:application",
             "-w",
             str(workers),
             "-b",
@@ -105,7 +106,7 @@ def serve_process(
     else:
         cmd = [
             str(bin_dir / "uvicorn"),
-            "tests.support.asgi:application",
+            app or "tests.support.asgi:application",
             "--workers",
             str(workers),
             "--host",

@@ -20,7 +20,7 @@ from ...records import TOKEN_SLICE
 from ..base import ClaimReply, Slot
 from .connection import CHECKOUT_ARGS, is_cluster
 from .scripts import CLAIM, COMPLETE, RELEASE, Script
-from .store import RedisStore, _ms, claim_reply, demoted, translate
+from .store import RedisStore, _ms, _raw, claim_reply, demoted, get_command, translate
 
 _R = TypeVar("_R")
 
@@ -93,6 +93,18 @@ class AsyncRedisStore:
         if reply.record is not None and reply.record[TOKEN_SLICE] == running[TOKEN_SLICE]:
             return ClaimReply(None)
         return reply
+
+    async def read(self, slot: Slot) -> bytes | None:
+        """See :meth:`RedisStore.read`."""
+        key = slot.name.encode()
+
+        async def get() -> Any:
+            if self._pool is not None:
+                return await self._send(get_command(key))
+            return await self.client.execute_command("GET", key, **{NEVER_DECODE: True})
+
+        reply = await self._guarded(get)
+        return None if reply is None else _raw(reply)
 
     async def complete(self, slot: Slot, token: bytes, record: bytes, ttl_ms: int) -> bool:
         """See :meth:`RedisStore.complete`."""

@@ -93,6 +93,11 @@ def claim_reply(reply: Any) -> ClaimReply:
     return ClaimReply(_raw(reply))
 
 
+def get_command(key: bytes) -> bytes:
+    """``GET <key>`` encoded as RESP (the scripts' calls are packed by hand too)."""
+    return b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key)
+
+
 def _raw(value: Any) -> bytes:
     return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
 
@@ -295,6 +300,18 @@ class RedisStore:
         if reply.record is not None and reply.record[TOKEN_SLICE] == running[TOKEN_SLICE]:
             return ClaimReply(None)
         return reply
+
+    def read(self, slot: Slot) -> bytes | None:
+        """The record in ``slot`` (a plain ``GET``: one round trip, nothing written)."""
+        key = slot.name.encode()
+
+        def get() -> Any:
+            if self._pool is not None:
+                return self._send([get_command(key)])[0]
+            return self.client.execute_command("GET", key, **{NEVER_DECODE: True})
+
+        reply = self._guarded(get)
+        return None if reply is None else _raw(reply)
 
     def complete(self, slot: Slot, token: bytes, record: bytes, ttl_ms: int) -> bool:
         """Store ``record`` if ``token`` still owns the slot; publish if someone waits."""
