@@ -6,7 +6,9 @@ Doors and commands ask :func:`get_engine` for the engine; it is built on first u
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 
 from django.conf import settings as django_settings
 
@@ -35,6 +37,10 @@ def build_engine(settings: IdempotencySettings) -> Engine:
     return Engine(settings.STORE(settings), sealer_for(settings), max_waiters=settings.MAX_WAITERS)
 
 
+#: What :func:`get_engine` builds the engine with (see :func:`engines_built_by`).
+_build: Callable[[IdempotencySettings], Engine] = build_engine
+
+
 def get_engine() -> Engine:
     """The engine for the current settings."""
     global _engine
@@ -42,9 +48,36 @@ def get_engine() -> Engine:
     if engine is None:
         with _lock:
             if _engine is None:
-                _engine = build_engine(get_settings())
+                _engine = _build(get_settings())
             engine = _engine
     return engine
+
+
+@contextlib.contextmanager
+def engines_built_by(builder: Callable[[IdempotencySettings], Engine]) -> Iterator[None]:
+    """Inside the block, the engine is built by ``builder`` from the current settings.
+
+    The test isolation (:mod:`django_idempotency.testing.isolation`) gives each test a
+    store of its own this way, and it holds through ``override_settings`` because every
+    rebuild goes through ``builder``. The engine in use is dropped on entry and on exit.
+    """
+    previous = _swap(builder)
+    try:
+        yield
+    finally:
+        _swap(previous)
+
+
+def _swap(
+    builder: Callable[[IdempotencySettings], Engine],
+) -> Callable[[IdempotencySettings], Engine]:
+    global _build, _engine
+    with _lock:
+        previous, _build = _build, builder
+        old, _engine = _engine, None
+    if old is not None:
+        old.close()
+    return previous
 
 
 @on_reload

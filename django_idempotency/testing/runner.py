@@ -1,0 +1,93 @@
+"""Django's test runner with each test on its own, empty idempotency store.
+
+One line in the settings ``manage.py test`` uses::
+
+    TEST_RUNNER = "django_idempotency.testing.runner.IsolatedTestRunner"
+
+A project with a runner of its own mixes :class:`IsolatedStoreMixin` in front of it.
+Each test runs inside :func:`~django_idempotency.testing.isolation.isolated_store`,
+opened when the test starts and closed when it stops (after ``tearDown`` and its
+cleanups), in every mode of the runner: serial, ``--parallel`` (in each worker
+process), ``--debug-sql`` and ``--pdb``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import unittest
+from typing import TYPE_CHECKING
+
+from django.test.runner import DiscoverRunner, ParallelTestSuite, RemoteTestResult, RemoteTestRunner
+
+from .isolation import isolated_store
+
+
+class IsolatingResult(unittest.TestResult):
+    """A test result that opens an isolated store when a test starts, closes it at its stop."""
+
+    _isolation: contextlib.ExitStack | None = None
+
+    def startTest(self, test: unittest.TestCase) -> None:
+        """Open the test's store, then start it."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(isolated_store())
+        self._isolation = stack
+        super().startTest(test)
+
+    def stopTest(self, test: unittest.TestCase) -> None:
+        """Stop the test, then remove its records."""
+        try:
+            super().stopTest(test)
+        finally:
+            stack, self._isolation = self._isolation, None
+            if stack is not None:
+                stack.close()
+
+
+_isolating: dict[type[unittest.TextTestResult], type[unittest.TextTestResult]] = {}
+
+
+def isolating(result_class: type[unittest.TextTestResult]) -> type[unittest.TextTestResult]:
+    """``result_class`` with :class:`IsolatingResult` in front of it (made once per class)."""
+    made = _isolating.get(result_class)
+    if made is None:
+        name = f"Isolating{result_class.__name__}"
+        made = _isolating[result_class] = type(name, (IsolatingResult, result_class), {})
+    return made
+
+
+class IsolatingRemoteTestResult(IsolatingResult, RemoteTestResult):
+    """The result a ``--parallel`` worker process records into, isolating each test."""
+
+
+class IsolatingRemoteTestRunner(RemoteTestRunner):
+    """What a ``--parallel`` worker process runs its share of the tests with."""
+
+    resultclass = IsolatingRemoteTestResult
+
+
+class IsolatingParallelTestSuite(ParallelTestSuite):
+    """``--parallel``: each worker process isolates each of its tests."""
+
+    runner_class = IsolatingRemoteTestRunner
+
+
+# The mixin goes in front of a DiscoverRunner: type-checked as one, a plain class at runtime.
+if TYPE_CHECKING:
+    _Runner = DiscoverRunner
+else:
+    _Runner = object
+
+
+class IsolatedStoreMixin(_Runner):
+    """Mix into a ``DiscoverRunner`` subclass: each test its own, empty idempotency store."""
+
+    parallel_test_suite: type[ParallelTestSuite] = IsolatingParallelTestSuite
+
+    def get_resultclass(self) -> type[unittest.TextTestResult] | None:
+        """The runner's own result class (``--debug-sql``, ``--pdb``), isolating."""
+        return isolating(super().get_resultclass() or unittest.TextTestResult)
+
+
+class IsolatedTestRunner(IsolatedStoreMixin, DiscoverRunner):
+    """Django's ``DiscoverRunner``, each test on its own, empty idempotency store."""
