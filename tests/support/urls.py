@@ -6,7 +6,7 @@ from rest_framework.routers import SimpleRouter
 
 from django_idempotency.observers.prometheus import metrics_view
 
-from . import conformance_views, views
+from . import client_views, conformance_views, views
 
 router = SimpleRouter()
 router.register("charges", views.DRFChargeViewSet, basename="charge")
@@ -33,4 +33,6 @@ urlpatterns: list[Any] = [
     path("conformance/rerendering/", conformance_views.rerendering),
     path("conformance/rejecting/", conformance_views.rejecting),
     path("conformance/body-ignoring/", conformance_views.body_ignoring),
+    path("client/counted/", client_views.counted),
+    path("client/counted-reject/", client_views.counted_reject),
 ]

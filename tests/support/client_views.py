@@ -1,0 +1,54 @@
+"""Views the client's tests (tests/test_client.py) call through gunicorn.
+
+Each records its executions in Redis, where the test (another process) counts them, and
+can be held on a gate the test opens, so the test orders the view against the client's
+attempts without sleeping. ``?tag=T`` names the call's Redis keys (:data:`RUNS`,
+:data:`GATE`); ``?gate=1`` holds the view until the gate opens. Query strings are part of
+the request's fingerprint, so every attempt of a call is the same request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import redis
+from django.http import HttpRequest, JsonResponse
+
+from django_idempotency import idempotent_view
+
+#: A list with one JSON entry per execution: ``{"key": <Idempotency-Key header>, "pid"}``.
+RUNS = "client:runs:{tag}"
+#: The view waits until an item is pushed here (and leaves it, so the gate stays open).
+GATE = "client:gate:{tag}"
+#: The longest the view waits for its gate.
+GATE_TIMEOUT = 60
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["REDIS_URL"])
+
+
+def counted(request: HttpRequest) -> JsonResponse:
+    """Record the execution, wait for the gate if asked, answer 201 with a token drawn
+    per execution (two executions never answer the same body)."""
+    tag = request.GET["tag"]
+    client = _redis()
+    try:
+        entry = {"key": request.headers.get("Idempotency-Key"), "pid": os.getpid()}
+        run = client.rpush(RUNS.format(tag=tag), json.dumps(entry))
+        if request.GET.get("gate"):
+            gate = GATE.format(tag=tag)
+            # BLMOVE onto itself: wait for the item and leave it, in one command.
+            if client.blmove(gate, gate, GATE_TIMEOUT) is None:
+                raise TimeoutError(f"the gate {gate} stayed shut for {GATE_TIMEOUT} s")
+    finally:
+        client.close()
+    return JsonResponse(
+        {"run": run, "token": os.urandom(8).hex(), "body": request.body.decode()}, status=201
+    )
+
+
+#: :func:`counted` behind the decorator with ``conflict="reject"``: a duplicate sent
+#: while the first runs gets 409 with Retry-After at once.
+counted_reject = idempotent_view(conflict="reject")(counted)
