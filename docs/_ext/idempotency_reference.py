@@ -140,12 +140,12 @@ class SettingsDirective(_Directive):
 
         out: list[nodes.Node] = []
         summary = _table(
-            ["Setting", "Default", "Check id"],
+            ["Setting", "Meaning", "Check"],
             (
                 [
                     _xref("setting", f.name, _code(f.name)),
-                    _code(repr(f.metadata["default"])),
-                    _code(check_id(f.name)),
+                    _inline(f.metadata["doc"]),
+                    _code(check_id(f.name).removeprefix(_CHECK_PREFIX)),
                 ]
                 for f in SETTINGS
             ),
