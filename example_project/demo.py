@@ -362,6 +362,43 @@ def play(client: Client, run: str, p: Promises) -> dict[str, Any]:
     }
 
 
+def check_schema(client: Client, p: Promises) -> None:
+    """Step 8: the OpenAPI schema (drf-spectacular) documents the contract of the charges API."""
+    say(bold("8. Read the OpenAPI schema"))
+    show_request("GET", "/api/schema/?format=json", None)
+    reply = client.request("GET", "/api/schema/?format=json")
+    say(f"< {bold(f'{reply.status} {reply.reason}')}", 3)
+    paths = reply.json()["paths"] if reply.status == 200 else {}
+    create = paths.get("/api/charges/", {}).get("post", {})
+    listing = paths.get("/api/charges/", {}).get("get", {})
+    key = [x for x in create.get("parameters", []) if x.get("name") == "Idempotency-Key"]
+    responses = create.get("responses", {})
+    say(dim(f"POST /api/charges/ answers {', '.join(sorted(responses))}"), 7)
+    explain(
+        "django_idempotency.openapi.SchemaGenerator (one line in SPECTACULAR_SETTINGS) adds "
+        "the contract to every operation a door protects, and to no other."
+    )
+    p.check(
+        len(key) == 1 and key[0].get("in") == "header" and key[0].get("required") is True,
+        "POST /api/charges/ documents Idempotency-Key (required)",
+    )
+    p.check(
+        all(
+            "application/problem+json" in responses.get(c, {}).get("content", {})
+            for c in ("400", "409", "422", "503")
+        )
+        and "Retry-After" in responses.get("409", {}).get("headers", {})
+        and "Idempotent-Replayed" in responses.get("201", {}).get("headers", {}),
+        "and its 400/409/422/503 problems, Retry-After and Idempotent-Replayed",
+    )
+    p.check(
+        bool(listing)
+        and not any(x.get("name") == "Idempotency-Key" for x in listing.get("parameters", [])),
+        "GET /api/charges/ (a read) does not",
+    )
+    say()
+
+
 def redeliver(task_id: str, event_id: str, reference: str) -> None:
     """Publish the settlement job's message again, as a broker redelivers it."""
     from celery import Celery
@@ -562,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         say()
         client = Client(port, token)
         expected = play(client, run, p)
+        check_schema(client, p)
         ledger = check_ledger(client, expected, p)
         metrics = show_metrics(client)
 

@@ -17,6 +17,8 @@ from ..http import django_request
 EXEMPT_ATTR = "idempotency_exempt"
 #: Attribute set on a view (or DRF view class) whose own door handles idempotency.
 DOOR_ATTR = "idempotency_door"
+#: Attribute set by ``@idempotent_view`` on the view it returns: that door's ``HttpFlow``.
+FLOW_ATTR = "idempotency_flow"
 _TAKEN = "_idempotency_taken"
 
 

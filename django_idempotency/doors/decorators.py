@@ -17,7 +17,7 @@ from asgiref.sync import iscoroutinefunction
 from ..events import Door
 from ..flows.http import HttpFlow
 from ..options import Overrides, named
-from . import DOOR_ATTR, EXEMPT_ATTR, take
+from . import DOOR_ATTR, EXEMPT_ATTR, FLOW_ATTR, take
 
 V = TypeVar("V", bound=Callable[..., Any])
 Duration = float | int | timedelta
@@ -84,6 +84,8 @@ def idempotent_view(view: V | None = None, **options: Any) -> V | Callable[[V], 
 
             wrapper = sync_wrapper
         setattr(wrapper, DOOR_ATTR, True)
+        # Read by the OpenAPI schema (which methods it covers, whether a key is required).
+        setattr(wrapper, FLOW_ATTR, flow)
         return wrapper  # type: ignore[no-any-return]
 
     if view is not None:

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",  # the OpenAPI schema at /api/schema/
     "django_idempotency",
     "payments",
     "webhooks",
@@ -107,6 +108,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The schema documents the Idempotency-Key header, the 400/409/422/503 problems and the
+# Idempotent-Replayed header on every operation a door protects (POST /api/charges/).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "django-idempotency example project",
+    "DEFAULT_GENERATOR_CLASS": "django_idempotency.openapi.SchemaGenerator",
 }
 
 LOGGING = {

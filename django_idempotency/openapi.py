@@ -1,0 +1,257 @@
+"""The idempotency contract in OpenAPI schemas made by drf-spectacular (the ``openapi`` extra).
+
+One line in the settings, no decoration of any view::
+
+    SPECTACULAR_SETTINGS = {
+        "DEFAULT_GENERATOR_CLASS": "django_idempotency.openapi.SchemaGenerator",
+    }
+
+Every operation that a door protects (``IdempotencyMiddleware``, ``@idempotent_view`` or
+``IdempotentMixin``) then documents:
+
+- the ``Idempotency-Key`` request header (the ``HEADER`` setting), required where the door
+  requires a key;
+- ``400`` (malformed key; missing key where required), ``409`` (in progress, with
+  ``Retry-After``), ``422`` (the key reused with another request; a response that cannot
+  be replayed) and, with ``ON_REDIS_ERROR = "fail_closed"``, ``503``: each as
+  ``application/problem+json`` (the ``IdempotencyProblem`` component), beside whatever
+  the view documents for that status;
+- the ``Idempotent-Replayed`` response header (``REPLAY_HEADER``) on every response the
+  view documents that can be stored and replayed (2xx-4xx; 5xx too with
+  ``STORE_SERVER_ERRORS``).
+
+Operations no door protects are left as drf-spectacular made them. Which door protects an
+operation follows the doors' own rule (the one closest to the view acts; the middleware
+steps aside for views with a door of their own or marked exempt), and each door's
+options decide the methods, actions and whether the key is required.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.utils.module_loading import import_string
+from drf_spectacular.generators import SchemaGenerator as SpectacularSchemaGenerator
+from drf_spectacular.plumbing import ComponentRegistry, ResolvedComponent
+
+from .conf import IdempotencySettings, get_settings
+from .doors import FLOW_ATTR, view_has_own_door
+from .doors.drf import IdempotentMixin
+from .doors.middleware import IdempotencyMiddleware
+from .events import Door
+from .exceptions import (
+    FingerprintMismatch,
+    IdempotencyError,
+    IdempotencyTimeout,
+    IdempotencyUnavailable,
+    InvalidKey,
+    KeyRequired,
+    NotReplayable,
+    RequestInProgress,
+)
+from .flows.http import HttpFlow
+from .http import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX
+from .options import NONE, HttpOptions
+
+__all__ = ["PROBLEM_COMPONENT", "SchemaGenerator", "document", "protection"]
+
+#: The name of the problem details schema in ``components/schemas``.
+PROBLEM_COMPONENT = "IdempotencyProblem"
+
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Problem details (RFC 9457) of a request the idempotency layer refused.",
+    "properties": {
+        "type": {"type": "string", "format": "uri", "description": "What went wrong."},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+
+
+class SchemaGenerator(SpectacularSchemaGenerator):
+    """drf-spectacular's generator, documenting the idempotency contract where it applies."""
+
+    def create_view(self, callback: Any, method: str, request: Any = None) -> Any:
+        """The view drf-spectacular inspects; a protected operation's schema documents it."""
+        view = super().create_view(callback, method, request)  # type: ignore[no-untyped-call]
+        options = protection(callback, view, method)
+        if options is not None:
+            _document_operations_of(view, options)
+        return view
+
+
+def protection(callback: Any, view: Any, method: str) -> HttpOptions | None:
+    """The options of the door that protects ``method`` requests to ``view``, or ``None``.
+
+    ``callback`` is what the URL resolves to; ``view`` the instance made from it.
+    """
+    settings = get_settings()
+    flow = _acting_flow(callback, view)
+    if flow is None:
+        return None
+    if isinstance(view, IdempotentMixin) and flow is type(view)._idempotency_flow:
+        actions = type(view)._idempotency_actions
+        if actions is not None and getattr(view, "action", None) not in actions:
+            return None
+    options = flow.overrides.http(settings)
+    return options if method.upper() in options.methods else None
+
+
+def _acting_flow(callback: Any, view: Any) -> HttpFlow | None:
+    """The flow of the door that takes requests to this view (the closest to the view)."""
+    if not view_has_own_door(callback):
+        return _middleware_flow() if _middleware_installed() else None
+    # as_view() copies what decorators set on dispatch (method_decorator) to the callback.
+    decorated: HttpFlow | None = getattr(callback, FLOW_ATTR, None)
+    if decorated is not None:
+        return decorated
+    if isinstance(view, IdempotentMixin):
+        return type(view)._idempotency_flow
+    return None  # exempt
+
+
+def _middleware_flow() -> HttpFlow:
+    return HttpFlow(Door.MIDDLEWARE, NONE)
+
+
+def _middleware_installed() -> bool:
+    for path in getattr(django_settings, "MIDDLEWARE", None) or ():
+        found = import_string(path)
+        if isinstance(found, type) and issubclass(found, IdempotencyMiddleware):
+            return True
+    return False
+
+
+def _document_operations_of(view: Any, options: HttpOptions) -> None:
+    """Make ``view``'s schema add the contract to the operations it returns."""
+    # A copy: the view's class may share one schema object between its views.
+    schema = copy.copy(view.schema)
+    plain = schema.get_operation
+
+    def get_operation(
+        path: str, path_regex: str, path_prefix: str, method: str, registry: ComponentRegistry
+    ) -> dict[str, Any] | None:
+        operation: dict[str, Any] | None = plain(path, path_regex, path_prefix, method, registry)
+        if operation is not None:
+            document(operation, options, registry)
+        return operation
+
+    schema.get_operation = get_operation
+    view.schema = schema
+
+
+def document(
+    operation: dict[str, Any],
+    options: HttpOptions,
+    registry: ComponentRegistry,
+    settings: IdempotencySettings | None = None,
+) -> None:
+    """Add the contract of a door with ``options`` to ``operation`` (an OpenAPI object)."""
+    settings = settings or get_settings()
+    problem = ResolvedComponent(  # type: ignore[no-untyped-call]
+        name=PROBLEM_COMPONENT,
+        type=ResolvedComponent.SCHEMA,
+        object=PROBLEM_COMPONENT,
+        schema=_PROBLEM_SCHEMA,
+    )
+    registry.register_on_missing(problem)
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+
+    replayed = {
+        "schema": {"type": "string", "enum": ["true"]},
+        "description": "Sent, with the value `true`, when this response is the stored "
+        "response of an earlier request with the same key, replayed.",
+    }
+    for status, response in responses.items():
+        if _replayable(status, settings):
+            response.setdefault("headers", {})[settings.REPLAY_HEADER] = replayed
+
+    header = settings.HEADER.lower()
+    parameters = [
+        p
+        for p in operation.get("parameters", [])
+        if not (p.get("in") == "header" and str(p.get("name", "")).lower() == header)
+    ]
+    operation["parameters"] = [*parameters, _key_parameter(options, settings)]
+    for code, errors in _problems(options, settings).items():
+        _add_problem(responses.setdefault(str(code), {}), errors, problem.ref)
+
+
+def _replayable(status: str, settings: IdempotencySettings) -> bool:
+    if not status.isdigit():
+        return False
+    return 200 <= int(status) < 500 or (int(status) >= 500 and settings.STORE_SERVER_ERRORS)
+
+
+def _key_parameter(options: HttpOptions, settings: IdempotencySettings) -> dict[str, Any]:
+    if options.required:
+        presence = "Required: a request without it is refused (400)."
+    else:
+        presence = "Optional: a request without it runs unprotected."
+    fmt = "" if settings.KEY_FORMAT is None else f", matching `{settings.KEY_FORMAT.pattern}`"
+    return {
+        "name": settings.HEADER,
+        "in": "header",
+        "required": options.required,
+        "schema": {"type": "string"},
+        "description": (
+            "A unique key per logical operation, sent again unchanged on every retry: the "
+            "first request with it runs, a retry or concurrent duplicate gets its response "
+            "replayed. A Structured Field string (quoted) or a bare token of visible ASCII, "
+            f"at most {settings.MAX_KEY_LENGTH} characters{fmt}. {presence} Kept for "
+            f"{settings.TTL:g} s after the first response."
+        ),
+    }
+
+
+def _problems(
+    options: HttpOptions, settings: IdempotencySettings
+) -> dict[int, list[type[IdempotencyError]]]:
+    """The problems a protected request may get, by status."""
+    errors: list[type[IdempotencyError]] = [InvalidKey]
+    if options.required:
+        errors.append(KeyRequired)
+    errors.append(RequestInProgress)
+    if options.conflict == "wait":
+        errors.append(IdempotencyTimeout)
+    errors += [FingerprintMismatch, NotReplayable]
+    if not settings.fail_open:
+        errors.append(IdempotencyUnavailable)
+    by_status: dict[int, list[type[IdempotencyError]]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, []).append(error)
+    return by_status
+
+
+def _add_problem(
+    response: dict[str, Any], errors: list[type[IdempotencyError]], ref: dict[str, str]
+) -> None:
+    """The problems of one status in ``response``, beside what the view documents there."""
+    lines = [f"{e.title} (problem type `{PROBLEM_TYPE_PREFIX}{e.type_slug}`)." for e in errors]
+    described = response.get("description", "")
+    response["description"] = "\n\n".join([d for d in (described,) if d] + lines)
+    examples = {
+        e.type_slug: {
+            "value": {
+                "type": PROBLEM_TYPE_PREFIX + e.type_slug,
+                "title": e.title,
+                "status": e.status,
+                "detail": e.title,
+            }
+        }
+        for e in errors
+    }
+    response.setdefault("content", {})[PROBLEM_CONTENT_TYPE] = {
+        "schema": ref,
+        "examples": examples,
+    }
+    if any(issubclass(e, RequestInProgress) for e in errors):
+        response.setdefault("headers", {})["Retry-After"] = {
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "Seconds to wait before retrying with the same key.",
+        }
