@@ -309,10 +309,10 @@ class Battery:
         if not reply.marked(self.replay_header):
             detail = f"the retry is not marked with {self.replay_header}: true"
             if differs:
-                detail += f", and its {', '.join(differs)} differ(s): it ran again"
+                detail += f", and its {_differ(differs)}: it ran again"
             return _fail(REPLAY, detail, "not-marked", evidence)
         if differs:
-            detail = f"the replay's {', '.join(differs)} differ(s) from the first response"
+            detail = f"the replay's {_differ(differs)} from the first response"
             return _fail(REPLAY, detail, "differs", evidence)
         detail = f"status {reply.status}, {len(reply.body)} identical bytes"
         return _pass(REPLAY, detail, evidence)
@@ -422,7 +422,7 @@ class Battery:
             elif not other.marked(self.replay_header):
                 what = f"status {other.status}, not marked as a replay"
             else:
-                what = f"a replay whose {', '.join(other.differences(owner.reply))} differ(s)"
+                what = f"a replay whose {_differ(other.differences(owner.reply))}"
             detail = f"{len(wrong)} of {n} duplicates did not replay the first response: {what}"
             return _fail(DUPLICATES, detail, "differs", (owner, wrong[0]), title)
         detail = f"{len(replays)} of {n} replayed the first response"
@@ -432,7 +432,8 @@ class Battery:
 
     def _side_effects(self, executions: Mapping[str, tuple[int, int]]) -> Result:
         if self.executed is None:
-            return _not_applicable(SIDE_EFFECTS, "no executed= counter was given")
+            why = "nothing counted them (assert_idempotent(..., executed=...) does)"
+            return _not_applicable(SIDE_EFFECTS, why)
         counts = ", ".join(f"{label}: {got}" for label, (got, _) in executions.items())
         wrong = [
             f"{label} {got} (expected {want})"
@@ -470,6 +471,13 @@ TITLES = {
 def new_key(check: str) -> str:
     """A fresh key naming the check that sends it."""
     return f"conformance-{check}-{uuid.uuid4().hex}"
+
+
+def _differ(parts: list[str]) -> str:
+    """``["status", "body"]`` -> ``"status and body differ"``."""
+    if len(parts) == 1:
+        return f"{parts[0]} differs"
+    return f"{', '.join(parts[:-1])} and {parts[-1]} differ"
 
 
 def _not_applicable(name: str, why: str) -> Result:
