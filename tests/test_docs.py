@@ -37,6 +37,7 @@ from django.test import override_settings
 
 from django_idempotency import checks, run
 from django_idempotency.conf import SETTINGS, build
+from django_idempotency.exceptions import IdempotencyError
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -234,6 +235,39 @@ def test_inspect_examples_run(argv, client, monkeypatch):
     assert "Traceback" not in out.getvalue() + err.getvalue()
 
 
+def _problem_classes() -> list[type[IdempotencyError]]:
+    """``IdempotencyError`` and every subclass: one problem type per ``type_slug``."""
+
+    def subclasses(cls: type[IdempotencyError]) -> list[type[IdempotencyError]]:
+        return [cls, *(c for sub in cls.__subclasses__() for c in subclasses(sub))]
+
+    return subclasses(IdempotencyError)
+
+
+def _problem_documents() -> list[tuple[str, str]]:
+    found = []
+    for page, lang, code in fenced():
+        if lang == "console":
+            found += [(page, line) for line in code.splitlines() if line.startswith('{"type": ')]
+    return found
+
+
+@pytest.mark.no_redis
+@pytest.mark.parametrize("page,line", _problem_documents())
+def test_problem_documents_shown_are_the_ones_the_code_sends(page, line):
+    import json
+
+    from django_idempotency.http import problem_document
+
+    shown = json.loads(line)
+    slug = shown["type"].rsplit("#", 1)[1]
+    (cls,) = {c for c in _problem_classes() if c.type_slug == slug}
+    sent = problem_document(cls())
+    assert {k: sent[k] for k in ("type", "title", "status")} == {
+        k: shown[k] for k in ("type", "title", "status")
+    }
+
+
 # -- the built site -----------------------------------------------------------------------
 
 
@@ -264,12 +298,7 @@ def test_every_setting_has_its_anchor(site):
 @pytest.mark.slow
 @pytest.mark.no_redis
 def test_every_problem_type_has_the_anchor_its_type_uri_points_to(site):
-    from django_idempotency.exceptions import IdempotencyError
-
-    def subclasses(cls: type[IdempotencyError]) -> list[type[IdempotencyError]]:
-        return [cls, *(c for sub in cls.__subclasses__() for c in subclasses(sub))]
-
-    slugs = {cls.type_slug for cls in subclasses(IdempotencyError)}
+    slugs = {cls.type_slug for cls in _problem_classes()}
     assert {"invalid-key", "in-progress", "record-integrity"} <= slugs
     assert slugs <= ids(site / "reference" / "problems.html")
 
@@ -341,3 +370,35 @@ def test_install_quickstart_and_settings_are_two_clicks_from_the_first_page(site
     main = front.split('id="furo-main-content"', 1)[1]
     linked = set(re.findall(r'href="([^"#]+)', main))
     assert {"tutorial.html", "reference/settings.html"} <= linked
+
+
+@pytest.mark.slow
+@pytest.mark.no_redis
+def test_settings_page_lists_the_settings_in_the_order_of_their_check_ids(site):
+    from django_idempotency.conf import check_id
+
+    page = (site / "reference" / "settings.html").read_text()
+    names = [f.name for f in SETTINGS]
+    sections = [m for m in re.findall(r'<section id="([^"]+)"', page) if m in names]
+    assert sections == names
+    # As the page says: E101 for the first setting, one more for each after it.
+    assert [check_id(name) for name in names] == [
+        f"django_idempotency.E{101 + i}" for i in range(len(names))
+    ]
+
+
+DOCS_URL = "https://django-idempotency.readthedocs.io/en/latest/"
+
+
+@pytest.mark.slow
+@pytest.mark.no_redis
+def test_the_readmes_links_into_the_docs_land_on_a_page_and_an_id(site):
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(re.escape(DOCS_URL) + r"([^)\s>\"']*)", readme)
+    assert len(links) >= 5, "the README links into the docs"
+    for link in links:
+        parts = urlsplit(link)
+        target = site / (parts.path or "index.html")
+        assert target.exists(), link
+        if parts.fragment:
+            assert parts.fragment in ids(target), link
