@@ -340,7 +340,8 @@ def check_ids() -> list[tuple[str, str]]:
     for _, function in inspect.getmembers(checks, inspect.isfunction):
         summary = (inspect.getdoc(function) or "").split("\n\n")[0]
         for ident, what in _DOC_CHECK.findall(summary):
-            found.setdefault(ident, " ".join(what.split()).rstrip(".") + ".")
+            what = " ".join(what.split()).rstrip(".")
+            found.setdefault(ident, what[:1].upper() + what[1:] + ".")
     return sorted(found.items())
 
 
