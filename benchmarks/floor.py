@@ -9,9 +9,12 @@ this is the yardstick, not a usable implementation.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis.asyncio
+from asgiref.sync import markcoroutinefunction
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django_redis import get_redis_connection
 
@@ -33,6 +36,36 @@ class FloorMiddleware:
             return replay
         response = self.get_response(request)
         self.redis.set("floor:" + key, response.content, ex=86_400)  # type: ignore[attr-defined]
+        return response
+
+
+class AsyncFloorMiddleware:
+    """:class:`FloorMiddleware` for the asyncio stack: the same two commands on redis.asyncio."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+        # One client per event loop (uvicorn runs one), made on first use in it.
+        self.redis: Any = None
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        key = request.headers.get("Idempotency-Key")
+        if key is None or request.method != "POST":
+            return await self.get_response(request)
+        if self.redis is None:
+            self.redis = redis.asyncio.Redis.from_url(str(settings.CACHES["default"]["LOCATION"]))
+        if not await self.redis.set("floor:" + key, b"", nx=True, px=30_000):
+            body = await self.redis.get("floor:" + key)
+            replay = HttpResponse(
+                body, content_type="application/json", status=200 if body else 409
+            )
+            replay["Idempotent-Replayed"] = "true"
+            return replay
+        response = await self.get_response(request)
+        await self.redis.set("floor:" + key, response.content, ex=86_400)  # type: ignore[attr-defined]
         return response
 
 

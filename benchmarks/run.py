@@ -18,8 +18,10 @@ no timed assertion anywhere: every figure is printed next to its baseline or tar
    in one process, the floor's time against ours, Redis's own time, and ours part by
    part, each part with the guarantee it pays for.
 6. Durable mode (``benchmarks/durable.py``, ``--skip durable``).
+7. Edge replays (``benchmarks/edge.py``, ``--skip edge``): the edge in front of Django
+   against the in-Django replay and the raw-Redis floor, under uvicorn and gunicorn.
 
-5 and 6 are run as scripts with ``REDIS_URL`` set to this run's Redis and
+5, 6 and 7 are run as scripts with ``REDIS_URL`` set to this run's Redis and
 ``BENCH_QUICK=1`` under ``--quick``; each prints a Markdown section (a ``## ...``
 heading, tables, and lines starting ``  - `` for the targets section, if any), included
 as it is.
@@ -64,7 +66,7 @@ from django_idempotency.testing import RedisServer, find_redis_server  # noqa: E
 
 DEBIAN_REDIS = "/usr/bin/redis-server"
 SEAL_TARGET_US = 10.0
-SKIPPABLE = ("http", "run", "gap", "storm", "memory", "sealer", "durable")
+SKIPPABLE = ("http", "run", "gap", "storm", "memory", "sealer", "durable", "edge")
 
 
 # -- memory -------------------------------------------------------------------------------
@@ -342,6 +344,7 @@ def main() -> None:
         durable = (
             "" if "durable" in skip else measure_section("durable", "Durable mode", redis, quick)
         )
+        edge = "" if "edge" in skip else measure_section("edge", "Edge replays", redis, quick)
         about = machine(redis, generator)
     memory = [] if "memory" in skip else measure_memory(head)
     sealer = {} if "sealer" in skip else measure_sealer(head, quick)
@@ -354,6 +357,7 @@ def main() -> None:
             targets += memory_targets(memory)
             targets += sealer_targets(sealer)
             targets += durable_targets(durable)
+            targets += durable_targets(edge)
     report = [
         "# Benchmark results",
         "",
@@ -426,6 +430,7 @@ def main() -> None:
         *skipped(sealer_table(sealer), sealer),
         "",
         *([durable, ""] if durable else []),
+        *([edge, ""] if edge else []),
     ]
     text = "\n".join(report)
     print(text)

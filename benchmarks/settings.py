@@ -7,6 +7,9 @@ except the one piece under test:
 ``floor``       :class:`benchmarks.floor.FloorMiddleware` (raw redis-py, the minimum);
 ``middleware``  ``IdempotencyMiddleware``;
 ``mixin``       no middleware; the DRF view at ``/drf-mixin/`` uses ``IdempotentMixin``;
+``afloor``      :class:`benchmarks.floor.AsyncFloorMiddleware` (raw redis.asyncio, under ASGI);
+``edge``        ``IdempotencyMiddleware`` with a scope the edge can compute; with
+                ``BENCH_EDGE=1`` the application is wrapped by ``django_idempotency.edge``;
 ``storm``       ``IdempotencyMiddleware`` behind :class:`benchmarks.urls.StormClockMiddleware`
                 (timestamps, outcome, serving pid and Redis commands as response
                 headers) for the duplicate storms, under gunicorn or uvicorn.
@@ -35,6 +38,8 @@ MIDDLEWARE = {
     "floor": ["benchmarks.floor.FloorMiddleware"],
     "middleware": ["django_idempotency.middleware.IdempotencyMiddleware"],
     "mixin": [],
+    "afloor": ["benchmarks.floor.AsyncFloorMiddleware"],
+    "edge": ["django_idempotency.middleware.IdempotencyMiddleware"],
     "storm": [
         "benchmarks.urls.StormClockMiddleware",
         "django_idempotency.middleware.IdempotencyMiddleware",
@@ -52,6 +57,8 @@ CACHES = {
     }
 }
 IDEMPOTENCY = {"REDIS": "default"}
+if STACK == "edge":
+    IDEMPOTENCY["SCOPE"] = "benchmarks.edge.anonymous_scope"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

@@ -31,6 +31,12 @@ def plain(request: HttpRequest) -> JsonResponse:
     return JsonResponse({**PAYLOAD, "amount": data["amount"]})
 
 
+async def aplain(request: HttpRequest) -> JsonResponse:
+    """:func:`plain` as an async view: under ASGI no request goes through a thread."""
+    data = json.loads(request.body)
+    return JsonResponse({**PAYLOAD, "amount": data["amount"]})
+
+
 def slow(request: HttpRequest) -> JsonResponse:
     """:func:`plain` that takes ``?ms=N`` milliseconds (a storm's owner)."""
     data = json.loads(request.body)
@@ -166,6 +172,7 @@ def _stamped(response: HttpResponseBase, caller: clock.Caller) -> HttpResponseBa
 urlpatterns = [
     path("ping/", ping),
     path("plain/", plain),
+    path("aplain/", aplain),
     path("slow/", slow),
     path("aslow/", aslow),
     path("gate/", gate),

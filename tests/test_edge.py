@@ -322,3 +322,18 @@ def test_a_headers_scope_gives_django_and_the_edge_one_scope() -> None:
     assert _by_tenant(request) == "acme"
     scope_of = from_headers(_by_tenant)
     assert scope_of is not None and scope_of({"X-Tenant": "acme"}) == "acme"
+
+
+@pytest.mark.no_redis
+def test_a_headers_scope_lets_the_middleware_come_before_authentication() -> None:
+    from django_idempotency.checks import check_middleware_order
+
+    middleware = [
+        "django_idempotency.middleware.IdempotencyMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+    ]
+    with override_settings(MIDDLEWARE=middleware, IDEMPOTENCY={}):
+        assert [e.id for e in check_middleware_order()] == ["django_idempotency.E003"]
+    with override_settings(MIDDLEWARE=middleware, IDEMPOTENCY={"SCOPE": _by_tenant}):
+        assert check_middleware_order() == []

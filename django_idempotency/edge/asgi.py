@@ -105,17 +105,14 @@ def asgi_app(application: ASGIApp) -> ASGIApp:
             return await application(scope, receive, send)
         query = scope.get("query_string", b"")
         try:
+            # As Django decodes it: a query string that is not UTF-8 is Django's to refuse.
+            query = query.decode() if isinstance(query, bytes) else query
+        except UnicodeDecodeError:
+            return await application(scope, receive, send)
+        try:
             answer = await adrive(
                 get_engine().context,
-                edge.deciding(
-                    RawRequest(
-                        method,
-                        scope["path"],
-                        query.decode() if isinstance(query, bytes) else query,
-                        meta,
-                        body,
-                    )
-                ),
+                edge.deciding(RawRequest(method, scope["path"], query, meta, body)),
             )
         except Exception:
             # Nothing was answered: Django handles the request as if there were no edge.

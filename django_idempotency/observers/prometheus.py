@@ -18,14 +18,15 @@ Metric                                                 Meaning
                                                        the first (``waited``,
                                                        ``wait_timeout``)
 ``django_idempotency_store_seconds{op}``               Redis operations: ``claim``,
-                                                       ``complete``, ``release``, ``renew``
+                                                       ``complete``, ``release``, ``renew``,
+                                                       ``read`` (the edge's look-up)
 ``django_idempotency_not_stored_total``                actions that ran but whose
                                                        result was not stored
 ``django_idempotency_lease_lost_total``                running actions whose lease ran
                                                        out (another caller may run them)
 =====================================================  ===============================
 
-``door`` is ``middleware``, ``decorator``, ``drf``, ``run``, ``celery`` or ``tasks``;
+``door`` is ``middleware``, ``decorator``, ``drf``, ``run``, ``celery``, ``tasks`` or ``edge``;
 ``outcome`` is one of :class:`~django_idempotency.events.Outcome` except ``lease_lost``,
 which happens *during* a request and has its own counter. The client's key and scope
 are never labels (unbounded, and the key may be a secret).
