@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, QueryDict
 
 from .exceptions import IdempotencyError, InvalidKey, RequestInProgress
 
@@ -68,6 +68,29 @@ def parse_key(raw: str, *, max_length: int, key_format: re.Pattern[str] | None) 
     if key_format is not None and not key_format.fullmatch(key):
         raise InvalidKey("The key does not have the format this endpoint requires.")
     return key
+
+
+#: Bodies a browser sends for an HTML form (``enctype``), which carry the key as a field.
+FORM_CONTENT_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def form_key(request: HttpRequest, field: str) -> str | None:
+    """The raw value of form field ``field`` when the body is a form, else ``None``.
+
+    A POST's form is ``request.POST`` (parsed once, and kept for the view); another
+    method's urlencoded body (htmx's ``hx-patch``) is parsed here. A multipart body of
+    another method is not read: Django parses multipart for POST only.
+    """
+    if request.content_type not in FORM_CONTENT_TYPES:
+        return None
+    if request.method == "POST":
+        # Parsed from the stream, a multipart body could not be read again as
+        # request.body, which the fingerprint (the default one) reads next: keep it first.
+        request.body  # noqa: B018
+        return request.POST.get(field)
+    if request.content_type == "application/x-www-form-urlencoded":
+        return QueryDict(request.body, encoding=request.encoding).get(field)
+    return None
 
 
 def django_request(request: Any) -> HttpRequest:

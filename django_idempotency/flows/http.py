@@ -1,17 +1,18 @@
 """The HTTP lifecycle: one guard, :class:`HttpFlow`, with blocking and asyncio forms.
 
 Before the view (:meth:`HttpFlow.begin`): the method is covered or the request passes;
-the key is read from the header (missing: pass, or 400 where it is required; malformed:
-400); the scope and fingerprint are computed; the engine claims the key or finds its
-record (replay), a concurrent duplicate waits or is refused (409), a reused key with
-another request is refused (422), a store that is down answers 503 (``fail_closed``)
-or lets the view run unprotected (``fail_open``).
+the key is read from the header, else from a form's field (missing: pass, or 400 where
+it is required; malformed: 400); the scope and fingerprint are computed; the engine
+claims the key or finds its record (replay), a concurrent duplicate waits or is refused
+(409), a reused key with another request is refused (422), a store that is down answers
+503 (``fail_closed``) or lets the view run unprotected (``fail_open``).
 
-After the view (:meth:`HttpFlow.finish`): 2xx-4xx responses are stored (5xx only with
-``STORE_SERVER_ERRORS``, else the key is released); streaming and oversized responses
-are remembered as not replayable. Whether to store now or after the database commits
-is decided here once, for every door: inside an atomic block the response is stored
-on commit, and the key is released if the response is closed without one (rollback).
+After the view (:meth:`HttpFlow.finish`): the responses the ``store_responses`` policy
+picks are stored (2xx-4xx by default), the others release the key; streaming and
+oversized responses are remembered as not replayable. Whether to store now or after the
+database commits is decided here once, for every door: inside an atomic block the
+response is stored on commit, and the key is released if the response is closed without
+one (rollback).
 """
 
 from __future__ import annotations
@@ -44,7 +45,14 @@ from ..exceptions import (
     RequestInProgress,
     ResultNotStored,
 )
-from ..http import SKIPPED_HEADERS, django_request, parse_key, problem_response, rendered
+from ..http import (
+    SKIPPED_HEADERS,
+    django_request,
+    form_key,
+    parse_key,
+    problem_response,
+    rendered,
+)
 from ..options import NONE, HttpOptions, Overrides
 from ..records import Kind, Record, State, decode_http, encode_http
 from ..runtime import get_engine
@@ -188,12 +196,18 @@ class HttpFlow:
         # META directly: request.headers builds a dict of every header on first use.
         raw = http_request.META.get(settings.header_meta_key)
         if raw is None:
+            # A plain HTML form cannot send a header: its key is a field of the body.
+            raw = form_key(http_request, settings.FORM_FIELD)
+        if raw is None:
             if not options.required:
                 return PASS
             emit(Outcome.KEY_REQUIRED, self.door, "", "", started=started, request=request)
             return Begin(
                 response=problem_response(
-                    KeyRequired(f"This endpoint requires an {settings.HEADER} header.")
+                    KeyRequired(
+                        f"This endpoint requires an {settings.HEADER} header "
+                        f"(or, in a form, an {settings.FORM_FIELD} field)."
+                    )
                 )
             )
         try:

@@ -1,0 +1,42 @@
+"""``{% load idempotency %}``: keys for HTML forms, so a double-clicked submit runs once.
+
+``{% idempotency_key_field %}`` inside a ``<form method="post">`` renders a hidden input
+holding a fresh key each time the form is rendered. Both submissions of a double click
+carry the same key; the doors read it from that field when the request has no
+``Idempotency-Key`` header, so the second one waits for the first and gets its response
+(the redirect to the result page) again. A reload renders the form with a new key.
+
+``{% idempotency_key %}`` is the bare key, for a page that submits with JavaScript and
+sends it as the header (htmx's ``hx-headers``); ``{% idempotency_key as key %}`` keeps
+it in a variable to use more than once.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django import template
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from ..conf import get_settings
+
+register = template.Library()
+
+
+@register.simple_tag
+def idempotency_key() -> str:
+    """A fresh key: a random UUID (version 4), which also satisfies ``KEY_FORMAT = "uuid"``."""
+    return str(uuid.uuid4())
+
+
+@register.simple_tag
+def idempotency_key_field() -> SafeString:
+    """A hidden input named ``IDEMPOTENCY["FORM_FIELD"]`` holding a fresh key."""
+    # autocomplete="off": Firefox otherwise restores a hidden input's old value when the
+    # page is reloaded, and the reloaded form would reuse the key of the one it replaced.
+    return format_html(
+        '<input type="hidden" name="{}" value="{}" autocomplete="off">',
+        get_settings().FORM_FIELD,
+        idempotency_key(),
+    )
