@@ -61,19 +61,23 @@ def engines_built_by(builder: Callable[[IdempotencySettings], Engine]) -> Iterat
     store of its own this way, and it holds through ``override_settings`` because every
     rebuild goes through ``builder``. The engine in use is dropped on entry and on exit.
     """
-    previous = _swap(builder)
+    previous = _drop(builder)
     try:
         yield
     finally:
-        _swap(previous)
+        _drop(previous)
 
 
-def _swap(
-    builder: Callable[[IdempotencySettings], Engine],
+def _drop(
+    builder: Callable[[IdempotencySettings], Engine] | None = None,
 ) -> Callable[[IdempotencySettings], Engine]:
+    """Close the engine in use (the next use builds one), switching to ``builder`` if given;
+    return the builder used until now."""
     global _build, _engine
     with _lock:
-        previous, _build = _build, builder
+        previous = _build
+        if builder is not None:
+            _build = builder
         old, _engine = _engine, None
     if old is not None:
         old.close()
@@ -82,8 +86,4 @@ def _swap(
 
 @on_reload
 def _reset() -> None:
-    global _engine
-    with _lock:
-        old, _engine = _engine, None
-    if old is not None:
-        old.close()
+    _drop()
