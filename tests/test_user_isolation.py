@@ -3,10 +3,11 @@
 A throwaway project is set up as the README's Install, Quickstart and "Testing your app"
 sections say (the same reading as ``test_quickstart``), with a development server
 (``runserver``) on the same Redis. The dev server first answers a POST with the key
-``"test-key"``, so that key has a record. Then two pytest-django tests and two Django
-``TestCase`` tests each POST twice with ``"test-key"`` and expect a first run (no
-``Idempotent-Replayed``) and a replay: without isolation every one of them would get the
-dev server's record (or the previous test's) instead of a run of its own.
+``"test-key"``, so that key has a record. Then three pytest-django tests (one changes
+``IDEMPOTENCY`` first) and two Django ``TestCase`` tests each POST twice with
+``"test-key"`` and expect a first run (no ``Idempotent-Replayed``) and a replay: without
+isolation every one of them would get the dev server's record (or the previous test's)
+instead of a run of its own.
 
 They pass twice in a row under pytest (the plugin is loaded by the package's entry point,
 nothing added to the project), twice under ``manage.py test`` (the README's one
@@ -68,6 +69,12 @@ def test_a_charge_runs_once(client):
 
 
 def test_another_charge_with_the_same_key_runs_once(client):
+    check_runs_then_replays(client)
+
+
+def test_a_charge_under_changed_settings_runs_once(client, settings):
+    # A settings change rebuilds the engine: the rebuilt one is the test's own too.
+    settings.IDEMPOTENCY = {{**settings.IDEMPOTENCY, "TTL": 60}}
     check_runs_then_replays(client)
 """
 
@@ -225,7 +232,7 @@ def test_users_tests_reusing_one_key_pass_twice_beside_the_dev_server(tmp_path):
     for name, result in runs.items():
         assert result.returncode == 0, f"{name}:\n{output(result)}"
     for name in ("pytest, first run", "pytest, second run"):
-        assert "4 passed" in runs[name].stdout, output(runs[name])
+        assert "5 passed" in runs[name].stdout, output(runs[name])
     for name in ("manage.py test, first run", "manage.py test, second run"):
         assert "Ran 2 tests" in runs[name].stderr, output(runs[name])
         assert "IsolatedTestRunner" not in runs[name].stderr  # no error naming it
@@ -237,6 +244,6 @@ def test_users_tests_reusing_one_key_pass_twice_beside_the_dev_server(tmp_path):
     assert left["tests"] == set(), "a test's records were left behind"
 
     assert unisolated_pytest.returncode != 0, output(unisolated_pytest)
-    assert "4 failed" in unisolated_pytest.stdout, output(unisolated_pytest)
+    assert "5 failed" in unisolated_pytest.stdout, output(unisolated_pytest)
     assert plain_runner.returncode != 0, output(plain_runner)
     assert "FAILED (failures=2)" in plain_runner.stderr, output(plain_runner)
