@@ -187,7 +187,6 @@ def play(client: Client, run: str, p: Promises) -> dict[str, Any]:
     order_key = f"order-1-{run}"
     rush_key = f"order-2-{run}"
     event_id = f"evt_{run}"
-    donation_key = f"donation-{run}"
 
     say(bold("1. Create a payment"))
     show_request("POST", "/api/charges/", quoted(order_key), '   {"amount": 4200}')
@@ -329,24 +328,33 @@ def play(client: Client, run: str, p: Promises) -> dict[str, Any]:
     say(bold("7. Double-click the donation form (a plain Django form, behind the middleware)"))
     form_page = client.request("GET", "/donate/")
     cookie = form_page.headers.get("set-cookie", "").split(";", 1)[0]
-    match = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', form_page.body)
-    csrf = match.group(1).decode() if match else ""
-    form = urllib.parse.urlencode({"csrfmiddlewaretoken": csrf, "name": "Ada", "amount": 500})
-    form_headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "Cookie": cookie,
-        "Idempotency-Key": quoted(donation_key),
-    }
-    show_request("POST", "/donate/", quoted(donation_key), "   name=Ada&amount=500, twice")
+    fields = dict(
+        re.findall(rb'<input type="hidden" name="([^"]+)" value="([^"]+)"', form_page.body)
+    )
+    csrf = fields.get(b"csrfmiddlewaretoken", b"").decode()
+    # The hidden field {% idempotency_key_field %} rendered: a browser posts it back.
+    donation_key = fields.get(b"idempotency_key", b"").decode()
+    form = urllib.parse.urlencode(
+        {
+            "csrfmiddlewaretoken": csrf,
+            "idempotency_key": donation_key,
+            "name": "Ada",
+            "amount": 500,
+        }
+    )
+    form_headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+    show_request("POST", "/donate/", None, f"   idempotency_key={donation_key}&..., twice")
     clicks = [client.request("POST", "/donate/", form.encode(), form_headers) for _ in range(2)]
     for n, reply in enumerate(clicks, 1):
         show(reply, f"click {n}: ")
         say(dim(f"Location: {reply.headers.get('location', '-')}"), 7)
     explain(
-        "The middleware reads the key from the header, so the page's JavaScript (here, "
-        "the demo client) sends one key per rendered form. The second click gets the "
-        "first click's redirect: one donation, and both land on the same thank-you page."
+        "No JavaScript: the form's template renders {% idempotency_key_field %}, a hidden "
+        "field with a new key each time the form is rendered, and the middleware reads it "
+        "when there is no Idempotency-Key header. The second click gets the first click's "
+        "redirect: one donation, and both land on the same thank-you page."
     )
+    p.check(bool(donation_key), "the form page carries a key")
     p.check(clicks[0].status == 302 and clicks[0].replayed == "-", "first click: 302, ran")
     p.check(
         clicks[1].status == 302

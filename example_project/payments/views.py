@@ -19,12 +19,14 @@ from .serializers import ChargeSerializer
 
 
 def client_key(request: Any) -> str:
-    """The Idempotency-Key as sent (sf-string quotes removed), for the gateway's ledger.
+    """The key as sent, for the gateway's ledger: the Idempotency-Key header (sf-string
+    quotes removed), else the form's ``idempotency_key`` field.
 
     Real code would pass its own key to the gateway (gateways are idempotent too);
     the example does it so that the demo can count the gateway's calls per key.
     """
-    return str(request.headers.get("Idempotency-Key", "")).strip().strip('"')
+    header = str(request.headers.get("Idempotency-Key", "")).strip().strip('"')
+    return header or str(request.POST.get("idempotency_key", ""))
 
 
 class ChargeViewSet(
@@ -63,10 +65,10 @@ class ChargeViewSet(
 def donate(request: HttpRequest) -> HttpResponse:
     """A plain Django form (POST, then redirect), covered by ``IdempotencyMiddleware``.
 
-    The middleware reads the key from the ``Idempotency-Key`` header, so the page's
-    frontend sends one (``fetch``, or htmx's ``hx-headers``), generated once per
-    rendered form: a double-click then charges once and both clicks land on the same
-    thank-you page. A POST without the header is served unprotected.
+    The template renders ``{% idempotency_key_field %}``: a hidden field with a fresh
+    key each time the form is rendered, which the middleware reads when there is no
+    ``Idempotency-Key`` header. A double-click then charges once, and both clicks land
+    on the same thank-you page (the second gets the first's redirect, replayed).
     """
     if request.method == "POST":
         form = DonationForm(request.POST)
