@@ -173,6 +173,32 @@ def test_open_transaction_is_refused_before_anything_runs(client: Any, settings:
     assert verdicts(results)[EXACTLY_ONCE] is Verdict.NOT_APPLICABLE
 
 
+@pytest.mark.slow
+def test_duplicate_threads_close_their_database_connections(
+    redis_server: RedisServer, postgres: Any, postgres_database: str
+) -> None:
+    """Each duplicate's thread closes the connection its view opened, as a server thread
+    would; left open, they outlive the threads, and PostgreSQL refuses to drop the test
+    database at the end of the user's run."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.support.pg_settings",
+        PYTHONPATH=str(ROOT),
+        REDIS_URL=redis_server.url,
+        **postgres.environ(postgres_database),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.support.connection_check"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == 1  # the main thread's, asking
+
+
 @pytest.mark.no_redis
 @pytest.mark.parametrize(
     ("kwargs", "error"),

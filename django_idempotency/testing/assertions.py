@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections.abc import Callable, Mapping
 from http.cookies import SimpleCookie
 from typing import Any
@@ -128,7 +129,11 @@ def client_transport(client: Any, path: str) -> Transport:
     Each request gets its own copy (sharing credentials and forced authentication), so
     threads never share the client's per-request state, and cookies a response sets do
     not follow into the next request: each is sent as a fresh client would send it.
+    A request sent from another thread than the caller's closes that thread's database
+    connections afterwards, as a server thread would: left open, they would outlive the
+    thread and keep the test database busy (PostgreSQL refuses to drop it).
     """
+    caller = threading.get_ident()
 
     def open_sender() -> Sender:
         own = copy.copy(client)
@@ -143,10 +148,15 @@ def client_transport(client: Any, path: str) -> Transport:
             content_type = next(
                 (v for k, v in request.headers.items() if k.lower() == "content-type"), ""
             )
-            response = own.generic(
-                request.method, path, data=request.body, content_type=content_type, **meta
-            )
-            body = b"".join(response.streaming_content) if response.streaming else response.content
+            try:
+                response = own.generic(
+                    request.method, path, data=request.body, content_type=content_type, **meta
+                )
+                streamed = response.streaming
+                body = b"".join(response.streaming_content) if streamed else response.content
+            finally:
+                if threading.get_ident() != caller:
+                    connections.close_all()
             headers = {name.lower(): value for name, value in response.items()}
             return Reply(response.status_code, headers, body)
 
