@@ -74,12 +74,19 @@ def execute(code: str, **namespace: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def myproject(monkeypatch):
-    """``myproject.redis``, which the Redis how-to's settings name, as the how-to writes it."""
+    """``myproject.redis`` and ``myproject.scopes``, which the how-tos' settings name by
+    path, made of the how-tos' own blocks."""
     cluster = block("howto/redis.md", "python", "RedisCluster")
     module = types.ModuleType("myproject.redis")
     exec(compile(cluster.split("# settings.py")[0], "docs", "exec"), module.__dict__)
     monkeypatch.setitem(sys.modules, "myproject", types.ModuleType("myproject"))
     monkeypatch.setitem(sys.modules, "myproject.redis", module)
+    scopes = types.ModuleType("myproject.scopes")  # the edge how-to's headers scope
+    exec(
+        compile(block("howto/edge.md", "python", "def api_key_scope"), "docs", "exec"),
+        scopes.__dict__,
+    )
+    monkeypatch.setitem(sys.modules, "myproject.scopes", scopes)
     return module
 
 
