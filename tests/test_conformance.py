@@ -8,7 +8,9 @@ a user runs it, ``python -m django_idempotency.conformance``, in a process of it
 
 from __future__ import annotations
 
+import configparser
 import contextlib
+import importlib
 import json
 import sqlite3
 import subprocess
@@ -180,3 +182,16 @@ def test_usage_errors_exit_2_before_sending_anything(
     assert exit_info.value.code == 2
     out, err = capsys.readouterr()
     assert "error:" in err and out == ""
+
+
+@pytest.mark.no_redis
+def test_console_script_points_at_main() -> None:
+    """``idempotency-conformance`` (setup.cfg's console script) is this module's main."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    scripts = dict(
+        line.split(" = ", 1)
+        for line in config["options.entry_points"]["console_scripts"].strip().splitlines()
+    )
+    module, _, name = scripts["idempotency-conformance"].partition(":")
+    assert getattr(importlib.import_module(module), name) is main
