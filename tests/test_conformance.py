@@ -163,6 +163,18 @@ def test_text_report_has_one_row_per_promise_and_shows_the_evidence(threaded: st
     assert len(set(bodies[:2])) == 2
 
 
+@pytest.mark.slow
+def test_credentials_never_appear_in_the_report(threaded: str) -> None:
+    secret = "Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"
+    url = f"{threaded}/conformance/unprotected/"
+    for extra in ([], ["--json"]):
+        status, out, _ = conformance(
+            url, "--data", BODY, "--header", f"Authorization: {secret}", *extra
+        )
+        assert status == 1 and out  # failed rows, with their evidence
+        assert secret.split()[1] not in out
+
+
 @pytest.mark.no_redis
 @pytest.mark.parametrize(
     "args",

@@ -169,12 +169,12 @@ class Result:
                     "request": {
                         "method": e.request.method,
                         "key": e.request.key,
-                        "headers": dict(e.request.headers),
+                        "headers": _redacted(e.request.headers),
                         "body": e.request.body.decode("utf-8", "replace"),
                     },
                     "response": {
                         "status": e.reply.status,
-                        "headers": dict(e.reply.headers),
+                        "headers": _redacted(e.reply.headers),
                         "body": e.reply.body.decode("utf-8", "replace"),
                         "error": e.reply.error,
                     },
@@ -182,6 +182,14 @@ class Result:
                 for e in self.evidence
             ],
         }
+
+
+#: Headers whose values a report never shows: reports end up in CI logs.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+
+def _redacted(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: "<redacted>" if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
 
 
 def changed_body(body: bytes, content_type: str) -> bytes | None:
