@@ -10,7 +10,9 @@ code inside it records of its own:
   ``override_settings`` of ``IDEMPOTENCY`` builds another) writes under a key prefix of
   its own, ``<KEY_PREFIX>:test-<random>``, on the store the settings name: the
   in-memory store where ``IDEMPOTENCY["STORE"]`` asks for it, else the project's Redis;
-- on exit, the records under those prefixes are deleted (running ones too).
+- on exit, the records it claimed are deleted (running ones too). They are remembered
+  as they are claimed, so cleaning up costs one round trip per test that wrote records,
+  not a scan of the Redis (which may hold a development server's millions of keys).
 
 Other records on that Redis (the development server's, another test run's) are neither
 seen nor touched: a record's name starts with its prefix, and listings and purges
@@ -30,12 +32,12 @@ import dataclasses
 import logging
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 from ..conf import IdempotencySettings
 from ..engine import Engine
-from ..inventory import Inventory
 from ..runtime import build_engine, engines_built_by
-from ..stores.base import StoreError
+from ..stores.base import ClaimReply, Slot, StoreError
 
 logger = logging.getLogger("django_idempotency")
 
@@ -49,30 +51,85 @@ def prefix_for(settings: IdempotencySettings, tag: str) -> str:
 def isolated_store() -> Iterator[None]:
     """Inside the block, idempotency records live apart, and are deleted on exit."""
     tag = f"test-{secrets.token_hex(8)}"
-    built: list[Engine] = []
+    built: list[tuple[Engine, set[str]]] = []
 
     def build(settings: IdempotencySettings) -> Engine:
-        engine = build_engine(dataclasses.replace(settings, KEY_PREFIX=prefix_for(settings, tag)))
-        built.append(engine)
+        claimed: set[str] = set()
+        store = settings.STORE
+        own = dataclasses.replace(
+            settings,
+            KEY_PREFIX=prefix_for(settings, tag),
+            STORE=lambda s: Recording(store(s), claimed),
+        )
+        engine = build_engine(own)
+        built.append((engine, claimed))
         return engine
 
     try:
         with engines_built_by(build):
             yield
     finally:
-        for engine in built:
-            remove_records(engine)
+        for engine, claimed in built:
+            remove_records(engine, claimed)
 
 
-def remove_records(engine: Engine) -> None:
-    """Delete every record of ``engine``'s store (its prefix), running ones included.
+def remove_records(engine: Engine, names: set[str]) -> None:
+    """Delete the records ``names`` from ``engine``'s store, running ones included.
 
     A store that cannot be reached (a test that stopped Redis on purpose) is logged, not
     raised: the records left behind expire with their TTL, under a prefix nothing reads.
     """
+    scanner = engine.store.scanner()
     try:
-        Inventory(engine).purge(force=True)
+        for node, group in scanner.groups(sorted(names)):
+            scanner.delete_checked(node, group, _any_record, _whole)
     except StoreError as exc:
         logger.warning("could not remove a test's idempotency records: %s", exc)
     finally:
         engine.close()
+
+
+def _any_record(name: str, head: bytes) -> bool:
+    return True
+
+
+def _whole(head: bytes) -> bool:
+    return True
+
+
+class Recording:
+    """A store that remembers the name of every record claimed through it (then delegates)."""
+
+    def __init__(self, store: Any, claimed: set[str]) -> None:
+        self._store = store
+        self._claimed = claimed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def claim(self, slot: Slot, running: bytes, lease_ms: int) -> ClaimReply:
+        """Remember ``slot``, then claim it."""
+        self._claimed.add(slot.name)
+        reply: ClaimReply = self._store.claim(slot, running, lease_ms)
+        return reply
+
+    def aio(self) -> AsyncRecording:
+        """The asyncio store, remembering its claims in the same set."""
+        return AsyncRecording(self._store.aio(), self._claimed)
+
+
+class AsyncRecording:
+    """:class:`Recording` for the asyncio store."""
+
+    def __init__(self, store: Any, claimed: set[str]) -> None:
+        self._store = store
+        self._claimed = claimed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def claim(self, slot: Slot, running: bytes, lease_ms: int) -> ClaimReply:
+        """Remember ``slot``, then claim it."""
+        self._claimed.add(slot.name)
+        reply: ClaimReply = await self._store.claim(slot, running, lease_ms)
+        return reply
