@@ -85,7 +85,7 @@ class Row:
         """Format ``entry`` for display at time ``now`` (epoch ms)."""
         return cls(
             id=entry.record_id,
-            state=entry.state.value,
+            state=entry.shown_state,
             status=entry.status,
             age=human_duration(entry.age_ms(now)),
             ttl=human_duration(entry.ttl_ms),

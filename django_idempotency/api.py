@@ -47,7 +47,9 @@ def run(key: str | bytes, action: Callable[[], T], **options: Unpack[CallKeyword
 
     Options (all validated before anything runs; ``None`` means the
     ``settings.IDEMPOTENCY`` value): ``namespace``, ``ttl``, ``lock_ttl``,
-    ``wait_timeout``, ``conflict`` (``"wait"`` or ``"reject"``), ``durable`` (the
+    ``wait_timeout``, ``conflict`` (``"wait"`` or ``"reject"``), ``outcome_unknown``
+    (``"rerun"``, or ``"refuse"``: if this claim's process dies before the outcome is
+    stored, later calls raise ``OutcomeUnknown`` until the record is purged), ``durable`` (the
     action and a row of its result run in one database transaction of their own, so a
     committed result is replayed even if Redis forgets it; not inside
     ``transaction.atomic()``, and not for ``arun()``), ``should_ignore_error``,
@@ -56,6 +58,8 @@ def run(key: str | bytes, action: Callable[[], T], **options: Unpack[CallKeyword
 
     Raises :class:`~django_idempotency.exceptions.IdempotencyTimeout` when waiting runs
     out, :class:`~django_idempotency.exceptions.RequestInProgress` in ``reject`` mode,
+    :class:`~django_idempotency.exceptions.OutcomeUnknown` for a key whose owner died
+    unfinished under the ``refuse`` policy,
     :class:`~django_idempotency.exceptions.IdempotencyUnavailable` when Redis is down
     (fail-closed), :class:`~django_idempotency.exceptions.RecordTampered` when the stored
     record fails verification, and :class:`~django_idempotency.exceptions.ResultNotStored`

@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 MIDDLEWARE_PATH = "django_idempotency.middleware.IdempotencyMiddleware"
 AUTH_MIDDLEWARE_PATH = "django.contrib.auth.middleware.AuthenticationMiddleware"
+CORS_MIDDLEWARE_PATH = "corsheaders.middleware.CorsMiddleware"
 
 
 @checks.register(checks.Tags.compatibility)
@@ -201,3 +202,55 @@ def check_eviction_policy(app_configs: Any = None, **kwargs: Any) -> list[checks
             id="django_idempotency.W001",
         )
     ]
+
+
+def _headers(value: Any) -> set[str] | None:
+    """A CORS header list, lower-cased; ``None`` when it is not a list of names."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        return None
+    return {str(h).lower() for h in value}
+
+
+@checks.register(checks.Tags.security)
+def check_cors(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W004: django-cors-headers is in use, and browsers on other origins may not send
+    the key (``CORS_ALLOW_HEADERS``) or read the replay marker (``CORS_EXPOSE_HEADERS``).
+
+    Read from the settings alone (django-cors-headers' documented defaults when unset),
+    so the check needs nothing imported from that package.
+    """
+    if CORS_MIDDLEWARE_PATH not in (getattr(settings, "MIDDLEWARE", None) or ()) and (
+        "corsheaders" not in getattr(settings, "INSTALLED_APPS", ())
+    ):
+        return []
+    from .conf import DEFAULTS, get_settings
+
+    try:
+        names = get_settings().HEADER, get_settings().REPLAY_HEADER
+    except ImproperlyConfigured:
+        names = DEFAULTS["HEADER"], DEFAULTS["REPLAY_HEADER"]  # check_settings reports it
+    header, replayed = names
+    found: list[checks.CheckMessage] = []
+    # Unset, CORS_ALLOW_HEADERS is django-cors-headers' default list, which lacks the key.
+    allowed = _headers(getattr(settings, "CORS_ALLOW_HEADERS", ()))
+    if allowed is not None and "*" not in allowed and header.lower() not in allowed:
+        found.append(
+            checks.Warning(
+                f"CORS_ALLOW_HEADERS does not allow {header}: a browser on another origin "
+                "refuses to send it, so its requests are not protected (or get 400 where "
+                "the key is required).",
+                hint=f'CORS_ALLOW_HEADERS = (*corsheaders.defaults.default_headers, "{header}")',
+                id="django_idempotency.W004",
+            )
+        )
+    exposed = _headers(getattr(settings, "CORS_EXPOSE_HEADERS", ()))
+    if exposed is not None and replayed.lower() not in exposed:
+        found.append(
+            checks.Warning(
+                f"CORS_EXPOSE_HEADERS does not expose {replayed}: scripts on another origin "
+                "cannot tell a replayed response from a first one.",
+                hint=f'CORS_EXPOSE_HEADERS = ["{replayed}", "Retry-After"]',
+                id="django_idempotency.W004",
+            )
+        )
+    return found

@@ -24,6 +24,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from . import options as o
+from .policies import STORE_2XX_4XX, STORE_2XX_5XX, OutcomeUnknownPolicy, StorePolicy
 
 SETTING_NAME = "IDEMPOTENCY"
 
@@ -134,6 +135,17 @@ def _encryption_keys(value: Any, where: str) -> tuple[bytes, ...]:
                 "pip install django-idempotency[encryption]"
             ) from None
     return tuple(keys)
+
+
+def _optional_store_responses(value: Any, where: str) -> StorePolicy | None:
+    return None if value is None else o.store_responses(value, where)
+
+
+def _uri(value: Any, where: str) -> str:
+    uri = o.text(value, where)
+    if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:\S+$", uri):
+        raise o.bad(where, "an absolute URI (e.g. https://example.com/problems/)", uri)
+    return uri
 
 
 Validator = Callable[[Any, str], Any]
@@ -294,11 +306,46 @@ class IdempotencySettings:
         "Form field carrying the key when the header is absent (a form-encoded or multipart "
         "body); {% idempotency_key_field %} renders it.",
     )
+    STORE_RESPONSES: StorePolicy | None = setting(
+        128,
+        None,
+        _optional_store_responses,
+        'Which responses are stored and replayed, the rest releasing the key: "2xx", '
+        '"2xx-3xx", "2xx-4xx", "2xx-5xx", a set of statuses or a callable response -> bool '
+        '(None: "2xx-4xx", or "2xx-5xx" with STORE_SERVER_ERRORS).',
+    )
+    OUTCOME_UNKNOWN: OutcomeUnknownPolicy = setting(
+        129,
+        "rerun",
+        o.outcome_unknown,
+        'A retry after the owner died unfinished: "rerun" runs the action again; "refuse" '
+        "answers 409 outcome-unknown until an operator purges the record or it expires.",
+    )
+    PROBLEM_TYPE_BASE: str = setting(
+        130,
+        "https://django-idempotency.readthedocs.io/en/latest/reference/problems.html#",
+        _uri,
+        "Problem type URIs are this + the problem's slug (also sent as Link rel=describedby).",
+    )
+    DRF_EXCEPTION_HANDLER: bool = setting(
+        131,
+        False,
+        o.boolean,
+        "The DRF mixin raises its refusals as APIExceptions, so REST_FRAMEWORK's "
+        "EXCEPTION_HANDLER formats them (default: problem+json as the other doors).",
+    )
 
     @property
     def header_meta_key(self) -> str:
         """``HEADER`` as a WSGI environ key: ``Idempotency-Key`` -> ``HTTP_IDEMPOTENCY_KEY``."""
         return "HTTP_" + self.HEADER.upper().replace("-", "_")
+
+    @property
+    def store_policy(self) -> StorePolicy:
+        """``STORE_RESPONSES``, or what ``STORE_SERVER_ERRORS`` says when it is unset."""
+        if self.STORE_RESPONSES is not None:
+            return self.STORE_RESPONSES
+        return STORE_2XX_5XX if self.STORE_SERVER_ERRORS else STORE_2XX_4XX
 
     @property
     def fail_open(self) -> bool:
@@ -354,6 +401,15 @@ def problems(user: Any) -> tuple[dict[str, Any], list[Problem]]:
             values[f.name] = f.metadata["validate"](raw, _name(f.name))
         except ImproperlyConfigured as exc:
             found.append(Problem(check_id(f.name), str(exc)))
+    if values.get("STORE_SERVER_ERRORS") and values.get("STORE_RESPONSES") is not None:
+        # Two answers to one question: refuse rather than let one silently win.
+        found.append(
+            Problem(
+                check_id("STORE_RESPONSES"),
+                f"{_name('STORE_RESPONSES')} and {_name('STORE_SERVER_ERRORS')} are both "
+                'set: drop STORE_SERVER_ERRORS (it means STORE_RESPONSES = "2xx-5xx")',
+            )
+        )
     return values, found
 
 

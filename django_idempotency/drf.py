@@ -3,6 +3,6 @@
 The door itself lives in :mod:`django_idempotency.doors.drf`.
 """
 
-from .doors.drf import IdempotentMixin
+from .doors.drf import IdempotencyAPIException, IdempotentMixin
 
-__all__ = ["IdempotentMixin"]
+__all__ = ["IdempotencyAPIException", "IdempotentMixin"]

@@ -36,6 +36,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, TypeVar
 
 from . import events
@@ -43,6 +44,7 @@ from .events import Door, Outcome, StoreOp
 from .exceptions import (
     FingerprintMismatch,
     IdempotencyTimeout,
+    OutcomeUnknown,
     RecordTampered,
     RequestInProgress,
     ResultNotStored,
@@ -51,6 +53,7 @@ from .flights import RETRY, Flight, Flights
 from .flights import flights as process_flights
 from .lease import Lease, LeaseKeeper, get_keeper
 from .options import Conflict
+from .policies import OutcomeUnknownPolicy
 from .records import IntegrityError, Kind, Record, Sealer, State, record_id, text_bytes
 from .steps import Call, Context, Flow, Follow, Listen, Pause, drive
 from .stores.base import ClaimReply, RowStore, Slot, Store, StoreBusy, StoreError
@@ -66,6 +69,25 @@ MISMATCH_DETAIL = (
 
 #: A waiter looks at a running record at least this often before its lease check.
 MIN_RECHECK = 0.05
+
+
+def first_answer(record: Record) -> str:
+    """What became of the first request or call with a key, for a client told why its
+    reuse of the key is refused (a stored 400 is the usual surprise)."""
+    if record.state is State.RUNNING:
+        return "That request is still being processed."
+    if record.kind is Kind.HTTP:
+        status = record.status or 200
+        try:
+            phrase = f" {HTTPStatus(status).phrase}"
+        except ValueError:
+            phrase = ""
+        if record.state is State.UNREPLAYABLE:
+            return f"Its response ({status}{phrase}) was not stored; it is not run again."
+        return f"Its response, {status}{phrase}, is stored and replayed for this key."
+    if record.state is State.ERROR:
+        return "That call raised an error, which is stored and replayed for this key."
+    return "That call's outcome is stored and replayed for this key."
 
 
 def now_ms() -> int:
@@ -192,7 +214,7 @@ class Engine:
         if (who.fingerprint and record.fingerprint != who.fingerprint) or (
             record.scope != who.scope or record.key != who.key
         ):
-            raise FingerprintMismatch(MISMATCH_DETAIL)
+            raise FingerprintMismatch(f"{MISMATCH_DETAIL} {first_answer(record)}")
         return record
 
     def _judge(
@@ -209,6 +231,14 @@ class Engine:
         waited = None if since is None else time.monotonic() - since
         if record.state is not State.RUNNING:
             return Found(record, waited)
+        if record.hold_ms is not None and reply.lease_left_ms <= 0:
+            # Its owner claimed it under the refuse policy and stopped before storing an
+            # outcome: whether the action took effect is unknown, so it is not run again.
+            raise OutcomeUnknown(
+                "The first request with this key stopped before its outcome was stored "
+                "(its process died), so whether it took effect is unknown. It is not run "
+                "again until an operator reconciles it and purges its record."
+            )
         retry_after = max(1, -(-reply.lease_left_ms // 1000))
         if conflict is Conflict.REJECT:
             raise RequestInProgress(
@@ -309,15 +339,25 @@ class Engine:
         lock_ttl: float,
         wait_timeout: float,
         conflict: Conflict,
+        outcome_unknown: OutcomeUnknownPolicy = OutcomeUnknownPolicy.RERUN,
+        ttl: float | None = None,
     ) -> Flow[Claim | Found]:
         """Claim the record, or return the final one (waiting for a concurrent owner).
 
         A flow: ``yield from`` it in a lifecycle run by :func:`~.steps.drive` or
         :func:`~.steps.adrive`. Raises :class:`FingerprintMismatch`,
-        :class:`RequestInProgress`, :class:`IdempotencyTimeout`, :class:`RecordTampered`
-        and :class:`~.stores.base.StoreError`.
+        :class:`RequestInProgress`, :class:`IdempotencyTimeout`, :class:`RecordTampered`,
+        :class:`OutcomeUnknown` and :class:`~.stores.base.StoreError`.
+
+        ``outcome_unknown`` says what the claim created here means if its owner dies
+        before settling it: ``rerun``, the record goes with the lease and a retry runs
+        again; ``refuse``, the record stays ``ttl`` seconds more and retries are refused.
         """
         attempt = _Attempt(self, kind, door, scope, key, fingerprint, lock_ttl, wait_timeout)
+        if outcome_unknown is OutcomeUnknownPolicy.REFUSE:
+            if ttl is None:
+                raise TypeError('outcome_unknown="refuse" needs the ttl its record is kept')
+            attempt.hold_ms = ms(ttl)
         deadline = time.monotonic() + attempt.wait_timeout
         while True:
             flight, leading = self._follow_or_lead(attempt)
@@ -523,6 +563,25 @@ class Engine:
             )
         return Found(record)
 
+    def abandoned_row(
+        self, kind: Kind, door: Door, scope: str | bytes, key: str | bytes, fingerprint: bytes
+    ) -> Found | None:
+        """Durable mode, for a key refused as :class:`OutcomeUnknown`: its committed row.
+
+        An owner that died after its transaction committed, before Redis got the outcome,
+        left a row: the outcome is known after all, and it is replayed. ``None``: no row,
+        the outcome is unknown. A row that does not verify or belongs to another request
+        is refused as a record would be.
+        """
+        attempt = _Attempt(self, kind, door, scope, key, fingerprint, 1, 0)
+        sealed = self.rows.read(attempt.slot.rid)
+        if sealed is None:
+            return None
+        record = self._verified(attempt, sealed)
+        if record.state is State.RUNNING:  # only final records are ever written as rows
+            raise RecordTampered("The durable row for this key is not a final record.")
+        return Found(record)
+
     def release(self, claim: Claim) -> bool:
         """Let the next caller run the action; False when the claim was already settled.
 
@@ -566,6 +625,7 @@ class _Attempt:
         "door",
         "engine",
         "fingerprint",
+        "hold_ms",
         "key",
         "kind",
         "label",
@@ -600,6 +660,7 @@ class _Attempt:
         self.lease_ms = ms(lock_ttl)
         self.wait_timeout = wait_timeout
         self.waiting_since: float | None = None
+        self.hold_ms: int | None = None
 
     def running(self, created: int) -> bytes:
         return self.engine.sealer.running(
@@ -611,4 +672,5 @@ class _Attempt:
             self.fingerprint,
             created,
             self.door,
+            self.hold_ms,
         )

@@ -57,6 +57,8 @@ class Outcome(str, Enum):
     NOT_STORED = "not_stored"
     LEASE_LOST = "lease_lost"
     INTEGRITY_FAILED = "integrity_failed"
+    #: A retry found its key's owner dead without an outcome, under the refuse policy.
+    OUTCOME_UNKNOWN = "outcome_unknown"
 
 
 class Door(str, Enum):
@@ -251,6 +253,7 @@ _SIGNALS = {
     Outcome.NOT_STORED: signals.not_stored,
     Outcome.LEASE_LOST: signals.lease_lost,
     Outcome.INTEGRITY_FAILED: signals.integrity_failed,
+    Outcome.OUTCOME_UNKNOWN: signals.outcome_unknown,
 }
 
 _LEVELS = {
@@ -269,6 +272,7 @@ _LEVELS = {
     Outcome.NOT_STORED: logging.CRITICAL,
     Outcome.LEASE_LOST: logging.ERROR,
     Outcome.INTEGRITY_FAILED: logging.CRITICAL,
+    Outcome.OUTCOME_UNKNOWN: logging.ERROR,
 }
 
 _MESSAGES = {
@@ -291,6 +295,8 @@ _MESSAGES = {
     "caller may run the action again",
     Outcome.INTEGRITY_FAILED: "idempotency key %r (scope %r): the stored record FAILED "
     "VERIFICATION (tampered, copied or planted); refused, not replayed, not run",
+    Outcome.OUTCOME_UNKNOWN: "idempotency key %r (scope %r): its owner died before storing "
+    "an outcome; refused until an operator purges the abandoned record",
 }
 
 

@@ -16,6 +16,8 @@ class IdempotencyError(Exception):
     status: int = 500
     title: str = "Idempotency error"
     type_slug: str = "error"
+    #: Seconds a client should wait before retrying (sent as ``Retry-After``), if any.
+    retry_after: int | None = None
 
     def __init__(self, detail: str = "", **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -66,6 +68,19 @@ class IdempotencyTimeout(RequestInProgress):
     type_slug = "wait-timeout"
 
 
+class OutcomeUnknown(IdempotencyError):
+    """The first request or call with this key was claimed, and its owner stopped (crashed,
+    killed) before storing an outcome; under the ``refuse`` policy nothing runs it again.
+
+    Whether the action took effect is unknown: retries are refused until an operator
+    reconciles it and purges the record (``idempotency_inspect purge``), or it expires.
+    """
+
+    status = 409
+    title = "The outcome of the first request with this Idempotency-Key is unknown"
+    type_slug = "outcome-unknown"
+
+
 class NotReplayable(IdempotencyError):
     """The first response could not be stored (streaming or too large), so it cannot be replayed.
 
@@ -84,6 +99,10 @@ class IdempotencyUnavailable(IdempotencyError):
     status = 503
     title = "Idempotency store unavailable"
     type_slug = "unavailable"
+
+    def __init__(self, detail: str = "", *, retry_after: int = 1, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
 
 
 class ResultNotStored(IdempotencyError):

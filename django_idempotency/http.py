@@ -13,11 +13,12 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, QueryDict
 
-from .exceptions import IdempotencyError, InvalidKey, RequestInProgress
+from .exceptions import IdempotencyError, InvalidKey
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-#: Problem ``type`` URIs are tag URIs (RFC 4151): stable identifiers, not links.
-PROBLEM_TYPE_PREFIX = "tag:django-idempotency,2026:problem/"
+#: The default base of problem ``type`` URIs (``IDEMPOTENCY["PROBLEM_TYPE_BASE"]``): each
+#: resolves to the documentation of its problem.
+PROBLEM_TYPE_PREFIX = "https://django-idempotency.readthedocs.io/en/latest/reference/problems.html#"
 
 # Never replayed: per-client or per-connection headers (RFC 9110 §7.6.1 hop-by-hop),
 # and ones the server recomputes. Cookies live outside response.items() anyway.
@@ -138,18 +139,42 @@ def fingerprint_of(method: str, path: str, query: str, body: bytes) -> bytes:
     ).digest()
 
 
-def problem_response(error: IdempotencyError) -> HttpResponse:
-    """An RFC 9457 problem+json response describing ``error``."""
-    doc: dict[str, Any] = {
-        "type": PROBLEM_TYPE_PREFIX + error.type_slug,
+def problem_type(error: IdempotencyError) -> str:
+    """The ``type`` URI of ``error``'s problem: ``PROBLEM_TYPE_BASE`` + its slug."""
+    from .conf import get_settings
+
+    return get_settings().PROBLEM_TYPE_BASE + error.type_slug
+
+
+def problem_document(error: IdempotencyError) -> dict[str, Any]:
+    """The RFC 9457 members describing ``error``: type, title, status and detail."""
+    return {
+        "type": problem_type(error),
         "title": error.title,
         "status": error.status,
         "detail": error.detail,
     }
+
+
+def problem_response(error: IdempotencyError) -> HttpResponse:
+    """An RFC 9457 problem+json response describing ``error``.
+
+    ``Link: <type>; rel="describedby"`` points at the problem's documentation, as the
+    Idempotency-Key draft suggests; ``Retry-After`` says when a retry may succeed.
+    """
+    doc = problem_document(error)
     response = HttpResponse(json.dumps(doc), status=error.status, content_type=PROBLEM_CONTENT_TYPE)
-    if isinstance(error, RequestInProgress):
+    response["Link"] = f'<{doc["type"]}>; rel="describedby"'
+    if error.retry_after is not None:
         response["Retry-After"] = str(error.retry_after)
+    response._idempotency_problem = error  # type: ignore[attr-defined]
     return response
+
+
+def problem_of(response: HttpResponseBase | None) -> IdempotencyError | None:
+    """The error a :func:`problem_response` describes (``None`` for any other response):
+    for a door that hands problems to its framework's own error handling."""
+    return getattr(response, "_idempotency_problem", None)
 
 
 def rendered(response: HttpResponseBase) -> HttpResponseBase:

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from .policies import OutcomeUnknownPolicy, StatusSet, StorePolicy, status_range
+
 if TYPE_CHECKING:
     from .conf import IdempotencySettings
     from .serializers.base import ErrorSerializer, ValueSerializer
@@ -150,6 +152,39 @@ def serializer(value: Any, where: str) -> Any:
     return value
 
 
+def store_responses(value: Any, where: str) -> StorePolicy:
+    """Which HTTP responses are stored: a range (``"2xx"``, ``"2xx-3xx"``, ``"2xx-4xx"``,
+    ``"2xx-5xx"``), a set of status codes, or a callable (or dotted path) response -> bool."""
+    what = (
+        'a status range ("2xx", "2xx-3xx", "2xx-4xx" or "2xx-5xx"), a set of status '
+        "codes (200-599), or a callable (or dotted path) response -> bool"
+    )
+    if isinstance(value, str):
+        found = status_range(value)
+        if found is not None:
+            return found
+        if "." not in value:
+            raise bad(where, what, value)
+        return importable(value, where)  # type: ignore[no-any-return]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        if not value or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 200 <= s <= 599 for s in value
+        ):
+            raise bad(where, what, value)
+        return StatusSet(frozenset(value))
+    if not callable(value):
+        raise bad(where, what, value)
+    return value  # type: ignore[no-any-return]
+
+
+def outcome_unknown(value: Any, where: str) -> OutcomeUnknownPolicy:
+    """``"rerun"`` (run the action again) or ``"refuse"`` (409 until resolved)."""
+    try:
+        return OutcomeUnknownPolicy(value)
+    except ValueError:
+        raise bad(where, 'one of "rerun", "refuse"', value) from None
+
+
 def methods(value: Any, where: str) -> frozenset[str]:
     """A collection of HTTP method names (upper-cased)."""
     if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
@@ -207,6 +242,9 @@ SPECS: dict[str, Spec] = {
     "required": Spec(boolean, "REQUIRED", frozenset({_HTTP})),
     "scope": Spec(importable, "SCOPE", frozenset({_HTTP})),
     "fingerprint": Spec(importable, "FINGERPRINT", frozenset({_HTTP})),
+    # The settings' property folds STORE_SERVER_ERRORS in when STORE_RESPONSES is unset.
+    "store_responses": Spec(store_responses, "store_policy", frozenset({_HTTP})),
+    "outcome_unknown": Spec(outcome_unknown, "OUTCOME_UNKNOWN", _BOTH),
     "namespace": Spec(namespace, None, frozenset({_CALL})),
     "value_serializer": Spec(serializer, "VALUE_SERIALIZER", frozenset({_CALL})),
     "error_serializer": Spec(serializer, "ERROR_SERIALIZER", frozenset({_CALL})),
@@ -231,6 +269,8 @@ class HttpOptions:
     required: bool
     scope: Callable[..., str]
     fingerprint: Callable[..., str | bytes]
+    store_responses: StorePolicy
+    outcome_unknown: OutcomeUnknownPolicy
 
 
 @dataclass(frozen=True)
@@ -242,6 +282,7 @@ class CallOptions:
     wait_timeout: float
     conflict: Conflict
     durable: bool
+    outcome_unknown: OutcomeUnknownPolicy
     namespace: str
     value_serializer: ValueSerializer
     error_serializer: ErrorSerializer
@@ -265,6 +306,7 @@ class CallKeywords(TypedDict, total=False):
     wait_timeout: Duration | None
     conflict: Literal["wait", "reject"] | Conflict | None
     durable: bool | None
+    outcome_unknown: Literal["rerun", "refuse"] | OutcomeUnknownPolicy | None
     should_ignore_error: Callable[[BaseException], bool] | None
     value_serializer: ValueSerializer | type[ValueSerializer] | str | None
     error_serializer: ErrorSerializer | type[ErrorSerializer] | str | None

@@ -13,7 +13,8 @@ Layout (binary, big-endian; offsets in bytes)::
     1     waiter flag  '-', or 'w' once a duplicate waits (set by the store; not MAC'd)
     2     version      '1'
     3     flags        bits 0-1 compression (0 none, 1 zlib, 2 zstd), bit 2 encrypted,
-                       bits 3-4 kind (0 http, 1 run), bits 5-7 the door (0 unknown)
+                       bit 3 kind (0 http, 1 run), bit 4 (running records) written under
+                       the "refuse" outcome-unknown policy, bits 5-7 the door (0 unknown)
     running records:
     4:16  fencing token (12 bytes; the store compares it before any write)
     16:22 created ms
@@ -26,7 +27,9 @@ Layout (binary, big-endian; offsets in bytes)::
           original payload length (varint), only when compressed
     then: meta length (varint), meta (varint of 2 x scope length, + 1 when the key is a
           packed UUID; scope; key, 16 bytes when packed; encrypted: nonce, ciphertext,
-          tag), payload (final records; encrypted: nonce, ciphertext, tag),
+          tag), payload (final records; encrypted: nonce, ciphertext, tag), for a
+          running record with bit 4: its hold, 12 ASCII digits of ms (how long the record
+          outlives its lease; the store's scripts read it there, 28 bytes from the end),
           and the 16-byte MAC over the record id and every byte but the flag and the MAC.
 
 Meta stays outside the compressed payload so that listing a record (a read of its first
@@ -49,6 +52,11 @@ from typing import Any
 from .events import Door
 
 RUNNING_CHAR = b"R"
+#: Flag bit of a running record that must not be run again if its owner dies: the store
+#: keeps it ``hold`` ms past its lease, and a claim then finds it abandoned.
+REFUSE_FLAG = 16
+#: The hold of a :data:`REFUSE_FLAG` record: ASCII digits just before the MAC.
+HOLD_DIGITS = 12
 WAITER_FLAG_OFFSET = 1
 NO_WAITERS = b"-"
 VERSION = b"1"
@@ -141,6 +149,8 @@ class Record:
     token: bytes = b""
     #: The door the first request or call came through (``None``: not recorded).
     door: Door | None = None
+    #: A running record under the ``refuse`` policy: how long (ms) it outlives its lease.
+    hold_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,9 +384,18 @@ class Sealer:
         fingerprint: bytes,
         created_ms: int,
         door: Door | None = None,
+        hold_ms: int | None = None,
     ) -> bytes:
-        """The running record a claim creates: owner token, fingerprint and meta."""
+        """The running record a claim creates: owner token, fingerprint and meta.
+
+        With ``hold_ms`` (the ``refuse`` policy) the store keeps it that long after its
+        lease runs out, and a claim then finds it abandoned instead of running again.
+        """
         flags = _KIND_BITS[kind] | _door_bits(door)
+        tail = b""
+        if hold_ms is not None:
+            flags |= REFUSE_FLAG
+            tail = b"%0*d" % (HOLD_DIGITS, min(hold_ms, 10**HOLD_DIGITS - 1))
         flags |= _ENCRYPTED if self._cipher is not None else 0
         head = _RUNNING_HEAD.pack(
             RUNNING_CHAR,
@@ -387,7 +406,7 @@ class Sealer:
             created_ms.to_bytes(6, "big"),
             len(fingerprint),
         )
-        return self._sign(rid, head + fingerprint + self._meta(rid, scope, key))
+        return self._sign(rid, head + fingerprint + self._meta(rid, scope, key) + tail)
 
     def seal(self, rid: bytes, record: Record) -> bytes:
         """A final record (done, error or unreplayable) as stored bytes."""
@@ -436,7 +455,7 @@ class Sealer:
         # One pass over the bytes: every replay reads a record, so this stays lean.
         state = _CHAR_STATE[raw[0]]
         flags = raw[3]
-        kind = _BITS_KIND[flags & 24]
+        kind = _BITS_KIND[flags & 8]
         if raw[2] != _VERSION_BYTE:
             raise IntegrityError("the record has an unknown format version")
         original = 0
@@ -459,7 +478,10 @@ class Sealer:
         scope, key = self._open_meta(rid, raw[pos:meta_end], bool(flags & _ENCRYPTED))
         door = _BITS_DOOR.get(flags & 224)
         if state is State.RUNNING:
-            return Record(state, kind, scope, key, fingerprint, created, token=token, door=door)
+            hold = int(raw[end - HOLD_DIGITS : end]) if flags & REFUSE_FLAG else None
+            return Record(
+                state, kind, scope, key, fingerprint, created, token=token, door=door, hold_ms=hold
+            )
         payload = raw[meta_end:end]
         if flags & _ENCRYPTED:
             if self._cipher is None:
@@ -494,6 +516,15 @@ class Sealer:
             return self._open_meta(rid, raw[pos : pos + meta_len], head.encrypted)
         except (IntegrityError, ValueError, IndexError, KeyError, struct.error):
             return None
+
+
+def held_ms(raw: bytes) -> int | None:
+    """The hold of a whole stored running record under the ``refuse`` policy, else ``None``
+    (unverified: for a store keeping it past its lease, and for listing it)."""
+    if raw[:1] != RUNNING_CHAR or len(raw) < 4 or not raw[3] & REFUSE_FLAG:
+        return None
+    digits = raw[-MAC_BYTES - HOLD_DIGITS : -MAC_BYTES]
+    return int(digits) if digits.isdigit() else None
 
 
 def _join_meta(scope: bytes, key: bytes) -> bytes:
@@ -547,7 +578,7 @@ def peek(raw: bytes, *, complete: bool = False) -> Header:
     if len(raw) < 4 or raw[2:3] != VERSION:
         raise ValueError("not an idempotency record")
     state = _CHAR_STATE.get(raw[0])
-    kind = _BITS_KIND.get(raw[3] & 24)
+    kind = _BITS_KIND.get(raw[3] & 8)
     if state is None or kind is None:
         raise ValueError("not an idempotency record")
     flags = raw[3]

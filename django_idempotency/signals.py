@@ -30,3 +30,6 @@ not_stored = Signal()
 lease_lost = Signal()
 #: Critical: a stored record failed verification; it was neither replayed nor run again.
 integrity_failed = Signal()
+#: A retry was refused: its key's owner died before storing an outcome, and the policy
+#: (``OUTCOME_UNKNOWN = "refuse"``) says not to run it again until an operator resolves it.
+outcome_unknown = Signal()

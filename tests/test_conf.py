@@ -98,3 +98,83 @@ def test_redis_accepts_alias_url_and_factory_path():
     assert build({"REDIS": "tests.test_conf.client_factory"}).REDIS is client_factory
     with pytest.raises(ImproperlyConfigured, match=r'IDEMPOTENCY\["REDIS"\]'):
         build({"REDIS": "tests.nowhere.factory"})
+
+
+# -- the audit: every setting is checked, under its own id ---------------------------------
+
+#: A bad value of every setting.
+EVERY_BAD = {
+    "REDIS": "http://localhost",
+    "ASYNC_REDIS": 42,
+    "KEY_PREFIX": "a{b}",
+    "TTL": -1,
+    "LOCK_TTL": 0,
+    "WAIT_TIMEOUT": True,
+    "CONFLICT": "queue",
+    "MAX_WAITERS": 0,
+    "ON_REDIS_ERROR": "ignore",
+    "HEADER": "",
+    "METHODS": "POST",
+    "REQUIRED": "yes",
+    "MAX_KEY_LENGTH": 0,
+    "KEY_FORMAT": "(",
+    "MAX_BODY_BYTES": 1.5,
+    "SCOPE": "no.such.module.scope",
+    "FINGERPRINT": 42,
+    "REPLAY_HEADER": "",
+    "STORE_SERVER_ERRORS": 1,
+    "VALUE_SERIALIZER": "json",
+    "ERROR_SERIALIZER": object(),
+    "COMPRESS_MIN_BYTES": -1,
+    "ENCRYPTION_KEYS": ["too-short"],
+    "DURABLE": "yes",
+    "OBSERVERS": [object()],
+    "STORE": 42,
+    "FORM_FIELD": "",
+    "STORE_RESPONSES": "2xx-6xx",
+    "OUTCOME_UNKNOWN": "retry",
+    "PROBLEM_TYPE_BASE": "not a uri",
+    "DRF_EXCEPTION_HANDLER": "yes",
+}
+
+
+def test_the_audit_covers_every_setting():
+    from django_idempotency.conf import DEFAULTS
+
+    assert list(EVERY_BAD) == list(DEFAULTS)
+
+
+@pytest.mark.parametrize("setting", list(EVERY_BAD))
+def test_every_setting_refuses_a_bad_value_under_its_own_check_id(setting):
+    from django_idempotency.conf import check_id, problems
+
+    with pytest.raises(ImproperlyConfigured, match=rf'IDEMPOTENCY\["{setting}"\]'):
+        build({setting: EVERY_BAD[setting]})
+    _, found = problems({setting: EVERY_BAD[setting]})
+    assert [p.id for p in found] == [check_id(setting)]
+
+
+def test_store_responses_and_store_server_errors_together_are_refused():
+    from django_idempotency.conf import check_id, problems
+
+    with pytest.raises(ImproperlyConfigured, match=r"STORE_SERVER_ERRORS.*both"):
+        build({"STORE_RESPONSES": "2xx", "STORE_SERVER_ERRORS": True})
+    _, found = problems({"STORE_RESPONSES": "2xx", "STORE_SERVER_ERRORS": True})
+    assert [p.id for p in found] == [check_id("STORE_RESPONSES")]
+
+
+def test_the_store_policy_folds_store_server_errors_in():
+    from django.http import HttpResponse
+
+    def stored(settings: dict[str, object], status: int) -> bool:
+        return bool(build(settings).store_policy(HttpResponse(status=status)))
+
+    assert [stored({}, s) for s in (201, 302, 400, 500)] == [True, True, True, False]
+    assert stored({"STORE_SERVER_ERRORS": True}, 500)
+    assert [stored({"STORE_RESPONSES": "2xx"}, s) for s in (201, 302, 400)] == [True, False, False]
+
+
+def test_policy_settings_accept_what_they_document():
+    s = build({"OUTCOME_UNKNOWN": "refuse", "PROBLEM_TYPE_BASE": "urn:example:problem:"})
+    assert (s.OUTCOME_UNKNOWN, s.PROBLEM_TYPE_BASE) == ("refuse", "urn:example:problem:")
+    assert build({}).DRF_EXCEPTION_HANDLER is False

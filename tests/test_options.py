@@ -11,6 +11,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import django
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework import viewsets
@@ -179,3 +180,168 @@ def test_timedelta_options_are_applied_by_every_door(redis_client, rf):
 
     run("timed", lambda: 1, ttl=timedelta(seconds=30))
     assert 25_000 < redis_client.pttl(name_of(Kind.CALL, "", "timed")) <= 30_000
+
+
+# -- the audit: every option of every door, refused when bad, refused where not taken ------
+
+#: A bad value of every option, and what the error says it must be.
+EVERY_BAD: dict[str, tuple[Any, str]] = {
+    "ttl": (-5, "positive number of seconds"),
+    "lock_ttl": ("10", "positive number of seconds"),
+    "wait_timeout": (0, "positive number of seconds"),
+    "conflict": ("queue", '"wait", "reject"'),
+    "durable": ("yes", "True or False"),
+    "methods": (["FETCH"], "list of HTTP method names"),
+    "required": (1, "True or False"),
+    "scope": (42, "a callable"),
+    "fingerprint": ("no.such.fingerprint", "importable dotted path"),
+    "store_responses": ("2xx-6xx", "status range"),
+    "outcome_unknown": ("retry", '"rerun", "refuse"'),
+    "namespace": (42, "a string"),
+    "value_serializer": ("json", "importable dotted path"),
+    "error_serializer": (object(), "serializer with dumps"),
+    "should_ignore_error": (42, "a callable"),
+    "on_action_success": (42, "a callable"),
+    "on_action_error": ("log", "a callable"),
+    "on_success_replay": (42, "a callable"),
+    "on_error_replay": (42, "a callable"),
+}
+
+
+def taken_by(kind: str) -> list[str]:
+    from django_idempotency.options import SPECS
+
+    return sorted(name for name, spec in SPECS.items() if kind in spec.kinds)
+
+
+def not_taken_by(kind: str) -> list[str]:
+    from django_idempotency.options import SPECS
+
+    return sorted(name for name, spec in SPECS.items() if kind not in spec.kinds)
+
+
+@pytest.mark.no_redis
+def test_the_audit_covers_every_option_and_every_option_is_applied():
+    from dataclasses import fields
+
+    from django_idempotency.options import SPECS, CallOptions, HttpOptions
+
+    assert set(EVERY_BAD) == set(SPECS)
+    # Each option a door takes is a field of what that door applies: none is accepted
+    # and dropped on the way to the request or call.
+    applied = {"http": {f.name for f in fields(HttpOptions)}, "call": set()}
+    applied["call"] = {f.name for f in fields(CallOptions)}
+    for name, spec in SPECS.items():
+        for kind in spec.kinds:
+            assert name in applied[kind], (name, kind)
+    assert applied["http"] | applied["call"] == set(SPECS)
+
+
+@pytest.mark.no_redis
+@pytest.mark.parametrize("name", taken_by("http"))
+def test_every_http_option_is_checked_by_the_decorator_and_the_mixin(name):
+    value, what = EVERY_BAD[name]
+    with pytest.raises(InvalidOption, match=rf"@idempotent_view\({name}=\.\.\.\).*{what}"):
+        idempotent_view(**{name: value})(view)
+    with pytest.raises(InvalidOption, match=rf'Orders.idempotency_options\["{name}"\].*{what}'):
+
+        class Orders(IdempotentMixin, APIView):
+            idempotency_options = {name: value}
+
+
+@pytest.mark.no_redis
+@pytest.mark.parametrize("name", not_taken_by("http"))
+def test_an_option_the_http_doors_do_not_use_is_refused_not_ignored(name):
+    with pytest.raises(InvalidOption, match=rf"@idempotent_view\({name}=\.\.\.\) is not an option"):
+        idempotent_view(**{name: print})(view)
+    with pytest.raises(InvalidOption, match=rf'Orders.idempotency_options\["{name}"\] is not an'):
+
+        class Orders(IdempotentMixin, APIView):
+            idempotency_options = {name: print}
+
+
+@pytest.mark.parametrize("name", taken_by("call"))
+def test_every_call_option_is_checked_by_run_arun_and_the_job_doors(name, redis_client):
+    value, what = EVERY_BAD[name]
+    ran: list[int] = []
+
+    async def action() -> None:
+        ran.append(1)
+
+    with pytest.raises(InvalidOption, match=rf"run\({name}=\.\.\.\).*{what}"):
+        run("k", lambda: ran.append(1), **{name: value})
+    with pytest.raises(InvalidOption, match=rf"arun\({name}=\.\.\.\).*{what}"):
+        asyncio.run(arun("k", action, **{name: value}))
+    from django_idempotency.celery import IdempotentTask
+
+    with pytest.raises(InvalidOption, match=rf"BadTask\.idempotency_{name}.*{what}"):
+        type("BadTask", (IdempotentTask,), {f"idempotency_{name}": value})
+    assert ran == []
+    assert redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize("name", not_taken_by("call"))
+def test_an_option_run_and_the_job_doors_do_not_use_is_refused_not_ignored(name, redis_client):
+    given: dict[str, Any] = {name: print}
+    with pytest.raises(InvalidOption, match=rf"run\({name}=\.\.\.\) is not an option"):
+        run("k", lambda: None, **given)
+    from django_idempotency.celery import IdempotentTask
+
+    with pytest.raises(InvalidOption, match=rf"BadTask\.idempotency_{name} is not an option"):
+        type("BadTask", (IdempotentTask,), {f"idempotency_{name}": print})
+    assert redis_client.dbsize() == 0
+
+
+@pytest.mark.no_redis
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="django.tasks needs Django 6.0+")
+@pytest.mark.parametrize("name", sorted(EVERY_BAD))
+def test_the_django_tasks_door_checks_every_option_when_decorating(name):
+    from django_idempotency.tasks import idempotent
+
+    value, what = EVERY_BAD[name]
+    expected = what if name in taken_by("call") else "is not an option"
+    with pytest.raises(InvalidOption, match=rf"{name}=\.\.\..*{expected}"):
+        idempotent(**{name: value})
+
+
+@pytest.mark.no_redis
+def test_the_mixin_refuses_an_option_given_twice():
+    for name, value in (("methods", ["POST"]), ("required", True)):
+        with pytest.raises(InvalidOption, match=rf"Twice sets {name} twice"):
+            type(
+                "Twice",
+                (IdempotentMixin, APIView),
+                {"idempotency_options": {name: value}, f"idempotency_{name}": value},
+            )
+
+
+@pytest.mark.no_redis
+def test_the_store_policy_takes_ranges_sets_and_callables_and_nothing_else():
+    from django.http import HttpResponse
+
+    from django_idempotency.options import store_responses
+
+    def answer(status: int) -> HttpResponse:
+        return HttpResponse(status=status)
+
+    two_to_three = store_responses("2xx-3xx", "x")
+    assert [two_to_three(answer(s)) for s in (200, 302, 400, 500)] == [True, True, False, False]
+    assert [store_responses("4xx", "x")(answer(s)) for s in (399, 400, 499, 500)] == [
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert [store_responses({201, 409}, "x")(answer(s)) for s in (200, 201, 409)] == [
+        False,
+        True,
+        True,
+    ]
+    assert store_responses(only_created, "x") is only_created
+    for bad in ("3xx-2xx", "1xx", "2XX", "200", [], [99], [True], {200: 1}, 200):
+        with pytest.raises(InvalidOption, match=r"x must be a status range"):
+            store_responses(bad, "x")
+
+
+def only_created(response: Any) -> bool:
+    return bool(response.status_code == 201)

@@ -8,11 +8,12 @@ Arguments are validated when the view is decorated; those left as ``None`` take 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, overload
 
 from asgiref.sync import iscoroutinefunction
+from django.http import HttpResponseBase
 
 from ..events import Door
 from ..flows.http import HttpFlow
@@ -46,6 +47,8 @@ def idempotent_view(
     fingerprint: Callable[..., str | bytes] | str | None = None,
     conflict: Literal["wait", "reject"] | None = None,
     durable: bool | None = None,
+    store_responses: str | Collection[int] | Callable[[HttpResponseBase], bool] | None = None,
+    outcome_unknown: Literal["rerun", "refuse"] | None = None,
 ) -> Callable[[V], V]: ...
 
 
@@ -55,8 +58,9 @@ def idempotent_view(view: V | None = None, **options: Any) -> V | Callable[[V], 
     Overrides: ``required``, ``ttl``, ``lock_ttl``, ``wait_timeout``, ``methods``,
     ``scope``, ``fingerprint``, ``conflict``, ``durable`` (sync views: the response is also
     written to the database in the view's transaction, opened here when the view runs
-    outside one; see the README's durable mode). A bad value raises
-    ``ImproperlyConfigured`` here, naming it (``@idempotent_view(ttl=...)``).
+    outside one; see the README's durable mode), ``store_responses`` (which responses are
+    stored: ``"2xx-4xx"`` by default) and ``outcome_unknown`` (``"rerun"`` or ``"refuse"``).
+    A bad value raises ``ImproperlyConfigured`` here, naming it (``@idempotent_view(ttl=...)``).
     """
     overrides = Overrides.validate(options, "http", named("@idempotent_view"))
 

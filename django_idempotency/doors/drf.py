@@ -13,11 +13,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from django.http import HttpResponseBase
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from ..conf import get_settings
 from ..events import Door
+from ..exceptions import IdempotencyError
 from ..flows.http import HttpFlow, Ticket
+from ..http import problem_document, problem_of
 from ..options import InvalidOption, Overrides, attributes, keyed
 from . import DOOR_ATTR, take
 
@@ -28,6 +32,24 @@ class _Answer(Exception):
     def __init__(self, response: HttpResponseBase) -> None:
         super().__init__("idempotency answer")
         self.response = response
+
+
+class IdempotencyAPIException(APIException):  # type: ignore[misc]  # DRF ships no types
+    """A refusal of the mixin (400, 409, 422, 503, ...) as a DRF exception.
+
+    Raised instead of answering problem+json when ``IDEMPOTENCY["DRF_EXCEPTION_HANDLER"]``
+    is true, so the project's ``REST_FRAMEWORK["EXCEPTION_HANDLER"]`` gives it the
+    project's envelope. ``detail`` and ``status_code`` are the problem's, ``wait`` its
+    ``Retry-After`` (DRF's default handler sends it), ``problem`` the problem+json members
+    and ``error`` the :class:`~django_idempotency.exceptions.IdempotencyError` itself.
+    """
+
+    def __init__(self, error: IdempotencyError) -> None:
+        super().__init__(detail=error.detail, code=error.type_slug)
+        self.status_code = error.status
+        self.wait = error.retry_after
+        self.error = error
+        self.problem = problem_document(error)
 
 
 #: The actions DRF's model mixins route to; a viewset has those it defines.
@@ -72,7 +94,11 @@ class IdempotentMixin:
     - ``idempotency_options``: further options: ``ttl``, ``lock_ttl``, ``wait_timeout``,
       ``conflict``, ``scope``, ``fingerprint``, ``durable`` (the response is also
       written to the database in the view's transaction: ``ATOMIC_REQUESTS``'s, or one
-      the mixin opens from the claim to the response).
+      the mixin opens from the claim to the response), ``store_responses``,
+      ``outcome_unknown``. An option given both here and as an attribute is refused.
+
+    Refusals answer problem+json, or with ``IDEMPOTENCY["DRF_EXCEPTION_HANDLER"]`` are
+    raised as :class:`IdempotencyAPIException` for the project's exception handler.
     """
 
     idempotency_methods: Iterable[str] | None = None
@@ -100,6 +126,12 @@ class IdempotentMixin:
             "http",
             attributes(label, "idempotency_"),
         )
+        for name in sorted(set(merged.values) & set(from_attributes.values)):
+            # Two values for one option: refuse rather than let one silently win.
+            raise InvalidOption(
+                f'{label} sets {name} twice: idempotency_{name} and idempotency_options["'
+                f'{name}"]; keep one'
+            )
         cls._idempotency_flow = HttpFlow(
             Door.DRF,
             Overrides({**merged.values, **from_attributes.values}),
@@ -126,6 +158,9 @@ class IdempotentMixin:
             return
         begun = self._idempotency_flow.begin(request)
         if begun.response is not None:
+            problem = problem_of(begun.response)
+            if problem is not None and get_settings().DRF_EXCEPTION_HANDLER:
+                raise IdempotencyAPIException(problem)
             raise _Answer(begun.response)
         self._idempotency_ticket = begun.ticket
         if begun.ticket is not None:

@@ -25,6 +25,7 @@ from ..exceptions import (
     IdempotencyTimeout,
     IdempotencyUnavailable,
     NotReplayable,
+    OutcomeUnknown,
     RecordTampered,
     RequestInProgress,
     ResultNotStored,
@@ -102,14 +103,29 @@ class CallFlow:
                 lock_ttl=options.lock_ttl,
                 wait_timeout=options.wait_timeout,
                 conflict=options.conflict,
+                outcome_unknown=options.outcome_unknown,
+                ttl=options.ttl,
             )
             # Durable calls are blocking ones: arun() refuses durable=True.
             if isinstance(got, Claim) and options.durable:
                 return self.engine.recover(got, ttl=options.ttl) or got
             return got
+        except OutcomeUnknown as exc:
+            try:
+                found = self._abandoned_row(key, options) if options.durable else None
+            except Exception as error:
+                self._refused(key, options, error, started)
+                return None
+            if found is None:
+                self._refused(key, options, exc, started)
+            return found
         except Exception as exc:
             self._refused(key, options, exc, started)
             return None
+
+    def _abandoned_row(self, key: str | bytes, options: CallOptions) -> Found | None:
+        # Durable: a row committed before the owner died is the outcome after all.
+        return self.engine.abandoned_row(Kind.CALL, self.door, options.namespace, key, b"")
 
     def _refused(
         self, key: str | bytes, options: CallOptions, exc: Exception, started: float
@@ -136,6 +152,8 @@ class CallFlow:
             emit(Outcome.CONFLICT, self.door, ns, key, started=started)
         elif isinstance(exc, FingerprintMismatch):
             emit(Outcome.MISMATCH, self.door, ns, key, started=started)
+        elif isinstance(exc, OutcomeUnknown):
+            emit(Outcome.OUTCOME_UNKNOWN, self.door, ns, key, started=started)
         elif not isinstance(exc, RecordTampered):
             raise exc
         raise exc

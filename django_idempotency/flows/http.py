@@ -41,6 +41,7 @@ from ..exceptions import (
     InvalidKey,
     KeyRequired,
     NotReplayable,
+    OutcomeUnknown,
     RecordTampered,
     RequestInProgress,
     ResultNotStored,
@@ -248,13 +249,29 @@ class HttpFlow:
                     lock_ttl=o.lock_ttl,
                     wait_timeout=o.wait_timeout,
                     conflict=o.conflict,
+                    outcome_unknown=o.outcome_unknown,
+                    ttl=o.ttl,
                 )
                 # Only doors that hold the view's transaction are durable: never async.
                 if isinstance(got, Claim) and self.durable(o):
                     got = self.engine.recover(got, ttl=o.ttl) or got
+            except OutcomeUnknown as exc:
+                try:
+                    found = self._abandoned_row(prepared) if self.durable(o) else None
+                except Exception as error:
+                    return self._refused(request, prepared, error)
+                if found is None:
+                    return self._refused(request, prepared, exc)
+                got = found
             except Exception as exc:
                 return self._refused(request, prepared, exc)
             return self._begun(request, prepared, got, trace)
+
+    def _abandoned_row(self, prepared: _Request) -> Found | None:
+        # Durable: a row committed before the owner died is the outcome after all.
+        return self.engine.abandoned_row(
+            Kind.HTTP, self.door, prepared.scope, prepared.key, prepared.fingerprint
+        )
 
     def _refused(self, request: Any, prepared: _Request, exc: Exception) -> Begin:
         """The answer for each way the claim can be refused."""
@@ -272,6 +289,9 @@ class HttpFlow:
             error = exc
         elif isinstance(exc, RequestInProgress):
             report(Outcome.CONFLICT)
+            error = exc
+        elif isinstance(exc, OutcomeUnknown):
+            report(Outcome.OUTCOME_UNKNOWN)
             error = exc
         elif isinstance(exc, RecordTampered):
             error = exc  # the engine has reported it, as critical
@@ -329,11 +349,11 @@ class HttpFlow:
 
     # -- after the view -------------------------------------------------------------------
 
-    def _plan(self, response: HttpResponseBase) -> _Plan | None:
+    def _plan(self, ticket: Ticket, response: HttpResponseBase) -> _Plan | None:
         """What to store for ``response``: ``(state, payload, status)``, or ``None`` to release."""
         settings = get_settings()
         status = response.status_code
-        if status >= 500 and not settings.STORE_SERVER_ERRORS:
+        if not ticket.options.store_responses(response):
             return None
         if response.streaming:
             return State.UNREPLAYABLE, b"it was a streaming response.", status
@@ -358,7 +378,7 @@ class HttpFlow:
             return False
         durable = self.durable(ticket.options)
         # Durable: the row and the Redis record are the one plan, made once, now.
-        plan = self._plan(response) if durable else None
+        plan = self._plan(ticket, response) if durable else None
         if plan is not None:
             self._write_row(ticket, plan, aliases)
         waiting = set(aliases)
@@ -425,11 +445,12 @@ class HttpFlow:
 
     def settle(self, ticket: Ticket, response: HttpResponseBase) -> None:
         """Store the response for replays, or release the key; once per ticket."""
-        drive(self.engine.context, self._settling(ticket, lambda: self._plan(response)))
+        drive(self.engine.context, self._settling(ticket, lambda: self._plan(ticket, response)))
 
     async def asettle(self, ticket: Ticket, response: HttpResponseBase) -> None:
         """:meth:`settle` for the asyncio stack."""
-        await adrive(self.engine.context, self._settling(ticket, lambda: self._plan(response)))
+        settling = self._settling(ticket, lambda: self._plan(ticket, response))
+        await adrive(self.engine.context, settling)
 
     def _settling(self, ticket: Ticket, plan: Callable[[], _Plan | None]) -> Flow[None]:
         engine = self.engine

@@ -27,7 +27,19 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..engine import now_ms
-from ..records import MAC_BYTES, IntegrityError, Kind, Record, Sealer, State, decode_http, peek
+from ..records import (
+    MAC_BYTES,
+    REFUSE_FLAG,
+    RUNNING_CHAR,
+    IntegrityError,
+    Kind,
+    Record,
+    Sealer,
+    State,
+    decode_http,
+    held_ms,
+    peek,
+)
 from .dashboard import SCOPE_COUNTERS, AgeBucket, Dashboard, TopScopes, age_buckets
 from .display import RUNNING_WHY, human_bytes, human_duration, iso_ms, parse_duration, printable
 from .query import Detail, Entry, Filters, PurgeResult, Stats
@@ -89,7 +101,9 @@ class Inventory:
     def _complete(self, head: bytes) -> bool:
         """Whether a record's first bytes hold everything an entry shows."""
         try:
-            return peek(head).payload_offset is not None
+            # An abandoned record is told by its hold, in its last bytes: read it whole.
+            held = head[:1] == RUNNING_CHAR and bool(head[3] & REFUSE_FLAG)
+            return peek(head).payload_offset is not None and not held
         except (ValueError, IndexError):
             return True  # not a record: reading more will not help
 
@@ -126,6 +140,7 @@ class Inventory:
             encrypted=header.encrypted,
             stored_payload=stored,
             original_payload=header.original_payload if header.compression else stored,
+            hold_ms=held_ms(head) if len(head) == size else None,
         )
 
     def _entries(self, heads: Iterable[Any]) -> tuple[list[Entry], int]:
@@ -350,30 +365,39 @@ class Inventory:
         result: PurgeResult,
     ) -> None:
         result.matched += len(entries)
-        doomed = [e for e in entries if force or e.state is not State.RUNNING]
+        # An abandoned record's owner is gone: deleting it is how an operator lets the
+        # next retry run, so it needs no force.
+        doomed = [e for e in entries if force or e.state is not State.RUNNING or e.abandoned]
         if len(doomed) < len(entries):
-            kept = {e.name for e in entries if e.state is State.RUNNING} - result._running_seen
+            kept = {e.name for e in entries} - {e.name for e in doomed} - result._running_seen
             result.skipped_running += len(kept)
             result._running_seen |= kept
         if dry_run:
             result.deleted += len(doomed)
             return
+        owners = frozenset(e.owner for e in doomed if e.abandoned)
         for node, names in self.scanner.groups([e.name for e in doomed]):
-            deleted, changed = self.delete_checked(node, names, still_wanted, force)
+            deleted, changed = self.delete_checked(node, names, still_wanted, force, owners)
             result.deleted += deleted
             result.changed += changed
 
     def delete_checked(
-        self, node: Any, names: list[str], still_wanted: Callable[[Entry], bool], force: bool
+        self,
+        node: Any,
+        names: list[str],
+        still_wanted: Callable[[Entry], bool],
+        force: bool,
+        abandoned: frozenset[str] = frozenset(),
     ) -> tuple[int, int]:
-        """Delete those of ``names`` still wanted (and not running, unless ``force``)."""
+        """Delete those of ``names`` still wanted (and not running, unless ``force``, or
+        still held by an owner in ``abandoned``, found abandoned when selected)."""
 
         def wanted(name: str, head: bytes) -> bool:
             entry = self.entry(name, head, None, 0)
             return (
                 entry is not None
                 and still_wanted(entry)
-                and (force or entry.state is not State.RUNNING)
+                and (force or entry.state is not State.RUNNING or entry.owner in abandoned)
             )
 
         result: tuple[int, int] = self.scanner.delete_checked(node, names, wanted, self._complete)

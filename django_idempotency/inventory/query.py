@@ -43,6 +43,27 @@ class Entry:
     #: Finished records: the payload as stored, and before compression.
     stored_payload: int | None = None
     original_payload: int | None = None
+    #: A running record under the ``refuse`` policy: how long it outlives its lease (ms).
+    hold_ms: int | None = None
+
+    @property
+    def abandoned(self) -> bool:
+        """A running record whose owner died unfinished under the ``refuse`` policy.
+
+        Its lease ran out (only its hold is left), and retries of its key are refused
+        until an operator purges it, or it expires.
+        """
+        return (
+            self.state is State.RUNNING
+            and self.hold_ms is not None
+            and self.ttl_ms is not None
+            and self.ttl_ms <= self.hold_ms
+        )
+
+    @property
+    def shown_state(self) -> str:
+        """The state as listed: ``abandoned`` for an abandoned running record."""
+        return "abandoned" if self.abandoned else self.state.value
 
     @property
     def record_id(self) -> str:
@@ -64,6 +85,7 @@ class Entry:
             "scope": self.scope,
             "key": self.key,
             "state": self.state.value,
+            "abandoned": self.abandoned,
             "status": self.status,
             "age_seconds": round(self.age_ms(now) / 1000, 3),
             "ttl_seconds": None if self.ttl_ms is None else round(self.ttl_ms / 1000, 3),

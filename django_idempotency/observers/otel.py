@@ -59,7 +59,14 @@ from ..events import Door, Event, Outcome, StoreOp
 __all__ = ["OpenTelemetryObserver", "key_hash"]
 
 _SCOPE = "django_idempotency"
-_ERRORS = frozenset({Outcome.UNAVAILABLE, Outcome.NOT_STORED, Outcome.INTEGRITY_FAILED})
+_ERRORS = frozenset(
+    {
+        Outcome.UNAVAILABLE,
+        Outcome.NOT_STORED,
+        Outcome.INTEGRITY_FAILED,
+        Outcome.OUTCOME_UNKNOWN,
+    }
+)
 
 
 def key_hash(key: str | bytes) -> str:

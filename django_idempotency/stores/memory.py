@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..records import RUNNING_CHAR, TOKEN_SLICE, WAITER_FLAG_OFFSET
+from ..records import RUNNING_CHAR, TOKEN_SLICE, WAITER_FLAG_OFFSET, held_ms
 from .base import Batch, ClaimReply, RawHead, Slot, parse_record_id, record_name
 
 if TYPE_CHECKING:
@@ -95,7 +95,9 @@ class MemoryStore:
         with self._lock:
             record = self._get(slot.name, now)
             if record is None:
-                self._records[slot.name] = (running, now + lease_ms / 1000)
+                # A "refuse" record outlives its lease by its hold (see the Redis claim).
+                hold = (held_ms(running) or 0) / 1000
+                self._records[slot.name] = (running, now + lease_ms / 1000 + hold)
                 return ClaimReply(None)
             if record[:1] != RUNNING_CHAR:
                 return ClaimReply(record)
@@ -106,6 +108,9 @@ class MemoryStore:
                 flagged = bytearray(record)
                 flagged[WAITER_FLAG_OFFSET] = _WAITING
                 self._records[slot.name] = (bytes(flagged), expires)
+        held = held_ms(record)
+        if held is not None:  # 0 once the lease ran out: the owner died unfinished
+            return ClaimReply(record, max(int((expires - now) * 1000) - held, 0))
         return ClaimReply(record, max(int((expires - now) * 1000), 1))
 
     def read(self, slot: Slot) -> bytes | None:
@@ -141,7 +146,8 @@ class MemoryStore:
             for slot, token, lease_ms in leases:
                 record = self._owned(slot.name, token, now)
                 if record is not None:
-                    self._records[slot.name] = (record, now + lease_ms / 1000)
+                    hold = (held_ms(record) or 0) / 1000
+                    self._records[slot.name] = (record, now + lease_ms / 1000 + hold)
                 kept.append(record is not None)
         return kept
 

@@ -257,7 +257,7 @@ class Command(BaseCommand):
             shown += 1
             lines.append(
                 _COLUMNS.format(
-                    state=entry.state,
+                    state=entry.shown_state,
                     status=entry.status if entry.status is not None else "-",
                     age=human_duration(entry.age_ms(now)),
                     ttl=human_duration(entry.ttl_ms),
@@ -316,7 +316,7 @@ class Command(BaseCommand):
             ("door", "-" if e.door is None else e.door.value),
             ("scope", printable(e.scope) or '""'),
             ("key", printable(e.key)),
-            ("state", e.state),
+            ("state", e.shown_state),
             ("status", str(e.status) if e.status is not None else "-"),
             ("fingerprint", e.fingerprint or "(not compared)"),
             ("created", f"{iso_ms(e.created_ms)} ({human_duration(e.age_ms(now))} ago)"),

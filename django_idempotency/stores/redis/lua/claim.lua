@@ -4,15 +4,24 @@
 -- Returns 0 when we created it (we own the key now); the record when it is final; or
 -- {record, lease ms left} when another caller is running it. In that last case the
 -- record's waiter flag (its second byte) is set, so the owner's completion is published.
+-- A running record flagged "refuse" (bit 16 of its fourth byte) is kept its hold (12
+-- digits of ms, 28 bytes from its end) past its lease: its lease ms left is then 0 or
+-- less once the owner died unfinished, and the claim reports it so instead of taking it.
+local function hold(r)
+  if bit.band(string.byte(r, 4), 16) == 0 then
+    return 0
+  end
+  return tonumber(string.sub(r, -28, -17))
+end
 local record = redis.call('GET', KEYS[1])
 if not record then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]) + hold(ARGV[1]))
   return 0
 end
 if string.byte(record, 1) == 82 then -- 'R': running
   if string.byte(record, 2) ~= 119 then -- not yet 'w'
     redis.call('SETRANGE', KEYS[1], 1, 'w')
   end
-  return {record, redis.call('PTTL', KEYS[1])}
+  return {record, redis.call('PTTL', KEYS[1]) - hold(record)}
 end
 return record
