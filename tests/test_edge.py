@@ -337,3 +337,32 @@ def test_a_headers_scope_lets_the_middleware_come_before_authentication() -> Non
         assert [e.id for e in check_middleware_order()] == ["django_idempotency.E003"]
     with override_settings(MIDDLEWARE=middleware, IDEMPOTENCY={"SCOPE": _by_tenant}):
         assert check_middleware_order() == []
+
+
+@pytest.mark.no_redis
+@pytest.mark.slow
+def test_a_server_with_the_default_scope_does_not_start(tmp_path: Any) -> None:
+    """uvicorn loading the wrapped application under the default scope exits, saying why."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .support.servers import ROOT, free_port
+
+    env = server_env("redis://127.0.0.1:1/0", tmp_path / "db.sqlite3")  # never connected
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "uvicorn"),
+            "tests.support.edge_app:edge_asgi",
+            "--port",
+            str(free_port()),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "django_idempotency.edge cannot start" in done.stderr
+    assert 'IDEMPOTENCY["SCOPE"]' in done.stderr
