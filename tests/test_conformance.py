@@ -107,6 +107,17 @@ def test_our_middleware_passes_every_row(
     assert len(keys) == len(set(keys)) == 2
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["/decorator/", "/cbv/", "/drf/", "/api/charges/", "/async/"])
+def test_every_door_passes_every_row(threaded: str, path: str) -> None:
+    """The decorator (sync, class-based, async) and the DRF mixin (APIView, viewset)."""
+    status, rows = report(f"{threaded}{path}")
+    assert status == 0, rows
+    expected = dict.fromkeys(PROMISES, "pass")
+    expected[SIDE_EFFECTS] = "not applicable"
+    assert verdicts(rows) == expected
+
+
 def executions(url: str) -> int:
     with urllib.request.urlopen(url, timeout=30) as response:
         return int(json.load(response)["executions"])
