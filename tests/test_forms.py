@@ -131,6 +131,21 @@ def test_a_double_submit_donates_once_and_both_submissions_go_to_its_page(memory
 
 
 @pytest.mark.django_db
+def test_a_form_shown_again_with_its_errors_has_a_new_key(memory):
+    client = Client()
+    key = page_key(client)
+    body = urlencode(donation(key, amount=0))  # below the form's minimum
+    first, second = (client.post("/form/", body, content_type=FORM) for _ in range(2))
+    assert first.status_code == 200 and replayed(second)  # the double click: one answer
+    assert second.content == first.content
+    (field,) = key_fields(first.content.decode())
+    assert field["value"] != key
+    corrected = urlencode(donation(str(field["value"])))
+    assert client.post("/form/", corrected, content_type=FORM).status_code == 302
+    assert Execution.objects.count() == 1
+
+
+@pytest.mark.django_db
 def test_a_multipart_form_is_read_too_and_the_view_still_gets_its_fields(memory):
     client = Client()
     key = page_key(client)
