@@ -243,13 +243,14 @@ def test_a_urlencoded_patch_is_read_and_a_json_body_is_not(memory):
     assert posts[0].json()["n"] != posts[1].json()["n"]
 
 
-@pytest.mark.django_db
-def test_an_async_view_reads_the_field_too(memory):
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["/async/", "/async-plain/"])  # decorator, middleware
+def test_async_doors_read_the_field_too(memory, path):
     body = urlencode({"idempotency_key": str(uuid.uuid4())})
 
     async def twice() -> list[Any]:
         client = AsyncClient()
-        return [await client.post("/async/", body, content_type=FORM) for _ in range(2)]
+        return [await client.post(path, body, content_type=FORM) for _ in range(2)]
 
     first, second = asyncio.run(twice())
     assert first.status_code == 201 and not replayed(first)
