@@ -23,11 +23,13 @@ import pytest
 from django_idempotency.conf import build, get_settings
 from django_idempotency.engine import Engine
 from django_idempotency.events import Door
+from django_idempotency.exceptions import RecordTampered
 from django_idempotency.flights import Flights
 from django_idempotency.flows.call import CallFlow
 from django_idempotency.inventory import Inventory
 from django_idempotency.records import TOKEN_SLICE, WAITER_FLAG_OFFSET, Kind, Record, State
 from django_idempotency.runtime import build_engine, sealer_for
+from django_idempotency.steps import drive
 from django_idempotency.stores.base import ClaimReply, Slot, Store
 from django_idempotency.stores.memory import MemoryStore
 from django_idempotency.stores.redis import RedisStore
@@ -95,6 +97,47 @@ def test_only_the_owner_completes_and_the_final_record_is_then_found(engine, sto
     assert store.complete(slot, OWNER, final, 60_000)  # a retried completion
     assert store.claim(slot, _running(engine, slot, OTHER), 5000) == ClaimReply(final)
     assert not store.release(slot, OWNER)  # final records are not released
+
+
+def test_a_read_finds_what_is_there_and_changes_nothing(engine, store):
+    slot = _slot(store)
+    assert store.read(slot) is None
+    assert store.claim(slot, _running(engine, slot, OWNER), 5000).claimed
+    running = store.read(slot)
+    assert running is not None and running[TOKEN_SLICE] == OWNER
+    # Unlike a claim, a read flags no waiter: the owner's completion publishes nothing.
+    assert running[WAITER_FLAG_OFFSET : WAITER_FLAG_OFFSET + 1] == b"-"
+    assert store.read(slot) == running
+    final = _final(engine, slot)
+    assert store.complete(slot, OWNER, final, 60_000)
+
+    async def read_async() -> bytes | None:
+        return await store.aio().read(slot)
+
+    assert store.read(slot) == asyncio.run(read_async()) == final
+
+
+def test_looking_verifies_a_record_without_claiming_it(engine, store):
+    key = str(uuid.uuid4())
+    slot = engine.slot(Kind.CALL, "s", key)
+
+    def look() -> Record | None:
+        return drive(engine.context, engine.looking(Kind.CALL, Door.RUN, "s", key))
+
+    assert look() is None
+    assert store.read(slot) is None  # nothing was claimed
+    running = engine.sealer.running(slot.rid, Kind.CALL, b"s", key.encode(), OWNER, b"fp", 1)
+    store.claim(slot, running, 5000)
+    final = Record(State.DONE, Kind.CALL, b"s", key.encode(), b"fp", 1, 2, None, b"v")
+    store.complete(slot, OWNER, engine.sealer.seal(slot.rid, final), 60_000)
+    found = look()
+    assert found is not None and found.payload == b"v"
+    # A record sealed for another id (copied, planted) is refused, as a claim refuses it.
+    other = str(uuid.uuid4())
+    copied = engine.slot(Kind.CALL, "s", other)
+    store.claim(copied, running, 5000)
+    with pytest.raises(RecordTampered):
+        drive(engine.context, engine.looking(Kind.CALL, Door.RUN, "s", other))
 
 
 def test_only_the_owner_releases_and_the_next_claim_then_runs(engine, store):
