@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import redis
 from django.http import HttpRequest, JsonResponse
@@ -23,6 +24,16 @@ RUNS = "client:runs:{tag}"
 GATE = "client:gate:{tag}"
 #: The longest the view waits for its gate.
 GATE_TIMEOUT = 60
+
+
+def wait_for_item(client: redis.Redis, key: str, timeout: float) -> None:
+    """Block until the list ``key`` has an item (left there), for at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    # BLMOVE onto itself waits for an item and leaves it, in one command; a second at a
+    # time, within the clients' socket timeout.
+    while client.blmove(key, key, 1) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing came to {key} within {timeout} s")
 
 
 def _redis() -> redis.Redis:
@@ -38,10 +49,7 @@ def counted(request: HttpRequest) -> JsonResponse:
         entry = {"key": request.headers.get("Idempotency-Key"), "pid": os.getpid()}
         run = client.rpush(RUNS.format(tag=tag), json.dumps(entry))
         if request.GET.get("gate"):
-            gate = GATE.format(tag=tag)
-            # BLMOVE onto itself: wait for the item and leave it, in one command.
-            if client.blmove(gate, gate, GATE_TIMEOUT) is None:
-                raise TimeoutError(f"the gate {gate} stayed shut for {GATE_TIMEOUT} s")
+            wait_for_item(client, GATE.format(tag=tag), GATE_TIMEOUT)
     finally:
         client.close()
     return JsonResponse(
