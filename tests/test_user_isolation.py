@@ -11,10 +11,10 @@ instead of a run of its own.
 
 They pass twice in a row under pytest (the plugin is loaded by the package's entry point,
 nothing added to the project), twice under ``manage.py test`` (the README's one
-``TEST_RUNNER`` line) and once under ``manage.py test --parallel``, and twice on the
-in-memory store. Afterwards the dev server's record is still there and still replays,
-and no test left a record behind. With the plugin switched off, or Django's plain runner,
-the same tests fail: isolation is what makes them pass.
+``TEST_RUNNER`` line), once each with ``--parallel 2`` and ``--debug-sql`` (their own
+result classes), and twice on the in-memory store. Afterwards the dev server's record is
+still there and still replays, and no test left a record behind. With the plugin switched
+off, or Django's plain runner, the same tests fail: isolation is what makes them pass.
 
 The project runs on this virtualenv's Python (where the package is installed editable,
 with its entry points), not in a fresh one: the fresh install is ``test_quickstart``'s.
@@ -204,6 +204,7 @@ def test_users_tests_reusing_one_key_pass_twice_beside_the_dev_server(tmp_path):
                 "manage.py test --parallel 2": run(
                     [*manage, "test", "-v2", "--parallel", "2"], project, env
                 ),
+                "manage.py test --debug-sql": run([*manage, "test", "--debug-sql"], project, env),
                 "pytest on the in-memory store, first run": run(
                     [*pytest_argv, "--ds", "mysite.settings_memory"], project, env
                 ),

@@ -9,6 +9,7 @@ from webhooks.models import JobDelivery, JobRun, WebhookEvent
 INDEX = """django-idempotency example project
 
 POST /api/charges/        DRF viewset + IdempotentMixin (token auth; key required)
+GET  /api/schema/         its OpenAPI schema (drf-spectacular), with the Idempotency-Key contract
 GET  /donate/             a plain Django form; its POST is covered by IdempotencyMiddleware
 POST /webhooks/payments/  @idempotent_view(required=True), signed by the provider
 GET  /metrics             Prometheus metrics of django-idempotency (every worker summed)
