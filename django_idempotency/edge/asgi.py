@@ -14,6 +14,7 @@ from typing import Any
 
 from django.http import HttpResponse
 
+from ..conf import get_settings
 from ..runtime import get_engine
 from ..steps import adrive
 from .decide import Edge, RawRequest, body_limit, response_headers
@@ -96,6 +97,9 @@ def asgi_app(application: ASGIApp) -> ASGIApp:
         if scope["type"] != "http":
             return await application(scope, receive, send)
         method = scope["method"].upper()
+        # The method first: most requests are not covered, and need no headers read.
+        if method not in get_settings().METHODS:
+            return await application(scope, receive, send)
         meta = _meta(scope)
         if not edge.wants(method, meta):
             return await application(scope, receive, send)
