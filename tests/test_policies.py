@@ -38,6 +38,7 @@ from django_idempotency.http import PROBLEM_CONTENT_TYPE
 from .support import policy_views, policy_workers
 from .support.deploy import Reply, gone, post, starts
 from .support.servers import eventually, free_port, serve_process, server_env
+from .test_celery import worker as celery_worker  # noqa: F401  (a fixture)
 from .test_deploy import Call
 
 #: A short lease, so a killed owner's lease ends soon.
@@ -342,3 +343,23 @@ def test_a_durable_row_committed_before_the_owner_died_answers_instead_of_a_refu
         run(key, charge, outcome_unknown="refuse")  # not durable: nothing says what happened
     assert run(key, charge, durable=True, outcome_unknown="refuse") == first
     assert Execution.objects.filter(key=key).count() == 1
+
+
+# -- outcome unknown: a Celery worker process SIGKILLed inside the job ---------------------
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("celery_worker")
+def test_a_killed_celery_job_is_refused_under_refuse_not_run_again():
+    from .support import jobs
+    from .test_celery import counts
+    from .test_celery import starts as job_starts
+
+    label = uuid.uuid4().hex
+    result = jobs.long_first_run_refusing.apply_async((label,))
+    ((_, owner_pid),) = eventually(lambda: job_starts(label), 60, "the first run")
+    os.kill(owner_pid, signal.SIGKILL)
+    # acks_late: the message comes back; once the dead owner's lease ends it is refused.
+    with pytest.raises(OutcomeUnknown):
+        result.get(timeout=60)
+    assert counts(label)[1] == 1

@@ -77,3 +77,17 @@ def long_first_run(label: str) -> int:
     if n == 1:
         time.sleep(60)
     return n
+
+
+@app.task(
+    base=IdempotentTask,
+    idempotency_lock_ttl=3,
+    idempotency_wait_timeout=1,
+    idempotency_outcome_unknown="refuse",
+)
+def long_first_run_refusing(label: str) -> int:
+    """:func:`long_first_run` under the refuse policy: a killed first run is not run again."""
+    n = _ran(label)
+    if n == 1:
+        time.sleep(60)
+    return n
