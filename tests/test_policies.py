@@ -24,7 +24,7 @@ import redis
 from django.core.management import call_command
 from django.test import Client
 
-from django_idempotency import run
+from django_idempotency import run, signals
 from django_idempotency.checks import check_cors
 from django_idempotency.conf import DEFAULTS
 from django_idempotency.exceptions import (
@@ -214,18 +214,36 @@ def kill_owner_of(redis_url: str, client: redis.Redis, key: str, policy: str) ->
     return owner.pid
 
 
-def test_run_refuses_a_dead_owners_key_until_an_operator_purges_it(redis_url, redis_client):
+@pytest.mark.django_db
+def test_run_refuses_a_dead_owners_key_until_an_operator_purges_it(
+    redis_url, redis_client, admin_client
+):
     key = f"payment-{uuid.uuid4()}"
     kill_owner_of(redis_url, redis_client, key, "refuse")
     ran: list[int] = []
-    # The retry waits for the dead owner's lease to end, then is refused: it never runs.
-    with pytest.raises(OutcomeUnknown):
-        run(key, lambda: ran.append(1), wait_timeout=LOCK_TTL * 4)
-    with pytest.raises(OutcomeUnknown):
-        run(key, lambda: ran.append(1), outcome_unknown="rerun")  # the record's policy holds
+    refused: list[Any] = []
+
+    def receiver(**kwargs: Any) -> None:
+        refused.append(kwargs["key"])
+
+    signals.outcome_unknown.connect(receiver)
+    try:
+        # The retry waits for the dead owner's lease to end, then is refused: never runs.
+        with pytest.raises(OutcomeUnknown):
+            run(key, lambda: ran.append(1), wait_timeout=LOCK_TTL * 4)
+        with pytest.raises(OutcomeUnknown):
+            run(key, lambda: ran.append(1), outcome_unknown="rerun")  # the record's policy
+    finally:
+        signals.outcome_unknown.disconnect(receiver)
     assert ran == []
+    assert refused == [key, key]
     (listed,) = inspect_json("--key-glob", key)
     assert listed["abandoned"] is True and listed["state"] == "running"
+    page = admin_client.get("/admin/django_idempotency/idempotencykey/", {"q": key})
+    assert page.status_code == 200 and "abandoned" in page.content.decode()
+    run(f"other-{key}", lambda: None)  # a finished record is not listed as abandoned
+    other = admin_client.get("/admin/django_idempotency/idempotencykey/", {"q": f"other-{key}"})
+    assert key in other.content.decode() and "abandoned" not in other.content.decode()
 
     call_command("idempotency_inspect", "purge", key, "--yes", stdout=io.StringIO())
 
