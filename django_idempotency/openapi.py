@@ -12,13 +12,16 @@ Every operation that a door protects (``IdempotencyMiddleware``, ``@idempotent_v
 - the ``Idempotency-Key`` request header (the ``HEADER`` setting), required where the door
   requires a key;
 - ``400`` (malformed key; missing key where required), ``409`` (in progress, with
-  ``Retry-After``), ``422`` (the key reused with another request; a response that cannot
-  be replayed) and, with ``ON_REDIS_ERROR = "fail_closed"``, ``503``: each as
-  ``application/problem+json`` (the ``IdempotencyProblem`` component), beside whatever
-  the view documents for that status;
+  ``Retry-After``; outcome unknown where that policy refuses), ``422`` (the key reused
+  with another request; a response that cannot be replayed) and, with
+  ``ON_REDIS_ERROR = "fail_closed"``, ``503`` (with ``Retry-After``): each as
+  ``application/problem+json`` (the ``IdempotencyProblem`` component, an example per
+  problem type as the server sends it), beside whatever the view documents for that
+  status. Where ``DRF_EXCEPTION_HANDLER`` hands the DRF mixin's refusals to the project's
+  exception handler, their body is the project's: the statuses are documented without one;
 - the ``Idempotent-Replayed`` response header (``REPLAY_HEADER``) on every response the
-  view documents that can be stored and replayed (2xx-4xx; 5xx too with
-  ``STORE_SERVER_ERRORS``).
+  view documents that the door's ``store_responses`` policy stores (all of them where the
+  policy is a callable, which only a response can answer).
 
 Operations no door protects are left as drf-spectacular made them. Which door protects an
 operation follows the doors' own rule (the one closest to the view acts; the middleware
@@ -29,9 +32,11 @@ options decide the methods, actions and whether the key is required.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.http import HttpResponse
 from django.utils.module_loading import import_string
 from drf_spectacular.generators import SchemaGenerator as SpectacularSchemaGenerator
 from drf_spectacular.plumbing import ComponentRegistry, ResolvedComponent
@@ -49,13 +54,15 @@ from .exceptions import (
     InvalidKey,
     KeyRequired,
     NotReplayable,
+    OutcomeUnknown,
     RequestInProgress,
 )
 from .flows.http import HttpFlow
-from .http import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX
+from .http import PROBLEM_CONTENT_TYPE, problem_document
 from .options import NONE, HttpOptions
+from .policies import OutcomeUnknownPolicy, StatusRange, StatusSet
 
-__all__ = ["PROBLEM_COMPONENT", "SchemaGenerator", "document", "protection"]
+__all__ = ["PROBLEM_COMPONENT", "Protection", "SchemaGenerator", "document", "protection"]
 
 #: The name of the problem details schema in ``components/schemas``.
 PROBLEM_COMPONENT = "IdempotencyProblem"
@@ -79,14 +86,22 @@ class SchemaGenerator(SpectacularSchemaGenerator):
     def create_view(self, callback: Any, method: str, request: Any = None) -> Any:
         """The view drf-spectacular inspects; a protected operation's schema documents it."""
         view = super().create_view(callback, method, request)  # type: ignore[no-untyped-call]
-        options = protection(callback, view, method)
-        if options is not None:
-            _document_operations_of(view, options)
+        protected = protection(callback, view, method)
+        if protected is not None:
+            _document_operations_of(view, protected)
         return view
 
 
-def protection(callback: Any, view: Any, method: str) -> HttpOptions | None:
-    """The options of the door that protects ``method`` requests to ``view``, or ``None``.
+@dataclass(frozen=True)
+class Protection:
+    """Which door protects an operation, with the options it applies there."""
+
+    door: Door
+    options: HttpOptions
+
+
+def protection(callback: Any, view: Any, method: str) -> Protection | None:
+    """The door protecting ``method`` requests to ``view`` and its options, or ``None``.
 
     ``callback`` is what the URL resolves to; ``view`` the instance made from it.
     """
@@ -99,7 +114,7 @@ def protection(callback: Any, view: Any, method: str) -> HttpOptions | None:
         if actions is not None and getattr(view, "action", None) not in actions:
             return None
     options = flow.overrides.http(settings)
-    return options if method.upper() in options.methods else None
+    return Protection(flow.door, options) if method.upper() in options.methods else None
 
 
 def _acting_flow(callback: Any, view: Any) -> HttpFlow | None:
@@ -127,7 +142,7 @@ def _middleware_installed() -> bool:
     return False
 
 
-def _document_operations_of(view: Any, options: HttpOptions) -> None:
+def _document_operations_of(view: Any, protected: Protection) -> None:
     """Make ``view``'s schema add the contract to the operations it returns."""
     # A copy: the view's class may share one schema object between its views.
     schema = copy.copy(view.schema)
@@ -138,7 +153,7 @@ def _document_operations_of(view: Any, options: HttpOptions) -> None:
     ) -> dict[str, Any] | None:
         operation: dict[str, Any] | None = plain(path, path_regex, path_prefix, method, registry)
         if operation is not None:
-            document(operation, options, registry)
+            document(operation, protected, registry)
         return operation
 
     schema.get_operation = get_operation
@@ -147,19 +162,13 @@ def _document_operations_of(view: Any, options: HttpOptions) -> None:
 
 def document(
     operation: dict[str, Any],
-    options: HttpOptions,
+    protected: Protection,
     registry: ComponentRegistry,
     settings: IdempotencySettings | None = None,
 ) -> None:
-    """Add the contract of a door with ``options`` to ``operation`` (an OpenAPI object)."""
+    """Add the contract of the door ``protected`` names to ``operation`` (an OpenAPI object)."""
     settings = settings or get_settings()
-    problem = ResolvedComponent(  # type: ignore[no-untyped-call]
-        name=PROBLEM_COMPONENT,
-        type=ResolvedComponent.SCHEMA,
-        object=PROBLEM_COMPONENT,
-        schema=_PROBLEM_SCHEMA,
-    )
-    registry.register_on_missing(problem)
+    options = protected.options
     responses: dict[str, Any] = operation.setdefault("responses", {})
 
     replayed = {
@@ -168,7 +177,7 @@ def document(
         "response of an earlier request with the same key, replayed.",
     }
     for status, response in responses.items():
-        if _replayable(status, settings):
+        if _stored(status, options):
             response.setdefault("headers", {})[settings.REPLAY_HEADER] = replayed
 
     header = settings.HEADER.lower()
@@ -178,14 +187,29 @@ def document(
         if not (p.get("in") == "header" and str(p.get("name", "")).lower() == header)
     ]
     operation["parameters"] = [*parameters, _key_parameter(options, settings)]
+
+    ref: dict[str, str] | None = None
+    if not (protected.door is Door.DRF and settings.DRF_EXCEPTION_HANDLER):
+        problem = ResolvedComponent(  # type: ignore[no-untyped-call]
+            name=PROBLEM_COMPONENT,
+            type=ResolvedComponent.SCHEMA,
+            object=PROBLEM_COMPONENT,
+            schema=_PROBLEM_SCHEMA,
+        )
+        registry.register_on_missing(problem)
+        ref = problem.ref
     for code, errors in _problems(options, settings).items():
-        _add_problem(responses.setdefault(str(code), {}), errors, problem.ref)
+        _add_problem(responses.setdefault(str(code), {}), errors, ref)
 
 
-def _replayable(status: str, settings: IdempotencySettings) -> bool:
+def _stored(status: str, options: HttpOptions) -> bool:
+    """Whether a response with ``status`` is stored (and so may be a replay)."""
     if not status.isdigit():
         return False
-    return 200 <= int(status) < 500 or (int(status) >= 500 and settings.STORE_SERVER_ERRORS)
+    policy = options.store_responses
+    if isinstance(policy, (StatusRange, StatusSet)):
+        return policy(HttpResponse(status=int(status)))
+    return True  # a callable: only the response itself can tell
 
 
 def _key_parameter(options: HttpOptions, settings: IdempotencySettings) -> dict[str, Any]:
@@ -211,46 +235,44 @@ def _key_parameter(options: HttpOptions, settings: IdempotencySettings) -> dict[
 
 def _problems(
     options: HttpOptions, settings: IdempotencySettings
-) -> dict[int, list[type[IdempotencyError]]]:
+) -> dict[int, list[IdempotencyError]]:
     """The problems a protected request may get, by status."""
-    errors: list[type[IdempotencyError]] = [InvalidKey]
+    errors: list[IdempotencyError] = [InvalidKey()]
     if options.required:
-        errors.append(KeyRequired)
-    errors.append(RequestInProgress)
+        errors.append(KeyRequired())
+    errors.append(RequestInProgress())
     if options.conflict == "wait":
-        errors.append(IdempotencyTimeout)
-    errors += [FingerprintMismatch, NotReplayable]
+        errors.append(IdempotencyTimeout())
+    if options.outcome_unknown is OutcomeUnknownPolicy.REFUSE:
+        errors.append(OutcomeUnknown())
+    errors += [FingerprintMismatch(), NotReplayable()]
     if not settings.fail_open:
-        errors.append(IdempotencyUnavailable)
-    by_status: dict[int, list[type[IdempotencyError]]] = {}
+        errors.append(IdempotencyUnavailable())
+    by_status: dict[int, list[IdempotencyError]] = {}
     for error in errors:
         by_status.setdefault(error.status, []).append(error)
     return by_status
 
 
 def _add_problem(
-    response: dict[str, Any], errors: list[type[IdempotencyError]], ref: dict[str, str]
+    response: dict[str, Any], errors: list[IdempotencyError], ref: dict[str, str] | None
 ) -> None:
-    """The problems of one status in ``response``, beside what the view documents there."""
-    lines = [f"{e.title} (problem type `{PROBLEM_TYPE_PREFIX}{e.type_slug}`)." for e in errors]
+    """The problems of one status in ``response``, beside what the view documents there.
+
+    ``ref`` is the problem schema; ``None`` where the project's exception handler
+    writes the body.
+    """
+    documents = [problem_document(e) for e in errors]
+    lines = [f"{d['title']} (problem type `{d['type']}`)." for d in documents]
     described = response.get("description", "")
     response["description"] = "\n\n".join([d for d in (described,) if d] + lines)
-    examples = {
-        e.type_slug: {
-            "value": {
-                "type": PROBLEM_TYPE_PREFIX + e.type_slug,
-                "title": e.title,
-                "status": e.status,
-                "detail": e.title,
-            }
+    if ref is not None:
+        examples = {e.type_slug: {"value": d} for e, d in zip(errors, documents, strict=True)}
+        response.setdefault("content", {})[PROBLEM_CONTENT_TYPE] = {
+            "schema": ref,
+            "examples": examples,
         }
-        for e in errors
-    }
-    response.setdefault("content", {})[PROBLEM_CONTENT_TYPE] = {
-        "schema": ref,
-        "examples": examples,
-    }
-    if any(issubclass(e, RequestInProgress) for e in errors):
+    if any(e.retry_after is not None for e in errors):
         response.setdefault("headers", {})["Retry-After"] = {
             "schema": {"type": "integer", "minimum": 0},
             "description": "Seconds to wait before retrying with the same key.",

@@ -134,6 +134,7 @@ def assert_documents_the_contract(schema: dict[str, Any], operation: dict[str, A
     for status in ("400", "409", "422", "503"):
         assert responses[status]["content"][PROBLEM]["schema"] == problem_ref, status
     assert "Retry-After" in responses["409"]["headers"]
+    assert "Retry-After" in responses["503"]["headers"]
     assert set(schema["components"]["schemas"][PROBLEM_COMPONENT]["properties"]) >= {
         "type",
         "title",
@@ -175,6 +176,19 @@ def enforced(client: Client, route: str, method: str) -> tuple[bool, bool]:
     return protected, required
 
 
+def sent_problem(client: Client, route: str, method: str) -> dict[str, Any]:
+    """The problem document the doors send for a malformed key here."""
+    response = client.generic(
+        method.upper(),
+        route,
+        b"{}",
+        content_type="application/json",
+        headers={"Idempotency-Key": "k" * (get_settings().MAX_KEY_LENGTH + 1)},
+    )
+    document: dict[str, Any] = json.loads(response.content)
+    return document
+
+
 @pytest.mark.parametrize("with_middleware", [True, False], ids=["middleware", "no-middleware"])
 def test_every_protected_operation_documents_the_contract_and_no_other(settings, with_middleware):
     settings.ROOT_URLCONF = __name__
@@ -189,6 +203,13 @@ def test_every_protected_operation_documents_the_contract_and_no_other(settings,
     for (route, method), operation in operations(schema).items():
         if key_parameters(operation):
             documented[route, method] = assert_documents_the_contract(schema, operation)
+            # The example is the problem the server sends (but for its detail).
+            example = operation["responses"]["400"]["content"][PROBLEM]["examples"]
+            shown = example["invalid-key"]["value"]
+            sent = sent_problem(client, route, method)
+            assert {k: shown[k] for k in ("type", "title", "status")} == {
+                k: sent[k] for k in ("type", "title", "status")
+            }
         else:
             assert_untouched(operation, plain[route, method])
         protected, required = enforced(client, route, method)
@@ -232,3 +253,38 @@ def test_the_example_projects_schema_documents_the_charges_api(tmp_path):
         for response in ops[key]["responses"].values():
             assert PROBLEM not in response.get("content", {}), key
             assert "Idempotent-Replayed" not in response.get("headers", {}), key
+
+
+def test_the_contract_follows_the_settings(settings):
+    settings.ROOT_URLCONF = __name__
+    settings.REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+    base = "https://example.com/problems/"
+    settings.IDEMPOTENCY = {
+        **settings.IDEMPOTENCY,
+        "ON_REDIS_ERROR": "fail_open",
+        "OUTCOME_UNKNOWN": "refuse",
+        "STORE_RESPONSES": [202],
+        "DRF_EXCEPTION_HANDLER": True,
+        "PROBLEM_TYPE_BASE": base,
+    }
+    ops = operations(generate(SchemaGenerator))
+    decorated = ops["/decorated/", "post"]["responses"]
+    # fail_open: a store that is down lets the view run, so there is no 503.
+    assert "503" not in decorated
+    assert "outcome-unknown" in decorated["409"]["content"][PROBLEM]["examples"]
+    for status in ("400", "409", "422"):
+        for example in decorated[status]["content"][PROBLEM]["examples"].values():
+            assert example["value"]["type"].startswith(base)
+    # Only 202s are stored: the view's own 201 is never a replay.
+    own = [s for s, r in decorated.items() if PROBLEM not in r.get("content", {})]
+    assert own and all("Idempotent-Replayed" not in decorated[s].get("headers", {}) for s in own)
+
+    # The mixin's refusals go to DRF's exception handler: statuses without a problem body.
+    charges = ops["/charges/", "post"]["responses"]
+    for status in ("400", "409", "422"):
+        assert PROBLEM not in charges[status].get("content", {}), status
+        assert charges[status]["description"]
+    response = Client().post(
+        "/charges/", b"{}", content_type="application/json", headers={"Idempotency-Key": ""}
+    )
+    assert response.status_code == 400 and response["Content-Type"] != PROBLEM
