@@ -139,6 +139,16 @@ def test_retry_after_as_an_http_date_is_waited_for() -> None:
 
 
 @fast
+def test_an_unreadable_retry_after_is_no_retry_after(client: tuple[str, Send]) -> None:
+    """A 503 is retried after backoff; a 409 whose Retry-After cannot be read does not say
+    "in progress": it is the answer."""
+    _, send = client
+    with scripted((503, {"Retry-After": "soon"}), (409, {"Retry-After": "\u00b2"})) as server:
+        answer = send(server.url, quick())
+    assert answer.status == 409 and answer.call.attempts == len(server.seen) == 2
+
+
+@fast
 def test_a_deadline_shorter_than_retry_after_gives_up_with_the_key(
     client: tuple[str, Send],
 ) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import re
 import sys
 import time
 import uuid
@@ -42,6 +43,8 @@ from ..options import InvalidOption, bad, boolean, duration, positive_int, text
 from ..options import methods as method_names
 
 logger = logging.getLogger("django_idempotency.client")
+
+_DELTA_SECONDS = re.compile(r"[0-9]+")
 
 #: Answers the same request with the same key can only get again.
 NEVER_RETRIED = frozenset({400, 422})
@@ -63,7 +66,7 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DELTA_SECONDS.fullmatch(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
