@@ -364,7 +364,7 @@ class IdempotencyKeyAdmin(_ModelAdmin):
             "problem": detail.problem,
             "created_at": iso_ms(entry.created_ms),
             "finished_at": iso_ms(entry.finished_ms),
-            "lease": human_duration(entry.ttl_ms) if entry.state is State.RUNNING else "",
+            "lease": human_duration(entry.lease_ms) if entry.state is State.RUNNING else "",
             "headers": detail.headers,
             "body_label": "Body" if detail.headers is not None else "Payload",
             "body_size": len(detail.body),

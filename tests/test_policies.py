@@ -318,14 +318,6 @@ def test_a_sigkilled_worker_s_request_is_refused_or_run_again_as_the_policy_says
 def test_a_durable_row_committed_before_the_owner_died_answers_instead_of_a_refusal(
     redis_client,
 ):
-    from django_idempotency.engine import Claim
-    from django_idempotency.events import Door
-    from django_idempotency.options import Conflict
-    from django_idempotency.policies import OutcomeUnknownPolicy
-    from django_idempotency.records import Kind
-    from django_idempotency.runtime import get_engine
-    from django_idempotency.steps import drive
-
     from .support.models import Execution
 
     key = f"charge-{uuid.uuid4()}"
@@ -337,24 +329,7 @@ def test_a_durable_row_committed_before_the_owner_died_answers_instead_of_a_refu
     # As if the owner had died after its commit, before Redis got the outcome: Redis
     # holds only its running record, whose lease nobody renews.
     redis_client.flushall()
-    engine = get_engine()
-    claim = drive(
-        engine.context,
-        engine.acquiring(
-            Kind.CALL,
-            Door.RUN,
-            "",
-            key,
-            b"",
-            lock_ttl=0.2,
-            wait_timeout=1,
-            conflict=Conflict.WAIT,
-            outcome_unknown=OutcomeUnknownPolicy.REFUSE,
-            ttl=60,
-        ),
-    )
-    assert isinstance(claim, Claim)
-    engine.keeper.drop(claim.lease)
+    abandon(key, lease=0.2)
     eventually(lambda: inspect_json("--key-glob", key)[0]["abandoned"], 10, "the lease to end")
 
     with pytest.raises(OutcomeUnknown):
@@ -381,3 +356,53 @@ def test_a_killed_celery_job_is_refused_under_refuse_not_run_again():
     with pytest.raises(OutcomeUnknown):
         result.get(timeout=60)
     assert counts(label)[1] == 1
+
+
+def abandon(key: str, lease: float) -> None:
+    """Leave ``key`` as a dead owner would: claimed under the refuse policy, never renewed.
+
+    For what a killed process cannot show: a row committed before the death (durable),
+    and the in-memory store, which lives in this one process.
+    """
+    from django_idempotency.engine import Claim
+    from django_idempotency.events import Door
+    from django_idempotency.options import Conflict
+    from django_idempotency.policies import OutcomeUnknownPolicy
+    from django_idempotency.records import Kind
+    from django_idempotency.runtime import get_engine
+    from django_idempotency.steps import drive
+
+    engine = get_engine()
+    claim = drive(
+        engine.context,
+        engine.acquiring(
+            Kind.CALL,
+            Door.RUN,
+            "",
+            key,
+            b"",
+            lock_ttl=lease,
+            wait_timeout=1,
+            conflict=Conflict.WAIT,
+            outcome_unknown=OutcomeUnknownPolicy.REFUSE,
+            ttl=60,
+        ),
+    )
+    assert isinstance(claim, Claim)
+    engine.keeper.drop(claim.lease)
+
+
+@pytest.mark.no_redis
+def test_the_in_memory_store_keeps_and_refuses_an_abandoned_record_too(settings):
+    settings.IDEMPOTENCY = {"STORE": "django_idempotency.stores.memory.open_store"}
+    key = f"charge-{uuid.uuid4()}"
+    abandon(key, lease=0.2)
+    eventually(lambda: inspect_json("--key-glob", key)[0]["abandoned"], 10, "the lease to end")
+    out = io.StringIO()
+    call_command("idempotency_inspect", "show", key, "--json", stdout=out)
+    (shown,) = json.loads(out.getvalue())
+    assert shown["abandoned"] is True and shown["lease_seconds"] == 0
+    with pytest.raises(OutcomeUnknown):
+        run(key, lambda: "charged")
+    call_command("idempotency_inspect", "purge", key, "--yes", stdout=io.StringIO())
+    assert run(key, lambda: "charged") == "charged"

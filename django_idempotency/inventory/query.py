@@ -61,6 +61,14 @@ class Entry:
         )
 
     @property
+    def lease_ms(self) -> int | None:
+        """A running record's lease left (ms): its TTL, less the hold of a ``refuse`` one
+        (0 once abandoned); ``None`` for a finished record."""
+        if self.state is not State.RUNNING or self.ttl_ms is None:
+            return None
+        return max(self.ttl_ms - (self.hold_ms or 0), 0)
+
+    @property
     def shown_state(self) -> str:
         """The state as listed: ``abandoned`` for an abandoned running record."""
         return "abandoned" if self.abandoned else self.state.value
@@ -130,8 +138,7 @@ class Detail:
     def as_dict(self, now: int, preview_bytes: int) -> dict[str, Any]:
         """Every field, with a text preview of the body (``null`` when binary)."""
         doc = self.entry.as_dict(now)
-        running = self.entry.state is State.RUNNING
-        lease = self.entry.ttl_ms if running else None
+        lease = self.entry.lease_ms
         doc.update(
             owner=self.entry.owner or None,
             fingerprint=self.entry.fingerprint or None,

@@ -322,8 +322,11 @@ class Command(BaseCommand):
             ("created", f"{iso_ms(e.created_ms)} ({human_duration(e.age_ms(now))} ago)"),
             ("finished", iso_ms(e.finished_ms) or "-"),
         ]
-        if e.state is State.RUNNING:
-            lines.append(("owner", f"{e.owner} (lease: {human_duration(e.ttl_ms)} left)"))
+        if e.abandoned:
+            kept = human_duration(e.ttl_ms)
+            lines.append(("owner", f"{e.owner} (died unfinished; refused for {kept} more)"))
+        elif e.state is State.RUNNING:
+            lines.append(("owner", f"{e.owner} (lease: {human_duration(e.lease_ms)} left)"))
         else:
             lines.append(("ttl", human_duration(e.ttl_ms)))
         lines.append(("size", f"{e.size} bytes"))
