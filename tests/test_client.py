@@ -306,21 +306,34 @@ served = pytest.mark.slow
 
 #: The server's LOCK_TTL (seconds): its 409s say Retry-After 1 or 2 (the lease left).
 LOCK_TTL = 2
+#: gunicorn's sync workers: enough for a held view, the duplicates that wait on it and
+#: the test's own requests at once.
+WORKERS = 8
 #: Any one logical call of these tests, retries included.
 CALL_TIMEOUT = 120
 
 
 @pytest.fixture(scope="module")
 def gunicorn(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """gunicorn (sync workers) serving the test project on the session's Redis; its port.
-
-    Workers enough for a held view, the duplicates that wait on it and the test's own
-    requests at once."""
+    """gunicorn (sync workers) serving the test project on the session's Redis, every
+    worker warmed up; its port."""
     # The client's views touch no database: the file need not exist.
     db = tmp_path_factory.mktemp("client") / "db.sqlite3"
     env = server_env(redis_server.url, db, TEST_LOCK_TTL=str(LOCK_TTL))
-    with serve_process("gunicorn", env, workers=8) as (port, _):
+    with serve_process("gunicorn", env, workers=WORKERS) as (port, _):
+        warm_up(port)
         yield port
+
+
+def warm_up(port: int) -> None:
+    """Have every worker load the views (see ``client_views.counted``), so a view starts
+    at once whichever worker takes a request."""
+    url = f"http://127.0.0.1:{port}/client/counted/?tag=warm-{uuid.uuid4().hex}&workers={WORKERS}"
+    with ThreadPoolExecutor(WORKERS) as pool:
+        pids = {
+            r.json()["pid"] for r in pool.map(lambda _: httpx.get(url, timeout=90), range(WORKERS))
+        }
+    assert len(pids) == WORKERS
 
 
 @pytest.fixture

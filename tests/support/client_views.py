@@ -22,6 +22,8 @@ from django_idempotency import idempotent_view
 RUNS = "client:runs:{tag}"
 #: The view waits until an item is pushed here (and leaves it, so the gate stays open).
 GATE = "client:gate:{tag}"
+#: The pids of the workers a warm-up reached.
+WARM = "client:warm:{tag}"
 #: The longest the view waits for its gate.
 GATE_TIMEOUT = 60
 
@@ -41,10 +43,24 @@ def _redis() -> redis.Redis:
 
 
 def counted(request: HttpRequest) -> JsonResponse:
-    """Record the execution, wait for the gate if asked, answer 201 with a token drawn
-    per execution (two executions never answer the same body)."""
+    """POST: record the execution, wait for the gate if asked, answer 201 with a token
+    drawn per execution (two executions never answer the same body).
+
+    GET ``?tag=T&workers=N`` warms the server up: each such request holds its worker until
+    N of them arrived, so N sent at once reach N distinct workers, each of which has then
+    loaded the URLconf and these views (a cold worker's first request can take longer than
+    a test's read timeout). It answers the worker's pid.
+    """
     tag = request.GET["tag"]
     client = _redis()
+    if request.method == "GET":
+        try:
+            if client.rpush(WARM.format(tag=tag), os.getpid()) >= int(request.GET["workers"]):
+                client.rpush(GATE.format(tag=tag), "open")
+            wait_for_item(client, GATE.format(tag=tag), GATE_TIMEOUT)
+        finally:
+            client.close()
+        return JsonResponse({"pid": os.getpid()})
     try:
         entry = {"key": request.headers.get("Idempotency-Key"), "pid": os.getpid()}
         run = client.rpush(RUNS.format(tag=tag), json.dumps(entry))
