@@ -138,10 +138,14 @@ def _encryption_keys(value: Any, where: str) -> tuple[bytes, ...]:
 
 
 def _optional_store_responses(value: Any, where: str) -> StorePolicy | None:
+    """``None`` (``"2xx-4xx"``, or ``"2xx-5xx"`` with ``STORE_SERVER_ERRORS``), a status
+    range (``"2xx"``, ``"2xx-3xx"``, ``"2xx-4xx"``, ``"2xx-5xx"``), a set of status codes,
+    or a callable (or dotted path) response -> bool."""
     return None if value is None else o.store_responses(value, where)
 
 
 def _uri(value: Any, where: str) -> str:
+    """An absolute URI (``https://...#``, ``urn:...``): each problem's slug is appended."""
     uri = o.text(value, where)
     if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:\S+$", uri):
         raise o.bad(where, "an absolute URI (e.g. https://example.com/problems/)", uri)
@@ -306,7 +310,7 @@ class IdempotencySettings:
         "Form field carrying the key when the header is absent (a form-encoded or multipart "
         "body); {% idempotency_key_field %} renders it.",
     )
-    STORE_RESPONSES: StorePolicy | None = setting(
+    STORE_RESPONSES: StorePolicy = setting(
         128,
         None,
         _optional_store_responses,
@@ -339,13 +343,6 @@ class IdempotencySettings:
     def header_meta_key(self) -> str:
         """``HEADER`` as a WSGI environ key: ``Idempotency-Key`` -> ``HTTP_IDEMPOTENCY_KEY``."""
         return "HTTP_" + self.HEADER.upper().replace("-", "_")
-
-    @property
-    def store_policy(self) -> StorePolicy:
-        """``STORE_RESPONSES``, or what ``STORE_SERVER_ERRORS`` says when it is unset."""
-        if self.STORE_RESPONSES is not None:
-            return self.STORE_RESPONSES
-        return STORE_2XX_5XX if self.STORE_SERVER_ERRORS else STORE_2XX_4XX
 
     @property
     def fail_open(self) -> bool:
@@ -409,6 +406,10 @@ def problems(user: Any) -> tuple[dict[str, Any], list[Problem]]:
                 f"{_name('STORE_RESPONSES')} and {_name('STORE_SERVER_ERRORS')} are both "
                 'set: drop STORE_SERVER_ERRORS (it means STORE_RESPONSES = "2xx-5xx")',
             )
+        )
+    if "STORE_RESPONSES" in values and values["STORE_RESPONSES"] is None:
+        values["STORE_RESPONSES"] = (
+            STORE_2XX_5XX if values.get("STORE_SERVER_ERRORS") else STORE_2XX_4XX
         )
     return values, found
 

@@ -242,8 +242,7 @@ SPECS: dict[str, Spec] = {
     "required": Spec(boolean, "REQUIRED", frozenset({_HTTP})),
     "scope": Spec(importable, "SCOPE", frozenset({_HTTP})),
     "fingerprint": Spec(importable, "FINGERPRINT", frozenset({_HTTP})),
-    # The settings' property folds STORE_SERVER_ERRORS in when STORE_RESPONSES is unset.
-    "store_responses": Spec(store_responses, "store_policy", frozenset({_HTTP})),
+    "store_responses": Spec(store_responses, "STORE_RESPONSES", frozenset({_HTTP})),
     "outcome_unknown": Spec(outcome_unknown, "OUTCOME_UNKNOWN", _BOTH),
     "namespace": Spec(namespace, None, frozenset({_CALL})),
     "value_serializer": Spec(serializer, "VALUE_SERIALIZER", frozenset({_CALL})),

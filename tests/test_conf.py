@@ -167,7 +167,7 @@ def test_the_store_policy_folds_store_server_errors_in():
     from django.http import HttpResponse
 
     def stored(settings: dict[str, object], status: int) -> bool:
-        return bool(build(settings).store_policy(HttpResponse(status=status)))
+        return bool(build(settings).STORE_RESPONSES(HttpResponse(status=status)))
 
     assert [stored({}, s) for s in (201, 302, 400, 500)] == [True, True, True, False]
     assert stored({"STORE_SERVER_ERRORS": True}, 500)
