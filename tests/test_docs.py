@@ -310,6 +310,17 @@ def test_every_problem_type_has_the_anchor_its_type_uri_points_to(site):
     assert slugs <= ids(site / "reference" / "problems.html")
 
 
+#: Problem types no HTTP client is sent: the base class, and what only run() raises.
+NOT_ANSWERED = {"error", "replayed-error", "result-not-stored"}
+
+
+@pytest.mark.no_redis
+def test_every_problem_type_a_client_can_get_is_on_the_status_codes_page():
+    page = PAGES["reference/status-codes.md"]
+    listed = set(re.findall(r"\{problem\}`([a-z-]+)`", page))
+    assert {cls.type_slug for cls in _problem_classes()} - NOT_ANSWERED <= listed
+
+
 @pytest.mark.slow
 @pytest.mark.no_redis
 def test_every_option_has_its_anchor(site):

@@ -15,6 +15,8 @@ Directives (usable from MyST pages as ```` ```{idempotency-settings} ````):
   (``"E002: ..."``, ``"W001: ...; W002: ..."``); anchors are the ids (``E002``).
 - ``idempotency-command``: a management command's subcommands and options, read from its
   own argparse parser. Argument: the command's name.
+- ``idempotency-outcomes``: every outcome with the signal it sends and its log level, from
+  ``django_idempotency.events``.
 
 Settings and problem types are objects of the standard domain, so any page can link to
 one with ``{setting}`TTL``` or ``{problem}`in-progress```; an unknown name fails the
@@ -309,14 +311,10 @@ class ProblemsDirective(_Directive):
 
 
 def _problem_type_base() -> str:
-    """What a problem's ``type`` URI starts with, by default."""
+    """What a problem's ``type`` URI starts with, by default (``PROBLEM_TYPE_BASE``)."""
     from django_idempotency.conf import DEFAULTS
 
-    if "PROBLEM_TYPE_BASE" in DEFAULTS:
-        return str(DEFAULTS["PROBLEM_TYPE_BASE"])
-    from django_idempotency.http import PROBLEM_TYPE_PREFIX
-
-    return PROBLEM_TYPE_PREFIX
+    return str(DEFAULTS["PROBLEM_TYPE_BASE"])
 
 
 # -- system checks ------------------------------------------------------------------------
@@ -362,6 +360,38 @@ class ChecksDirective(_Directive):
                 section += _para("See ", _xref("setting", name, _code(name)), ".")
             out.append(section)
         return out
+
+
+# -- outcomes -------------------------------------------------------------------------------
+
+
+class OutcomesDirective(_Directive):
+    """Every outcome, the signal it sends and the level it is logged at."""
+
+    def run(self) -> list[nodes.Node]:
+        import logging
+
+        from django_idempotency import events
+
+        return [
+            _table(
+                ["Outcome", "Signal", "Log level"],
+                (
+                    [
+                        _code(outcome.value),
+                        _code(_signal_name(events._SIGNALS[outcome])),
+                        logging.getLevelName(events._LEVELS[outcome]).lower(),
+                    ]
+                    for outcome in events.Outcome
+                ),
+            )
+        ]
+
+
+def _signal_name(signal: Any) -> str:
+    from django_idempotency import signals
+
+    return next(name for name, value in vars(signals).items() if value is signal)
 
 
 # -- management commands ------------------------------------------------------------------
@@ -435,4 +465,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("idempotency-problems", ProblemsDirective)
     app.add_directive("idempotency-checks", ChecksDirective)
     app.add_directive("idempotency-command", CommandDirective)
+    app.add_directive("idempotency-outcomes", OutcomesDirective)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
