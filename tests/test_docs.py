@@ -310,6 +310,18 @@ def test_every_problem_type_has_the_anchor_its_type_uri_points_to(site):
     assert slugs <= ids(site / "reference" / "problems.html")
 
 
+@pytest.mark.no_redis
+def test_every_metric_and_span_attribute_the_observers_emit_is_listed():
+    source = "\n".join(
+        p.read_text() for p in (ROOT / "django_idempotency" / "observers").glob("*.py")
+    )
+    names = set(re.findall(r'"((?:django_)?idempotency[._][a-z_.]+)"', source))
+    names.discard("django_idempotency.otel.key")  # the key hash's HMAC salt, never seen
+    assert {"django_idempotency_requests", "idempotency.key_hash"} <= names
+    page = PAGES["reference/observability.md"]
+    assert sorted(n for n in names if n not in page) == []
+
+
 #: Problem types no HTTP client is sent: the base class, and what only run() raises.
 NOT_ANSWERED = {"error", "replayed-error", "result-not-stored"}
 
