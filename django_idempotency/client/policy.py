@@ -221,7 +221,7 @@ class RetryPolicy:
         key = self.new_key()
         try:
             if not isinstance(key, str) or key.startswith('"'):
-                raise InvalidKey("It must be a string (sent quoted or bare as quote_key says).")
+                raise InvalidKey("It must be a string, unquoted (quote_key says how it is sent).")
             parse_key(key, max_length=sys.maxsize, key_format=None)
         except InvalidKey as exc:
             raise InvalidOption(
@@ -281,7 +281,7 @@ class Attempts:
         """``None``: ``response`` is the call's answer. Otherwise the seconds to pause
         before sending the request again (or :class:`RetriesExhausted`, carrying it)."""
         policy = self.policy
-        if headers.get(policy.replay_header, "").strip().lower() == "true":
+        if self._replayed(headers):
             return None  # the stored answer: another attempt would get it again
         wait = retry_after(headers.get("Retry-After"))
         said = None
@@ -303,8 +303,10 @@ class Attempts:
 
     def info(self, headers: Mapping[str, str]) -> CallInfo:
         """What the call came to, for the response that answered it."""
-        replayed = headers.get(self.policy.replay_header, "").strip().lower() == "true"
-        return CallInfo(self.key, self.count, replayed)
+        return CallInfo(self.key, self.count, self._replayed(headers))
+
+    def _replayed(self, headers: Mapping[str, str]) -> bool:
+        return headers.get(self.policy.replay_header, "").strip().lower() == "true"
 
     def _pause(
         self,
