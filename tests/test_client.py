@@ -31,7 +31,7 @@ from django_idempotency.testing import RedisServer
 
 from .support.client_drivers import DRIVERS, LIBRARY_ERRORS, Send
 from .support.client_proxy import Connection, Proxy
-from .support.client_scripted import DROP, scripted
+from .support.client_scripted import DROP, HANG, scripted
 from .support.client_views import GATE, RUNS, wait_for_item
 from .support.servers import ROOT, serve_process, server_env
 
@@ -164,6 +164,18 @@ def test_a_deadline_shorter_than_retry_after_gives_up_with_the_key(
     assert server.seen[0].headers["idempotency-key"] == f'"{error.key}"'
     assert error.key in str(error) and "deadline" in str(error)
     assert error.status == 409 and error.attempts == 1
+
+
+@fast
+def test_the_deadline_cuts_an_attempts_own_timeout(client: tuple[str, Send]) -> None:
+    """A server that never answers, a read timeout far longer than the deadline: the
+    attempt ends at the deadline (were it not cut, the call would hang until the server
+    is shut down, after the call)."""
+    _, send = client
+    with scripted(HANG) as server, pytest.raises(RetriesExhausted) as raised:
+        send(server.url, quick(deadline=1), read_timeout=3600)
+    assert raised.value.status is None and raised.value.attempts == 1
+    assert len(server.seen) == 1
 
 
 @fast

@@ -2,7 +2,8 @@
 Django: each request gets the script's next answer and is recorded as it arrived.
 
 An answer is ``(status, headers)``, or ``DROP``: the request is read whole, then the
-connection is closed without a byte of answer (as a server that crashed mid-request).
+connection is closed without a byte of answer (as a server that crashed mid-request);
+or ``HANG``: no answer until the server is shut down.
 Once the script is spent, every request gets 201.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DROP = "drop"
+HANG = "hang"
 
 Scripted = tuple[int, dict[str, str]] | str
 
@@ -39,6 +41,8 @@ class ScriptedServer:
         self.script = list(script)
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
+        #: Set when the server shuts down: ends every ``HANG``.
+        self.released = threading.Event()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,7 +58,9 @@ class ScriptedServer:
                 else:
                     body = self.rfile.read(length)
                 answer = owner._record(self.command, dict(self.headers.items()), body)
-                if answer == DROP:
+                if answer in (DROP, HANG):
+                    if answer == HANG:
+                        owner.released.wait()
                     self.close_connection = True
                     return
                 assert not isinstance(answer, str)
@@ -99,6 +105,7 @@ def scripted(*script: Scripted) -> Iterator[ScriptedServer]:
     try:
         yield server
     finally:
+        server.released.set()
         server._server.shutdown()
         server._server.server_close()
         thread.join()
