@@ -7,21 +7,23 @@
 -- A running record flagged "refuse" (bit 16 of its fourth byte) is kept its hold (12
 -- digits of ms, 28 bytes from its end) past its lease: its lease ms left is then 0 or
 -- less once the owner died unfinished, and the claim reports it so instead of taking it.
-local function hold(r)
-  if bit.band(string.byte(r, 4), 16) == 0 then
-    return 0
-  end
-  return tonumber(string.sub(r, -28, -17))
-end
 local record = redis.call('GET', KEYS[1])
 if not record then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]) + hold(ARGV[1]))
+  local px = ARGV[2]
+  if bit.band(string.byte(ARGV[1], 4), 16) ~= 0 then
+    px = px + tonumber(string.sub(ARGV[1], -28, -17))
+  end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', px)
   return 0
 end
 if string.byte(record, 1) == 82 then -- 'R': running
   if string.byte(record, 2) ~= 119 then -- not yet 'w'
     redis.call('SETRANGE', KEYS[1], 1, 'w')
   end
-  return {record, redis.call('PTTL', KEYS[1]) - hold(record)}
+  local left = redis.call('PTTL', KEYS[1])
+  if bit.band(string.byte(record, 4), 16) ~= 0 then
+    left = left - tonumber(string.sub(record, -28, -17))
+  end
+  return {record, left}
 end
 return record
