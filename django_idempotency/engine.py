@@ -21,6 +21,10 @@ The rules:
   wake-up. ``reject`` mode refuses at once; ``MAX_WAITERS`` bounds how many wait per
   process.
 * **Lease**: one keeper thread renews every held claim at a third of its lease.
+* **Outcome unknown**: a claim made under the ``refuse`` policy outlives its lease by
+  its record's TTL; once the lease ends unsettled (its owner died), every claim of the key
+  is refused (:class:`OutcomeUnknown`) until an operator deletes the record. Under
+  ``rerun`` the record ends with the lease and the next claim runs the action again.
 * **Complete** or **release** only while the token still owns the record (a late
   finisher never overwrites a newer owner), once per claim. Local followers get the
   final record even when storing it failed. A completion never fails because the
