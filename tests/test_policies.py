@@ -122,6 +122,23 @@ def test_a_status_set_and_a_callable_pick_what_is_stored(policy_urls):
         assert len(policy_views.calls) == 3, policy
 
 
+def test_a_callable_policy_sees_the_rendered_response(policy_urls):
+    client = Client()
+    for body, stored in ((b"mark", True), (b"plain", False)):
+        key = str(uuid.uuid4())
+        send = partial(
+            client.post,
+            "/rendered/",
+            data=body,
+            content_type="text/plain",
+            HTTP_IDEMPOTENCY_KEY=key,
+        )
+        first, second = send(), send()
+        assert second.content == first.content
+        assert second.has_header("Idempotent-Replayed") is stored, body
+    assert len(policy_views.calls) == 3  # the marked one ran once, the plain one twice
+
+
 def only_created(response: Any) -> bool:
     return bool(response.status_code == 201)
 

@@ -353,12 +353,13 @@ class HttpFlow:
         """What to store for ``response``: ``(state, payload, status)``, or ``None`` to release."""
         settings = get_settings()
         status = response.status_code
+        if not response.streaming:
+            rendered(response)  # a policy that reads the response sees it as it is sent
         if not ticket.options.store_responses(response):
             return None
         if response.streaming:
             return State.UNREPLAYABLE, b"it was a streaming response.", status
         assert isinstance(response, HttpResponse)
-        rendered(response)
         content = response.content
         if len(content) > settings.MAX_BODY_BYTES:
             reason = f"its body was larger than {settings.MAX_BODY_BYTES} bytes."

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template import engines
+from django.template.response import TemplateResponse
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -40,6 +42,19 @@ def decorated_order(request: HttpRequest) -> HttpResponse:
 def decorated_order_2xx(request: HttpRequest) -> HttpResponse:
     doc, status = _order(request.path, request.body)
     return JsonResponse(doc, status=status)
+
+
+def stored_when_marked(response: HttpResponse) -> bool:
+    """A policy that reads the body: only responses saying ``store-me`` are kept."""
+    return b"store-me" in response.content
+
+
+@idempotent_view(store_responses="tests.support.policy_views.stored_when_marked")
+def rendered_order(request: HttpRequest) -> HttpResponse:
+    """A template response, rendered only after the view returned."""
+    calls.append(request.path)
+    body = "store-me" if b"mark" in request.body else "skip"
+    return TemplateResponse(request, engines["django"].from_string("{{ body }}"), {"body": body})
 
 
 class MixinOrders(IdempotentMixin, APIView):
