@@ -94,6 +94,11 @@ def first_answer(record: Record) -> str:
     return "That call's outcome is stored and replayed for this key."
 
 
+def mismatch(record: Record) -> FingerprintMismatch:
+    """The refusal of a key reused with another request, saying what its first one got."""
+    return FingerprintMismatch(f"{MISMATCH_DETAIL} {first_answer(record)}")
+
+
 def now_ms() -> int:
     """Wall-clock milliseconds, as stored in records."""
     return int(time.time() * 1000)
@@ -218,7 +223,7 @@ class Engine:
         if (who.fingerprint and record.fingerprint != who.fingerprint) or (
             record.scope != who.scope or record.key != who.key
         ):
-            raise FingerprintMismatch(f"{MISMATCH_DETAIL} {first_answer(record)}")
+            raise mismatch(record)
         return record
 
     def _judge(

@@ -176,6 +176,10 @@ def test_changed_body_gets_422_at_the_edge(project: Project) -> None:
     assert json.loads(reply[2])["type"].endswith("fingerprint-mismatch")
     assert entered == 0
     assert events == Counter({("mismatch", "edge"): 1})
+    # The same refusal Django gives, saying what the first request got.
+    in_django = project.post(project.plain, key, body=b'{"amount": 11}')
+    assert in_django[0] == 422
+    assert json.loads(reply[2]) == json.loads(in_django[2])
 
 
 def test_another_scope_is_never_replayed_and_runs_in_django(project: Project) -> None:

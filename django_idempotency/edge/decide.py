@@ -29,7 +29,7 @@ from django.http import HttpResponse
 from django.http.request import HttpHeaders
 
 from ..conf import IdempotencySettings, get_settings
-from ..engine import MISMATCH_DETAIL, Found
+from ..engine import Found, mismatch
 from ..events import Door, Outcome, emit
 from ..exceptions import FingerprintMismatch, InvalidKey, RecordTampered
 from ..flows.http import HttpFlow, stored_fingerprint
@@ -164,7 +164,7 @@ class Edge:
             if record.door is not Door.MIDDLEWARE:
                 return None
             emit(Outcome.MISMATCH, Door.EDGE, scope, key, started=started)
-            return problem_response(FingerprintMismatch(MISMATCH_DETAIL))
+            return problem_response(mismatch(record))
         return self.flow.replay(None, scope, key, started, Found(record))
 
 
