@@ -8,6 +8,7 @@ jobs' own side effects in db 3 (:mod:`tests.support.jobs`).
 from __future__ import annotations
 
 import os
+import threading
 
 import django
 from celery import Celery
@@ -25,7 +26,15 @@ app = Celery("tests", include=["tests.support.jobs"], set_as_current=False)
 
 
 def configure(redis_url: str) -> None:
-    """Point the app (broker, results) at the Redis server at ``redis_url``."""
+    """Point the app (broker, results) at the Redis server at ``redis_url``.
+
+    A second module pointing it at its own server must not reach the first one's (long
+    gone) through what the app keeps: its connection pool, producers and result backend.
+    """
+    app._pool = None
+    app.amqp._producer_pool = None
+    app._backend_cache = None
+    app._local = threading.local()
     app.conf.update(
         broker_url=with_db(redis_url, 1),
         result_backend=with_db(redis_url, 2),
