@@ -1,12 +1,14 @@
 """A new user's first hour, from the built wheel: outside this repository, in a fresh
 virtualenv, a ``django-admin startproject`` project set up by the README's Install and
-Quickstart sections, served by ``runserver``, answers a protected POST twice with one
-execution.
+"In 30 seconds" sections (settings, middleware and the view), served by ``runserver``,
+answers the README's two curl calls as the README shows: the second is the first
+response replayed, so the view ran once.
 
-The README is followed word for word, with three readings a person makes without
+The README is followed word for word, with four readings a person makes without
 thinking: ``pip install django-idempotency`` installs the wheel just built; ``[..., x]``
-in a settings list means "the list you already have, plus x"; and the Redis URL is the
-throwaway server's. Nothing else is added to the generated settings.
+in a settings list means "the list you already have, plus x"; "route it at
+``charge/``" is one line in ``urls.py``; and the Redis URL is the throwaway server's.
+Nothing else is added to the generated settings.
 """
 
 from __future__ import annotations
@@ -14,52 +16,22 @@ from __future__ import annotations
 import ast
 import http.client
 import os
-import re
 import shlex
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from django_idempotency.testing import RedisServer
 
+from .support.readme import charge_view, code_blocks, curl_session, section, send
 from .support.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
 
 pytestmark = [pytest.mark.slow, pytest.mark.no_redis]
-
-VIEW = """
-import uuid
-from pathlib import Path
-
-from django.http import JsonResponse
-from django.views.decorators.csrf import csrf_exempt
-
-RUNS = Path(__file__).resolve().parent.parent / "runs.txt"
-
-
-@csrf_exempt
-def charge(request):
-    with RUNS.open("a") as runs:
-        runs.write("charged\\n")
-    return JsonResponse({"charge": uuid.uuid4().hex}, status=201)
-"""
-
-
-def section(name: str) -> str:
-    """The README text from ``<!-- section: name -->`` to the next section marker."""
-    match = re.search(rf"<!-- section: {name} -->\n(.*?)(?=<!-- section:|\Z)", README, re.S)
-    assert match, f"README has no section {name!r}"
-    return match.group(1)
-
-
-def code_blocks(text: str, lang: str) -> list[str]:
-    return re.findall(rf"^```{lang}\n(.*?)^```", text, flags=re.S | re.M)
 
 
 def as_settings_edit(block: str) -> str:
@@ -81,16 +53,6 @@ def as_settings_edit(block: str) -> str:
                 f"{target.id} + [x for x in {added} if x not in {target.id}]", mode="eval"
             ).body
     return ast.unparse(tree)
-
-
-def post(port: int, key: str) -> tuple[int, bytes, str | None]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("POST", "/charge/", body=b"{}", headers={"Idempotency-Key": key})
-        response = conn.getresponse()
-        return response.status, response.read(), response.getheader("Idempotent-Replayed")
-    finally:
-        conn.close()
 
 
 def wait_until_serving(port: int, server: subprocess.Popen[bytes]) -> None:
@@ -150,9 +112,9 @@ def test_the_readme_quickstart_protects_a_fresh_project_from_the_built_wheel(tmp
         (settings_block,) = [b for b in code_blocks(install, "python") if "INSTALLED_APPS" in b]
         assert "redis://127.0.0.1:6379/0" in settings_block
         settings_block = settings_block.replace("redis://127.0.0.1:6379/0", redis.url)
-        (middleware_block,) = [
-            b for b in code_blocks(section("doors"), "python") if "MIDDLEWARE" in b
-        ]
+        doors = section("doors")
+        (middleware_block,) = [b for b in code_blocks(doors, "python") if "MIDDLEWARE" in b]
+        assert "Route it at `charge/`" in doors
         settings = project / "mysite" / "settings.py"
         settings.write_text(
             settings.read_text()
@@ -162,7 +124,7 @@ def test_the_readme_quickstart_protects_a_fresh_project_from_the_built_wheel(tmp
             + as_settings_edit(middleware_block)
             + "\n"
         )
-        (project / "mysite" / "views.py").write_text(VIEW)
+        (project / "mysite" / "views.py").write_text(charge_view())
         urls = project / "mysite" / "urls.py"
         urls.write_text(
             urls.read_text()
@@ -185,14 +147,15 @@ def test_the_readme_quickstart_protects_a_fresh_project_from_the_built_wheel(tmp
         )
         try:
             wait_until_serving(port, server)
-            key = str(uuid.uuid4())
-            first = post(port, key)
-            second = post(port, key)
+            first_call, second_call = curl_session(doors)
+            assert first_call[:3] == second_call[:3], "the README sends the same request twice"
+            first = send(port, *first_call[:3])
+            second = send(port, *second_call[:3])
         finally:
             server.terminate()
             server.wait(timeout=30)
 
     assert first[0] == 201, first
     assert first[2] is None
+    # The view makes a new id each time it runs: the same body is the one run, replayed.
     assert second == (201, first[1], "true")
-    assert (project / "runs.txt").read_text().splitlines() == ["charged"]

@@ -1,32 +1,30 @@
-"""Every code block in README.md is exercised here, or by the demo (make demo/test).
+"""Every code block in README.md is exercised here, by the quickstart or by the demo.
 
-Python blocks are compiled, and executed where they can run here (settings are
-validated through the app's own checks, `run()` runs against the test Redis).
-Console blocks of `idempotency_inspect` are run against records made for them.
-Blocks that would reach a real cluster or Sentinel (private addresses) are
-compiled and their settings validated, never connected.
+The README is the front page: what the app does, install, a 30-second example and links
+into the docs (whose own snippets tests/test_docs.py runs, and whose build checks that the
+README's links land). Python blocks are compiled, and executed where they can run here:
+settings go through the app's own checks, the example's view is served behind the
+middleware, and its two curl calls are sent as written, each answer compared with the
+response the README shows under it. tests/test_quickstart.py follows the same blocks in a
+fresh project from the built wheel; `make demo` is the example the last section names.
 """
 
 from __future__ import annotations
 
 import ast
-import asyncio
-import io
 import re
-import shlex
-import sys
 import types
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 from django.test import override_settings
+from django.urls import path
 
-from django_idempotency import checks, run
+from django_idempotency import checks
 from django_idempotency.conf import build
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+from .support.readme import README, code_blocks, curl_session, section
+
 BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README, flags=re.S | re.M)
 
 
@@ -36,9 +34,8 @@ def blocks(lang: str, containing: str = "") -> list[str]:
     return found
 
 
-def execute(code: str, **namespace: Any) -> dict[str, Any]:
-    exec(compile(code, "README.md", "exec"), namespace)
-    return namespace
+def test_the_readme_is_at_most_200_lines():
+    assert len(README.splitlines()) <= 200
 
 
 def test_every_block_is_of_a_kind_this_module_covers():
@@ -52,119 +49,53 @@ def test_every_python_block_compiles():
 
 
 @pytest.mark.no_redis
-def test_install_settings_are_valid():
-    ns = execute(blocks("python", "INSTALLED_APPS")[0])
+def test_install_settings_and_middleware_pass_the_apps_checks():
+    ns: dict[str, Any] = {}
+    exec(blocks("python", "INSTALLED_APPS")[0], ns)
     assert "django_idempotency" in ns["INSTALLED_APPS"]
     build(ns["IDEMPOTENCY"])
-    with override_settings(CACHES=ns["CACHES"], IDEMPOTENCY=ns["IDEMPOTENCY"]):
-        assert checks.check_redis() == []
-
-
-@pytest.mark.no_redis
-def test_middleware_block_passes_the_order_check():
-    ns = execute(blocks("python", "MIDDLEWARE")[0])
+    exec(blocks("python", "MIDDLEWARE")[0], ns)
     middleware = [m for m in ns["MIDDLEWARE"] if m is not Ellipsis]
-    with override_settings(MIDDLEWARE=middleware):
+    with override_settings(
+        CACHES=ns["CACHES"], IDEMPOTENCY=ns["IDEMPOTENCY"], MIDDLEWARE=middleware
+    ):
+        assert checks.check_redis() == []
         assert checks.check_middleware_order() == []
 
 
-@pytest.mark.no_redis
-def test_decorator_block_builds_a_guarded_view():
-    ns = execute(blocks("python", "@idempotent_view")[0])
-    assert getattr(ns["webhook"], "idempotency_door", False)
+def test_the_30_second_example_answers_as_the_readme_shows(client):
+    doors = section("doors")
+    (view_block,) = [b for b in code_blocks(doors, "python") if "def charge" in b]
+    views = types.ModuleType("readme_views")
+    exec(compile(view_block, "README.md", "exec"), views.__dict__)
+    urls = types.ModuleType("readme_urls")
+    urls.urlpatterns = [path("charge/", views.charge)]  # type: ignore[attr-defined]
+    assert "Route it at `charge/`" in doors
+
+    calls = curl_session(doors)
+    assert len(calls) == 2 and calls[0][:3] == calls[1][:3], "the same request, twice"
+    bodies = []
+    with override_settings(ROOT_URLCONF=urls):
+        for method, route, headers, shown in calls:
+            response = client.generic(method, route, headers=headers)
+            assert response.status_code == int(shown[0].split()[1]), shown
+            head = shown[: shown.index("")]  # the status line and headers, then the body
+            shown_headers = dict(line.split(": ", 1) for line in head[1:])
+            for name, value in shown_headers.items():
+                assert response.headers.get(name) == value, (name, shown)
+            assert ("Idempotent-Replayed" in shown_headers) == (
+                "Idempotent-Replayed" in response.headers
+            )
+            bodies.append(response.content)
+    # The view makes a new id each time it runs: the same body twice is one run, replayed.
+    assert bodies[0] == bodies[1]
+    assert calls[0][3][-1] == calls[1][3][-1], "the README shows the same body twice"
 
 
-@pytest.mark.no_redis
-def test_drf_block_builds_a_guarded_viewset():
-    from rest_framework import viewsets
-
-    ns = execute(blocks("python", "IdempotentMixin")[0], viewsets=viewsets)
-    viewset = ns["ChargeViewSet"]
-    assert viewset.idempotency_actions == {"create"} and viewset.idempotency_required
-
-
-def test_run_block_charges_once_across_sync_and_async_calls():
-    code = blocks("python", "receipt = run(")[0]
-    charges: list[int] = []
-
-    class Gateway:
-        def charge(self, order: Any) -> dict[str, int]:
-            charges.append(order.pk)
-            return {"order": order.pk}
-
-    class AsyncGateway:
-        async def charge(self, order: Any) -> dict[str, int]:
-            return Gateway().charge(order)
-
-    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-    namespace = {
-        "order": types.SimpleNamespace(pk=1042),
-        "gateway": Gateway(),
-        "agateway": AsyncGateway(),
-    }
-    result = eval(compile(code, "README.md", "exec", flags=flags), namespace)
-    if asyncio.iscoroutine(result):
-        asyncio.run(result)
-    assert namespace["receipt"] == {"order": 1042}
-    assert charges == [1042]  # the second call (async) replayed the first
-
-
-@pytest.mark.no_redis
-def test_cluster_and_sentinel_factories_are_valid_settings(monkeypatch):
-    cluster = blocks("python", "RedisCluster")[0]
-    module = types.ModuleType("myproject.redis")
-    exec(compile(cluster.split("# settings.py")[0], "README.md", "exec"), module.__dict__)
-    monkeypatch.setitem(sys.modules, "myproject", types.ModuleType("myproject"))
-    monkeypatch.setitem(sys.modules, "myproject.redis", module)
-    settings_ns = execute(cluster.split("# settings.py")[1])
-    # The factory resolves; it is not called (its address is an example).
-    assert build(settings_ns["IDEMPOTENCY"]).REDIS is module.idempotency_redis
-    sentinel = execute(blocks("python", "master_for")[0])
-    assert callable(sentinel["idempotency_redis"])
-    caches = execute(blocks("python", "SentinelClient")[0])
-    with override_settings(CACHES=caches["CACHES"], IDEMPOTENCY=caches["IDEMPOTENCY"]):
-        assert checks.check_redis() == []
-
-
-def _inspect_commands() -> list[list[str]]:
-    commands = []
-    for code in blocks("console", "idempotency_inspect"):
-        for line in code.splitlines():
-            if line.startswith("$ ./manage.py idempotency_inspect"):
-                argv = shlex.split(line[2:].split("|")[0])
-                commands.append(argv[2:])
-    return commands
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize("argv", _inspect_commands(), ids=" ".join)
-def test_inspect_examples_run(argv, client, monkeypatch):
-    # Records like the README's: an HTTP key of user 42 and a run() key.
-    from django.contrib.auth.models import User
-
-    user = User.objects.create_user("u42", id=42)
-    client.force_login(user)
-    client.post(
-        "/middleware/",
-        data="{}",
-        content_type="application/json",
-        headers={"Idempotency-Key": "8e03978e-40d5-43e8-bc93-6894a57f9324"},
-    )
-    run("charge:1042", lambda: {"id": "ch_1042"})
-    monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))
-    monkeypatch.setattr("builtins.input", lambda prompt="": "yes")
-    out, err = io.StringIO(), io.StringIO()
-    call_command("idempotency_inspect", *argv, stdout=out, stderr=err)
-    assert "Traceback" not in out.getvalue() + err.getvalue()
-
-
-def test_settings_table_lists_every_setting_in_the_order_of_its_check_ids():
-    from django_idempotency.conf import SETTINGS, check_id
-
-    section = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.M)
-    assert rows == [f.name for f in SETTINGS]
-    # As the README says: E101 for the first row, one more for each row after it.
-    assert [check_id(name) for name in rows] == [
-        f"django_idempotency.E{101 + i}" for i in range(len(rows))
+def test_the_development_section_names_the_two_project_commands():
+    development = README.split("## Development", 1)[1]
+    (commands,) = code_blocks(development, "sh")
+    assert [line.split()[:2] for line in commands.splitlines()] == [
+        ["make", "demo"],
+        ["make", "test"],
     ]

@@ -31,15 +31,9 @@ import pytest
 
 from django_idempotency.testing import RedisServer
 
+from .support.readme import charge_view, code_blocks, post, section
 from .support.servers import free_port
-from .test_quickstart import (
-    VIEW,
-    as_settings_edit,
-    code_blocks,
-    post,
-    section,
-    wait_until_serving,
-)
+from .test_quickstart import as_settings_edit, wait_until_serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.no_redis]
 
@@ -152,7 +146,7 @@ def build_project(home: Path, redis_url: str, env: dict[str, str]) -> Path:
         + runner_line
     )
     (project / "mysite" / "settings_memory.py").write_text(MEMORY_SETTINGS)
-    (project / "mysite" / "views.py").write_text(VIEW)
+    (project / "mysite" / "views.py").write_text(charge_view())
     urls = project / "mysite" / "urls.py"
     urls.write_text(
         urls.read_text()
