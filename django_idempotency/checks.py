@@ -11,6 +11,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 MIDDLEWARE_PATH = "django_idempotency.middleware.IdempotencyMiddleware"
 AUTH_MIDDLEWARE_PATH = "django.contrib.auth.middleware.AuthenticationMiddleware"
+#: Where every setting is documented (generated from the settings table).
+SETTINGS_DOCS = "https://django-idempotency.readthedocs.io/en/latest/reference/settings.html"
 CORS_MIDDLEWARE_PATH = "corsheaders.middleware.CorsMiddleware"
 
 
@@ -24,7 +26,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     return [
         checks.Error(
             problem.message,
-            hint="Fix settings.IDEMPOTENCY; see the settings table in the README.",
+            hint="Fix settings.IDEMPOTENCY; every setting: " + SETTINGS_DOCS,
             id=problem.id,
         )
         for problem in found

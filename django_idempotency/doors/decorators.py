@@ -58,7 +58,7 @@ def idempotent_view(view: V | None = None, **options: Any) -> V | Callable[[V], 
     Overrides: ``required``, ``ttl``, ``lock_ttl``, ``wait_timeout``, ``methods``,
     ``scope``, ``fingerprint``, ``conflict``, ``durable`` (sync views: the response is also
     written to the database in the view's transaction, opened here when the view runs
-    outside one; see the README's durable mode), ``store_responses`` (which responses are
+    outside one; see the durable mode how-to), ``store_responses`` (which responses are
     stored: ``"2xx-4xx"`` by default) and ``outcome_unknown`` (``"rerun"`` or ``"refuse"``).
     A bad value raises ``ImproperlyConfigured`` here, naming it (``@idempotent_view(ttl=...)``).
     """
