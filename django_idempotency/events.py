@@ -36,11 +36,15 @@ from . import signals
 logger = logging.getLogger("django_idempotency")
 
 
-class Outcome(str, Enum):
-    """What became of a protected request or call (or what happened to it on the way)."""
+class Label(str, Enum):
+    """A string enum that prints as its value (in logs, metric labels and the admin)."""
 
     def __str__(self) -> str:
-        return self.value
+        return str(self.value)
+
+
+class Outcome(Label):
+    """What became of a protected request or call (or what happened to it on the way)."""
 
     EXECUTED = "executed"
     RELEASED = "released"
@@ -61,11 +65,8 @@ class Outcome(str, Enum):
     OUTCOME_UNKNOWN = "outcome_unknown"
 
 
-class Door(str, Enum):
+class Door(Label):
     """Which door a request or call came through."""
-
-    def __str__(self) -> str:
-        return self.value
 
     MIDDLEWARE = "middleware"
     DECORATOR = "decorator"
@@ -77,11 +78,8 @@ class Door(str, Enum):
     EDGE = "edge"
 
 
-class StoreOp(str, Enum):
+class StoreOp(Label):
     """The store operations whose duration is measured."""
-
-    def __str__(self) -> str:
-        return self.value
 
     CLAIM = "claim"
     COMPLETE = "complete"
@@ -237,78 +235,74 @@ def observed() -> bool:
     return bool(_observers)
 
 
-_SIGNALS = {
-    Outcome.EXECUTED: signals.executed,
-    Outcome.RELEASED: signals.released,
-    Outcome.REPLAYED: signals.replayed,
-    Outcome.WAITED: signals.replayed,
-    Outcome.CONFLICT: signals.conflict,
-    Outcome.WAIT_TIMEOUT: signals.wait_timeout,
-    Outcome.MISMATCH: signals.mismatch,
-    Outcome.INVALID_KEY: signals.refused,
-    Outcome.KEY_REQUIRED: signals.refused,
-    Outcome.NOT_REPLAYABLE: signals.replayed,
-    Outcome.UNAVAILABLE: signals.unavailable,
-    Outcome.FAIL_OPEN: signals.unavailable,
-    Outcome.NOT_STORED: signals.not_stored,
-    Outcome.LEASE_LOST: signals.lease_lost,
-    Outcome.INTEGRITY_FAILED: signals.integrity_failed,
-    Outcome.OUTCOME_UNKNOWN: signals.outcome_unknown,
-}
-
-_LEVELS = {
-    Outcome.EXECUTED: logging.DEBUG,
-    Outcome.RELEASED: logging.DEBUG,
-    Outcome.REPLAYED: logging.DEBUG,
-    Outcome.WAITED: logging.DEBUG,
-    Outcome.CONFLICT: logging.INFO,
-    Outcome.WAIT_TIMEOUT: logging.WARNING,
-    Outcome.MISMATCH: logging.INFO,
-    Outcome.INVALID_KEY: logging.INFO,
-    Outcome.KEY_REQUIRED: logging.INFO,
-    Outcome.NOT_REPLAYABLE: logging.INFO,
-    Outcome.UNAVAILABLE: logging.ERROR,
-    Outcome.FAIL_OPEN: logging.WARNING,
-    Outcome.NOT_STORED: logging.CRITICAL,
-    Outcome.LEASE_LOST: logging.ERROR,
-    Outcome.INTEGRITY_FAILED: logging.CRITICAL,
-    Outcome.OUTCOME_UNKNOWN: logging.ERROR,
-}
-
-_MESSAGES = {
-    Outcome.EXECUTED: "idempotency key %r (scope %r): executed, stored as %s",
-    Outcome.RELEASED: "idempotency key %r (scope %r): executed, not stored; key released",
-    Outcome.REPLAYED: "idempotency key %r (scope %r): replayed",
-    Outcome.WAITED: "idempotency key %r (scope %r): replayed after waiting %.3f s",
-    Outcome.CONFLICT: "idempotency key %r (scope %r): refused, still in progress",
-    Outcome.WAIT_TIMEOUT: "idempotency key %r (scope %r): gave up waiting after %.3f s",
-    Outcome.MISMATCH: "idempotency key %r (scope %r): reused with a different request",
-    Outcome.INVALID_KEY: "idempotency key %r (scope %r): malformed",
-    Outcome.KEY_REQUIRED: "request without an idempotency key where one is required",
-    Outcome.NOT_REPLAYABLE: "idempotency key %r (scope %r): ran once, cannot be replayed",
-    Outcome.UNAVAILABLE: "idempotency key %r (scope %r): refused, the store is unavailable",
-    Outcome.FAIL_OPEN: "idempotency key %r (scope %r): running without idempotency, the "
-    "store is unavailable",
-    Outcome.NOT_STORED: "idempotency key %r (scope %r): the action ran but its result was "
-    "NOT STORED; a retry may run it again",
-    Outcome.LEASE_LOST: "idempotency key %r (scope %r): lease lost while running; another "
-    "caller may run the action again",
-    Outcome.INTEGRITY_FAILED: "idempotency key %r (scope %r): the stored record FAILED "
-    "VERIFICATION (tampered, copied or planted); refused, not replayed, not run",
-    Outcome.OUTCOME_UNKNOWN: "idempotency key %r (scope %r): its owner died before storing "
-    "an outcome; refused until an operator purges the abandoned record",
+_KEYED = "idempotency key %r (scope %r): "
+#: Each outcome's signal, log level and log message (after "idempotency key ... (scope ...): ").
+_REPORTS: dict[Outcome, tuple[Any, int, str]] = {
+    Outcome.EXECUTED: (signals.executed, logging.DEBUG, "executed, stored as %s"),
+    Outcome.RELEASED: (signals.released, logging.DEBUG, "executed, not stored; key released"),
+    Outcome.REPLAYED: (signals.replayed, logging.DEBUG, "replayed"),
+    Outcome.WAITED: (signals.replayed, logging.DEBUG, "replayed after waiting %.3f s"),
+    Outcome.CONFLICT: (signals.conflict, logging.INFO, "refused, still in progress"),
+    Outcome.WAIT_TIMEOUT: (signals.wait_timeout, logging.WARNING, "gave up waiting after %.3f s"),
+    Outcome.MISMATCH: (signals.mismatch, logging.INFO, "reused with a different request"),
+    Outcome.INVALID_KEY: (signals.refused, logging.INFO, "malformed"),
+    # The one outcome without a key: its message is whole.
+    Outcome.KEY_REQUIRED: (
+        signals.refused,
+        logging.INFO,
+        "request without an idempotency key where one is required",
+    ),
+    Outcome.NOT_REPLAYABLE: (signals.replayed, logging.INFO, "ran once, cannot be replayed"),
+    Outcome.UNAVAILABLE: (
+        signals.unavailable,
+        logging.ERROR,
+        "refused, the store is unavailable",
+    ),
+    Outcome.FAIL_OPEN: (
+        signals.unavailable,
+        logging.WARNING,
+        "running without idempotency, the store is unavailable",
+    ),
+    Outcome.NOT_STORED: (
+        signals.not_stored,
+        logging.CRITICAL,
+        "the action ran but its result was NOT STORED; a retry may run it again",
+    ),
+    Outcome.LEASE_LOST: (
+        signals.lease_lost,
+        logging.ERROR,
+        "lease lost while running; another caller may run the action again",
+    ),
+    Outcome.INTEGRITY_FAILED: (
+        signals.integrity_failed,
+        logging.CRITICAL,
+        "the stored record FAILED VERIFICATION (tampered, copied or planted); refused, "
+        "not replayed, not run",
+    ),
+    Outcome.OUTCOME_UNKNOWN: (
+        signals.outcome_unknown,
+        logging.ERROR,
+        "its owner died before storing an outcome; refused until an operator purges the "
+        "abandoned record",
+    ),
 }
 
 
-def _arguments(event: Event) -> tuple[Any, ...]:
+def _log_arguments(event: Event) -> tuple[str, tuple[Any, ...]]:
+    """The log message of ``event`` and its arguments."""
+    text = _REPORTS[event.outcome][2]
+    args: tuple[Any, ...]
     if event.outcome is Outcome.KEY_REQUIRED:
-        return ()
-    base: tuple[Any, ...] = (event.key, event.scope)
-    if event.outcome is Outcome.EXECUTED:
-        return (*base, event.state)
-    if event.outcome in (Outcome.WAITED, Outcome.WAIT_TIMEOUT):
-        return (*base, event.wait or 0.0)
-    return base
+        message, args = text, ()
+    elif event.outcome is Outcome.EXECUTED:
+        message, args = _KEYED + text, (event.key, event.scope, event.state)
+    elif event.outcome in (Outcome.WAITED, Outcome.WAIT_TIMEOUT):
+        message, args = _KEYED + text, (event.key, event.scope, event.wait or 0.0)
+    else:
+        message, args = _KEYED + text, (event.key, event.scope)
+    if event.detail:
+        return message + ": %s", (*args, event.detail)
+    return message, args
 
 
 def emit(
@@ -324,8 +318,7 @@ def emit(
     detail: str = "",
 ) -> None:
     """Report ``outcome``: signal, log record, observers. ``started`` is a monotonic time."""
-    signal = _SIGNALS[outcome]
-    level = _LEVELS[outcome]
+    signal, level, _ = _REPORTS[outcome]
     logs = logger.isEnabledFor(level)
     if not (_observers or signal.receivers or logs):
         return
@@ -353,8 +346,7 @@ def emit(
             **extra,
         )
     if logs:
-        message = _MESSAGES[outcome] + (": %s" if detail else "")
-        args = _arguments(event) + ((detail,) if detail else ())
+        message, args = _log_arguments(event)
         logger.log(
             level,
             message,

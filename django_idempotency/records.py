@@ -46,10 +46,9 @@ import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
-from .events import Door
+from .events import Door, Label
 
 RUNNING_CHAR = b"R"
 #: Flag bit of a running record that must not be run again if its owner dies: the store
@@ -73,16 +72,13 @@ _GCM_TAG = 16
 
 _RUNNING_HEAD = struct.Struct(">cccc12s6sB")
 _FINAL_HEAD = struct.Struct(">cccc6sIHB")
-# The final header from byte 4: created ms (skipped: read on its own), elapsed, status.
-_FINAL_TAIL = struct.Struct(">6xIHB")
+_FINAL_ELAPSED_STATUS = struct.Struct(">IH")
+_COMPRESSION_NAMES = {0: None, _ZLIB: "zlib", _ZSTD: "zstd", 3: None}
 _VERSION_BYTE = VERSION[0]
 
 
-class State(str, Enum):
+class State(Label):
     """The life of a record."""
-
-    def __str__(self) -> str:
-        return self.value
 
     RUNNING = "running"
     DONE = "done"
@@ -90,11 +86,8 @@ class State(str, Enum):
     UNREPLAYABLE = "unreplayable"
 
 
-class Kind(str, Enum):
+class Kind(Label):
     """Which lifecycle wrote a record: HTTP requests or ``run()`` calls (and jobs)."""
-
-    def __str__(self) -> str:
-        return self.value
 
     HTTP = "http"
     CALL = "run"
@@ -444,63 +437,31 @@ class Sealer:
     def open(self, rid: bytes, raw: bytes) -> Record:
         """Verify and decode a stored record; :class:`IntegrityError` if it is not ours."""
         self._verify(rid, raw)
+        end = len(raw) - MAC_BYTES
         try:
-            return self._decode(rid, raw, len(raw) - MAC_BYTES)
+            state, flags, token, created, elapsed, status, fingerprint, original, pos, meta_end = (
+                _layout(raw)
+            )
+            if meta_end > end:
+                raise IntegrityError("the record is cut inside its meta")
+            scope, key = self._open_meta(rid, raw[pos:meta_end], bool(flags & _ENCRYPTED))
+            head = (state, _BITS_KIND[flags & 8], scope, key, fingerprint, created)
+            door = _BITS_DOOR.get(flags & 224)
+            if state is State.RUNNING:
+                hold = int(raw[end - HOLD_DIGITS : end]) if flags & REFUSE_FLAG else None
+                return Record(*head, token=token, door=door, hold_ms=hold)
+            payload = raw[meta_end:end]
+            if flags & _ENCRYPTED:
+                if self._cipher is None:
+                    raise IntegrityError("the record is encrypted and ENCRYPTION_KEYS is not set")
+                payload = self._cipher.decrypt(payload, rid + b"payload")
+            if original is not None:
+                payload = self._compressor.decompress(flags & 3, payload, original)
+            return Record(*head, created + elapsed, status or None, payload, door=door)
         except IntegrityError:
             raise
         except (ValueError, IndexError, KeyError, struct.error) as exc:
             raise IntegrityError(f"the record cannot be decoded: {exc}") from exc
-
-    def _decode(self, rid: bytes, raw: bytes, end: int) -> Record:
-        # One pass over the bytes: every replay reads a record, so this stays lean.
-        state = _CHAR_STATE[raw[0]]
-        flags = raw[3]
-        kind = _BITS_KIND[flags & 8]
-        if raw[2] != _VERSION_BYTE:
-            raise IntegrityError("the record has an unknown format version")
-        original = 0
-        if state is State.RUNNING:
-            token = raw[4:16]
-            created = int.from_bytes(raw[16:22], "big")
-            pos = _RUNNING_HEAD.size + raw[22]
-            fingerprint = raw[_RUNNING_HEAD.size : pos]
-        else:
-            created = int.from_bytes(raw[4:10], "big")
-            elapsed, status, fp_len = _FINAL_TAIL.unpack_from(raw, 4)
-            pos = _FINAL_HEAD.size + fp_len
-            fingerprint = raw[_FINAL_HEAD.size : pos]
-            if flags & 3:
-                original, pos = _read_varint(raw, pos)
-        meta_len, pos = _read_varint(raw, pos)
-        meta_end = pos + meta_len
-        if meta_end > end:
-            raise IntegrityError("the record is cut inside its meta")
-        scope, key = self._open_meta(rid, raw[pos:meta_end], bool(flags & _ENCRYPTED))
-        door = _BITS_DOOR.get(flags & 224)
-        if state is State.RUNNING:
-            hold = int(raw[end - HOLD_DIGITS : end]) if flags & REFUSE_FLAG else None
-            return Record(
-                state, kind, scope, key, fingerprint, created, token=token, door=door, hold_ms=hold
-            )
-        payload = raw[meta_end:end]
-        if flags & _ENCRYPTED:
-            if self._cipher is None:
-                raise IntegrityError("the record is encrypted and ENCRYPTION_KEYS is not set")
-            payload = self._cipher.decrypt(payload, rid + b"payload")
-        if flags & 3:
-            payload = self._compressor.decompress(flags & 3, payload, original)
-        return Record(
-            state,
-            kind,
-            scope,
-            key,
-            fingerprint,
-            created,
-            created + elapsed,
-            status or None,
-            payload,
-            door=door,
-        )
 
     def meta(self, rid: bytes | None, raw: bytes) -> tuple[bytes, bytes] | None:
         """Scope and key from a record's first bytes (unverified), decrypting if needed.
@@ -508,13 +469,11 @@ class Sealer:
         ``None`` when ``raw`` is cut before the meta ends, or it cannot be read here.
         """
         try:
-            head = peek(raw)
-            pos = _payload_start(raw)
-            meta_len, pos = _read_varint(raw, pos)
-            if pos + meta_len > len(raw):
+            _, flags, *_, pos, meta_end = _layout(raw)
+            if meta_end > len(raw):
                 return None
-            return self._open_meta(rid, raw[pos : pos + meta_len], head.encrypted)
-        except (IntegrityError, ValueError, IndexError, KeyError, struct.error):
+            return self._open_meta(rid, raw[pos:meta_end], bool(flags & _ENCRYPTED))
+        except (IntegrityError, ValueError, IndexError, struct.error):
             return None
 
 
@@ -559,69 +518,78 @@ def _split_meta(meta: bytes) -> tuple[bytes, bytes]:
     return scope, key
 
 
-def _payload_start(raw: bytes) -> int:
-    """Offset of the meta length varint (after the fingerprint and the original length)."""
-    if raw[0:1] == RUNNING_CHAR:
-        return _RUNNING_HEAD.size + raw[_RUNNING_HEAD.size - 1]
-    pos = _FINAL_HEAD.size + raw[_FINAL_HEAD.size - 1]
-    if raw[3] & 3:
-        _, pos = _read_varint(raw, pos)
-    return pos
+def _layout(raw: bytes) -> tuple[State, int, bytes, int, int, int, bytes, int | None, int, int]:
+    """The one reading of a record's header (unverified), from its first bytes.
 
-
-def peek(raw: bytes, *, complete: bool = False) -> Header:
-    """Decode the header of a record (or of its first bytes) without verifying it.
-
-    Raises ``ValueError`` when ``raw`` does not start like a record. With ``complete``,
-    ``raw`` is the whole record less its MAC (sizes are then exact).
+    Returns state, flags, token (running records), created ms, elapsed ms and status
+    (final records, else 0), fingerprint, the payload's length before compression
+    (``None`` when not compressed), and where the meta starts and ends (the end may lie
+    past ``raw`` when only its first bytes were read). ``ValueError`` when ``raw`` does not
+    start like a record of this format version.
     """
-    if len(raw) < 4 or raw[2:3] != VERSION:
-        raise ValueError("not an idempotency record")
-    state = _CHAR_STATE.get(raw[0])
-    kind = _BITS_KIND.get(raw[3] & 8)
-    if state is None or kind is None:
-        raise ValueError("not an idempotency record")
+    state = _CHAR_STATE.get(raw[0]) if len(raw) >= 4 and raw[2] == _VERSION_BYTE else None
+    if state is None:
+        raise ValueError("not an idempotency record of a known format version")
     flags = raw[3]
+    original = None
     if state is State.RUNNING:
-        _, _, _, _, token, created, fp_len = _RUNNING_HEAD.unpack_from(raw)
-        fp_end = _RUNNING_HEAD.size + fp_len
-        finished = status = None
-        original = None
+        token, created, elapsed, status = raw[4:16], raw[16:22], 0, 0
+        start = _RUNNING_HEAD.size
     else:
-        _, _, _, _, created, elapsed, status_code, fp_len = _FINAL_HEAD.unpack_from(raw)
-        token = b""
-        fp_end = _FINAL_HEAD.size + fp_len
-        finished = int.from_bytes(created, "big") + elapsed
-        status = status_code or None
-        original = None
-    fingerprint = raw[fp_end - fp_len : fp_end]
-    if len(fingerprint) != fp_len:
-        raise ValueError("record cut inside its fingerprint")
-    scope = key = None
-    pos = fp_end
+        token, created = b"", raw[4:10]
+        elapsed, status = _FINAL_ELAPSED_STATUS.unpack_from(raw, 10)
+        start = _FINAL_HEAD.size
+    pos = start + raw[start - 1]
+    fingerprint = raw[start:pos]
+    if len(fingerprint) != pos - start:
+        raise ValueError("the record is cut inside its fingerprint")
     if state is not State.RUNNING and flags & 3:
         original, pos = _read_varint(raw, pos)
     meta_len, pos = _read_varint(raw, pos)
-    meta_end = pos + meta_len
-    offset = meta_end if meta_end <= len(raw) else None
-    if offset is not None and not flags & _ENCRYPTED:
+    created_ms = int.from_bytes(created, "big")
+    return (
+        state,
+        flags,
+        token,
+        created_ms,
+        elapsed,
+        status,
+        fingerprint,
+        original,
+        pos,
+        pos + meta_len,
+    )
+
+
+def peek(raw: bytes) -> Header:
+    """Decode the header of a record (or of its first bytes) without verifying it.
+
+    Raises ``ValueError`` when ``raw`` does not start like a record.
+    """
+    try:
+        state, flags, token, created, elapsed, status, fingerprint, original, pos, meta_end = (
+            _layout(raw)
+        )
+    except (IndexError, struct.error) as exc:
+        raise ValueError(f"not an idempotency record: {exc}") from exc
+    complete = meta_end <= len(raw)
+    scope = key = None
+    if complete and not flags & _ENCRYPTED:
         scope, key = _split_meta(raw[pos:meta_end])
-    if complete and state is not State.RUNNING and original is None:
-        original = len(raw) - meta_end
     return Header(
         state=state,
-        kind=kind,
+        kind=_BITS_KIND[flags & 8],
         door=_BITS_DOOR.get(flags & 224),
-        created_ms=int.from_bytes(created, "big"),
-        finished_ms=finished,
-        status=status,
+        created_ms=created,
+        finished_ms=None if state is State.RUNNING else created + elapsed,
+        status=status or None,
         fingerprint=fingerprint,
         token=token,
         scope=scope,
         key=key,
-        payload_offset=offset,
+        payload_offset=meta_end if complete else None,
         original_payload=original,
-        compression={0: None, _ZLIB: "zlib", _ZSTD: "zstd"}.get(flags & 3),
+        compression=_COMPRESSION_NAMES[flags & 3],
         encrypted=bool(flags & _ENCRYPTED),
     )
 
