@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .conf import get_settings
 from .flows.call import CallFlow
 from .options import NONE, Overrides, named
 
@@ -66,7 +65,7 @@ def run(key: str | bytes, action: Callable[[], T], **options: Unpack[CallKeyword
     when the action ran but its outcome could not be stored.
     """
     overrides = call_options(options, "run")
-    return _flow.run(key, action, overrides.call(get_settings()))
+    return _flow.run(key, action, overrides.call())
 
 
 async def arun(
@@ -75,4 +74,4 @@ async def arun(
     """Like :func:`run` for an ``action`` that returns an awaitable; same options."""
     overrides = call_options(options, "arun")
     overrides.refuse_durable_async("arun()")
-    return await _flow.arun(key, action, overrides.call(get_settings()))
+    return await _flow.arun(key, action, overrides.call())

@@ -444,6 +444,10 @@ def on_reload(callback: Callable[[], None]) -> Callable[[], None]:
     return callback
 
 
+# The doors' merged options hold settings too: they are merged again after a change.
+on_reload(o.settings_changed)
+
+
 #: Django settings whose change invalidates what was built from them.
 _WATCHED = {SETTING_NAME, "CACHES", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "DATABASES"}
 

@@ -139,30 +139,37 @@ def fingerprint_of(method: str, path: str, query: str, body: bytes) -> bytes:
     ).digest()
 
 
-def problem_type(error: IdempotencyError) -> str:
-    """The ``type`` URI of ``error``'s problem: ``PROBLEM_TYPE_BASE`` + its slug."""
-    from .conf import get_settings
+def problem_type(error: IdempotencyError, base: str | None = None) -> str:
+    """The ``type`` URI of ``error``'s problem: ``base`` + its slug.
 
-    return get_settings().PROBLEM_TYPE_BASE + error.type_slug
+    ``base`` is ``PROBLEM_TYPE_BASE``: the doors pass it from their options; without it,
+    the current settings' is read.
+    """
+    if base is None:
+        from .conf import get_settings
+
+        base = get_settings().PROBLEM_TYPE_BASE
+    return base + error.type_slug
 
 
-def problem_document(error: IdempotencyError) -> dict[str, Any]:
+def problem_document(error: IdempotencyError, base: str | None = None) -> dict[str, Any]:
     """The RFC 9457 members describing ``error``: type, title, status and detail."""
     return {
-        "type": problem_type(error),
+        "type": problem_type(error, base),
         "title": error.title,
         "status": error.status,
         "detail": error.detail,
     }
 
 
-def problem_response(error: IdempotencyError) -> HttpResponse:
-    """An RFC 9457 problem+json response describing ``error``.
+def problem_response(error: IdempotencyError, base: str | None = None) -> HttpResponse:
+    """An RFC 9457 problem+json response describing ``error`` (``base``: as for
+    :func:`problem_type`).
 
     ``Link: <type>; rel="describedby"`` points at the problem's documentation, as the
     Idempotency-Key draft suggests; ``Retry-After`` says when a retry may succeed.
     """
-    doc = problem_document(error)
+    doc = problem_document(error, base)
     response = HttpResponse(json.dumps(doc), status=error.status, content_type=PROBLEM_CONTENT_TYPE)
     response["Link"] = f'<{doc["type"]}>; rel="describedby"'
     if error.retry_after is not None:

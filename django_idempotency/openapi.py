@@ -105,7 +105,6 @@ def protection(callback: Any, view: Any, method: str) -> Protection | None:
 
     ``callback`` is what the URL resolves to; ``view`` the instance made from it.
     """
-    settings = get_settings()
     flow = _acting_flow(callback, view)
     if flow is None:
         return None
@@ -113,7 +112,7 @@ def protection(callback: Any, view: Any, method: str) -> Protection | None:
         actions = type(view)._idempotency_actions
         if actions is not None and getattr(view, "action", None) not in actions:
             return None
-    options = flow.overrides.http(settings)
+    options = flow.overrides.http()
     return Protection(flow.door, options) if method.upper() in options.methods else None
 
 

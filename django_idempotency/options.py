@@ -8,9 +8,11 @@ value came from. Doors validate when the view is decorated, the class is created
 call is made, never after a view ran.
 
 A door's per-view options are kept as :class:`Overrides`: the validated values it was
-given. The rest come from the settings when a request arrives (so ``override_settings``
-keeps working), merged by :meth:`Overrides.http` or :meth:`Overrides.call` into a frozen
-:class:`HttpOptions` or :class:`CallOptions`, cached per settings object.
+given. The rest come from the settings, merged by :meth:`Overrides.http` or
+:meth:`Overrides.call` into a frozen :class:`HttpOptions` or :class:`CallOptions` at first
+use: everything a request or call needs (the settings it alone reads included, such as
+the header's name or ``fail_open``), so the lifecycles never read the settings. The
+merged object is kept until the settings change (``override_settings`` keeps working).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from enum import Enum
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from django.core.exceptions import ImproperlyConfigured
@@ -270,6 +273,17 @@ class HttpOptions:
     fingerprint: Callable[..., str | bytes]
     store_responses: StorePolicy
     outcome_unknown: OutcomeUnknownPolicy
+    # From the settings alone, the same for every HTTP door (see SETTINGS_ONLY).
+    header: str
+    header_meta_key: str
+    form_field: str
+    max_key_length: int
+    key_format: re.Pattern[str] | None
+    max_body_bytes: int
+    replay_header: str
+    fail_open: bool
+    problem_type_base: str
+    drf_exception_handler: bool
 
 
 @dataclass(frozen=True)
@@ -290,6 +304,23 @@ class CallOptions:
     on_action_error: Callable[[Any, BaseException], None] | None
     on_success_replay: Callable[[Any, Any], None] | None
     on_error_replay: Callable[[Any, BaseException], None] | None
+    # From the settings alone (see SETTINGS_ONLY).
+    fail_open: bool
+
+
+#: The fields of the merged options that no door sets: each read from the settings.
+SETTINGS_ONLY: dict[str, Callable[[IdempotencySettings], Any]] = {
+    "header": attrgetter("HEADER"),
+    "header_meta_key": attrgetter("header_meta_key"),
+    "form_field": attrgetter("FORM_FIELD"),
+    "max_key_length": attrgetter("MAX_KEY_LENGTH"),
+    "key_format": attrgetter("KEY_FORMAT"),
+    "max_body_bytes": attrgetter("MAX_BODY_BYTES"),
+    "replay_header": attrgetter("REPLAY_HEADER"),
+    "fail_open": attrgetter("fail_open"),
+    "problem_type_base": attrgetter("PROBLEM_TYPE_BASE"),
+    "drf_exception_handler": attrgetter("DRF_EXCEPTION_HANDLER"),
+}
 
 
 #: A duration as every option accepts it.
@@ -326,15 +357,26 @@ _FIXED_DEFAULTS: dict[str, Any] = {
 }
 
 
-class Overrides:
-    """A door's validated options; the rest is filled from the settings per request."""
+#: Bumped whenever the settings change: merged options of an older generation are stale.
+_generation = 0
 
-    __slots__ = ("_cache", "values")
+
+def settings_changed() -> None:
+    """Forget every merged options object (the settings they were merged with changed)."""
+    global _generation
+    _generation += 1
+
+
+class Overrides:
+    """A door's validated options; the rest is filled from the settings at first use."""
+
+    __slots__ = ("_call", "_http", "values")
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.values = dict(values)
-        # Per target class: (the settings it was merged with, the merged options).
-        self._cache: dict[type[Any], tuple[Any, Any]] = {}
+        # (the settings generation merged under, the merged options)
+        self._http: tuple[int, HttpOptions] | None = None
+        self._call: tuple[int, CallOptions] | None = None
 
     @classmethod
     def validate(
@@ -355,34 +397,40 @@ class Overrides:
             checked[name] = spec.check(value, where(name))
         return cls(checked)
 
-    def _merged(self, settings: IdempotencySettings, target: type[Any]) -> Any:
-        cached = self._cache.get(target)
-        if cached is not None and cached[0] is settings:
-            return cached[1]
+    def _merged(self, target: type[Any]) -> tuple[int, Any]:
+        from .conf import get_settings
+
+        # The generation is read first: settings changing meanwhile make it stale.
+        generation = _generation
+        settings = get_settings()
         values: dict[str, Any] = {}
         kind = _HTTP if target is HttpOptions else _CALL
         for f in fields(target):
             if f.name in self.values:
                 values[f.name] = self.values[f.name]
-                continue
-            spec = SPECS[f.name]
-            if spec.setting and (spec.setting_kinds is None or kind in spec.setting_kinds):
-                values[f.name] = getattr(settings, spec.setting)
+            elif f.name in SETTINGS_ONLY:
+                values[f.name] = SETTINGS_ONLY[f.name](settings)
             else:
-                values[f.name] = _FIXED_DEFAULTS[f.name]
-        merged = target(**values)
-        self._cache[target] = (settings, merged)
-        return merged
+                spec = SPECS[f.name]
+                if spec.setting and (spec.setting_kinds is None or kind in spec.setting_kinds):
+                    values[f.name] = getattr(settings, spec.setting)
+                else:
+                    values[f.name] = _FIXED_DEFAULTS[f.name]
+        return generation, target(**values)
 
-    def http(self, settings: IdempotencySettings) -> HttpOptions:
-        """The options for an HTTP request under ``settings``."""
-        merged: HttpOptions = self._merged(settings, HttpOptions)
-        return merged
+    def http(self) -> HttpOptions:
+        """What an HTTP door applies to a request, under the current settings."""
+        merged = self._http
+        if merged is None or merged[0] != _generation:
+            merged = self._http = self._merged(HttpOptions)
+        return merged[1]
 
-    def call(self, settings: IdempotencySettings) -> CallOptions:
-        """The options for a ``run()`` call under ``settings``."""
-        merged: CallOptions = self._merged(settings, CallOptions)
-        return merged
+    def call(self) -> CallOptions:
+        """What a ``run()`` call applies, under the current settings."""
+        merged = self._call
+        if merged is None or merged[0] != _generation:
+            merged = self._call = self._merged(CallOptions)
+        return merged[1]
 
     def refuse_durable_async(self, where: str) -> None:
         """Refuse ``durable=True`` for a coroutine (``where`` names it).

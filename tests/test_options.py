@@ -224,7 +224,7 @@ def not_taken_by(kind: str) -> list[str]:
 def test_the_audit_covers_every_option_and_every_option_is_applied():
     from dataclasses import fields
 
-    from django_idempotency.options import SPECS, CallOptions, HttpOptions
+    from django_idempotency.options import SETTINGS_ONLY, SPECS, CallOptions, HttpOptions
 
     assert set(EVERY_BAD) == set(SPECS)
     # Each option a door takes is a field of what that door applies: none is accepted
@@ -234,7 +234,9 @@ def test_the_audit_covers_every_option_and_every_option_is_applied():
     for name, spec in SPECS.items():
         for kind in spec.kinds:
             assert name in applied[kind], (name, kind)
-    assert applied["http"] | applied["call"] == set(SPECS)
+    # The other fields come from the settings alone, and no door takes them as options.
+    assert applied["http"] | applied["call"] == set(SPECS) | set(SETTINGS_ONLY)
+    assert not set(SPECS) & set(SETTINGS_ONLY)
 
 
 @pytest.mark.no_redis

@@ -464,7 +464,7 @@ class Waiter:
     def run(self, key: str, action: Any, **options: Any) -> Any:
         from django_idempotency.api import call_options
 
-        return self.flow.run(key, action, call_options(options, "run").call(get_settings()))
+        return self.flow.run(key, action, call_options(options, "run").call())
 
     def close(self) -> None:
         self.engine.close()

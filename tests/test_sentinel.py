@@ -146,7 +146,7 @@ def test_a_waiter_through_a_failover_gets_the_owners_result_instead_of_failing(s
     )
     flow = CallFlow(Door.RUN, engine=other)
     waited: list[Any] = []
-    options = NONE.call(get_settings())
+    options = NONE.call()
 
     def waiter_action() -> str:
         ran.append("waiter")

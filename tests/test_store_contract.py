@@ -266,4 +266,4 @@ def test_the_store_setting_picks_the_in_memory_store(settings):
 def _options() -> Any:
     from django_idempotency.api import call_options
 
-    return call_options({"lock_ttl": 5, "wait_timeout": 10}, "run").call(get_settings())
+    return call_options({"lock_ttl": 5, "wait_timeout": 10}, "run").call()

@@ -45,7 +45,6 @@ from typing import Any, ClassVar
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
-from ..conf import get_settings
 from ..events import Door
 from ..exceptions import IdempotencyTimeout
 from ..flows.call import CallFlow
@@ -112,7 +111,7 @@ class IdempotentTask(Task):  # type: ignore[misc,unused-ignore]  # Celery ships 
         key = self._job_key(args, kwargs)
         if key is None:  # called directly, no task id: nothing stable to key on
             return super().__call__(*args, **kwargs)
-        options = self._task_overrides().call(get_settings())
+        options = self._task_overrides().call()
         body = super().__call__
         try:
             return _flow.run(key, lambda: body(*args, **kwargs), options)

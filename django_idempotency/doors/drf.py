@@ -17,7 +17,6 @@ from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ..conf import get_settings
 from ..events import Door
 from ..exceptions import IdempotencyError
 from ..flows.http import HttpFlow, Ticket
@@ -44,12 +43,12 @@ class IdempotencyAPIException(APIException):  # type: ignore[misc]  # DRF ships 
     and ``error`` the :class:`~django_idempotency.exceptions.IdempotencyError` itself.
     """
 
-    def __init__(self, error: IdempotencyError) -> None:
+    def __init__(self, error: IdempotencyError, type_base: str | None = None) -> None:
         super().__init__(detail=error.detail, code=error.type_slug)
         self.status_code = error.status
         self.wait = error.retry_after
         self.error = error
-        self.problem = problem_document(error)
+        self.problem = problem_document(error, type_base)
 
 
 #: The actions DRF's model mixins route to; a viewset has those it defines.
@@ -159,8 +158,10 @@ class IdempotentMixin:
         begun = self._idempotency_flow.begin(request)
         if begun.response is not None:
             problem = problem_of(begun.response)
-            if problem is not None and get_settings().DRF_EXCEPTION_HANDLER:
-                raise IdempotencyAPIException(problem)
+            if problem is not None:
+                options = self._idempotency_flow.overrides.http()
+                if options.drf_exception_handler:
+                    raise IdempotencyAPIException(problem, options.problem_type_base)
             raise _Answer(begun.response)
         self._idempotency_ticket = begun.ticket
         if begun.ticket is not None:

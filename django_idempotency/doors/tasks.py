@@ -37,7 +37,6 @@ from typing import Any, TypeVar
 import django
 from django.core.exceptions import ImproperlyConfigured
 
-from ..conf import get_settings
 from ..events import Door
 from ..flows.call import CallFlow
 from ..options import InvalidOption, Overrides, named
@@ -127,7 +126,7 @@ def _guarded(
             k = job_key(context, args, kwargs)
             if k is None:
                 return await func(*call_args(context, args), **kwargs)
-            options = overrides.call(get_settings())
+            options = overrides.call()
             return await _flow.arun(k, lambda: func(*call_args(context, args), **kwargs), options)
 
         return _taking_context(arun_once, func, takes_context)
@@ -138,7 +137,7 @@ def _guarded(
         k = job_key(context, args, kwargs)
         if k is None:
             return func(*call_args(context, args), **kwargs)
-        options = overrides.call(get_settings())
+        options = overrides.call()
         return _flow.run(k, lambda: func(*call_args(context, args), **kwargs), options)
 
     return _taking_context(run_once, func, takes_context)

@@ -17,24 +17,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from .. import events
-from ..conf import get_settings
 from ..engine import Claim, Engine, Found
 from ..events import Door, Outcome, emit
-from ..exceptions import (
-    FingerprintMismatch,
-    IdempotencyTimeout,
-    IdempotencyUnavailable,
-    NotReplayable,
-    OutcomeUnknown,
-    RecordTampered,
-    RequestInProgress,
-    ResultNotStored,
-)
+from ..exceptions import NotReplayable, OutcomeUnknown, ResultNotStored
 from ..options import CallOptions
 from ..records import Kind, State
 from ..runtime import get_engine
 from ..steps import Flow, adrive, drive
-from ..stores.base import StoreError, StoreFull
+from .refusals import refusal
 
 T = TypeVar("T")
 
@@ -131,32 +121,21 @@ class CallFlow:
         self, key: str | bytes, options: CallOptions, exc: Exception, started: float
     ) -> None:
         """Report a refused claim and raise the caller's exception; returns for fail-open."""
-        ns = options.namespace
-        if isinstance(exc, StoreError):
-            if get_settings().fail_open:
-                emit(Outcome.FAIL_OPEN, self.door, ns, key, started=started, detail=str(exc))
-                return
-            emit(Outcome.UNAVAILABLE, self.door, ns, key, started=started, detail=str(exc))
-            what = "full (Redis is at maxmemory)" if isinstance(exc, StoreFull) else "unavailable"
-            raise IdempotencyUnavailable(f"The idempotency store (Redis) is {what}: {exc}") from exc
-        if isinstance(exc, IdempotencyTimeout):
+        refused = refusal(exc, fail_open=options.fail_open, expose=True)
+        if refused.outcome is not None:
             emit(
-                Outcome.WAIT_TIMEOUT,
+                refused.outcome,
                 self.door,
-                ns,
+                options.namespace,
                 key,
                 started=started,
-                wait=exc.extra.get("waited"),
+                **refused.extra,
             )
-        elif isinstance(exc, RequestInProgress):
-            emit(Outcome.CONFLICT, self.door, ns, key, started=started)
-        elif isinstance(exc, FingerprintMismatch):
-            emit(Outcome.MISMATCH, self.door, ns, key, started=started)
-        elif isinstance(exc, OutcomeUnknown):
-            emit(Outcome.OUTCOME_UNKNOWN, self.door, ns, key, started=started)
-        elif not isinstance(exc, RecordTampered):
+        if refused.error is None:
+            return
+        if refused.error is exc:
             raise exc
-        raise exc
+        raise refused.error from exc
 
     def replay(
         self, key: str | bytes, found: Found, options: CallOptions, started: float | None = None

@@ -30,20 +30,13 @@ from django.db import connections, transaction
 from django.http import HttpResponse, HttpResponseBase
 
 from .. import events
-from ..conf import get_settings
 from ..engine import Claim, Engine, Found
 from ..events import Door, Outcome, Trace, emit
 from ..exceptions import (
-    FingerprintMismatch,
-    IdempotencyError,
-    IdempotencyTimeout,
-    IdempotencyUnavailable,
     InvalidKey,
     KeyRequired,
     NotReplayable,
     OutcomeUnknown,
-    RecordTampered,
-    RequestInProgress,
     ResultNotStored,
 )
 from ..http import (
@@ -58,7 +51,7 @@ from ..options import NONE, HttpOptions, Overrides
 from ..records import Kind, Record, State, decode_http, encode_http
 from ..runtime import get_engine
 from ..steps import Flow, adrive, drive
-from ..stores.base import StoreError, StoreFull
+from .refusals import refusal
 
 
 @dataclass(eq=False)
@@ -188,17 +181,16 @@ class HttpFlow:
     # -- before the view ------------------------------------------------------------------
 
     def _prepare(self, request: Any) -> _Request | Begin:
-        settings = get_settings()
-        options = self.overrides.http(settings)
+        options = self.overrides.http()
         http_request = django_request(request)
         if http_request.method not in options.methods:
             return PASS
         started = time.monotonic()
         # META directly: request.headers builds a dict of every header on first use.
-        raw = http_request.META.get(settings.header_meta_key)
+        raw = http_request.META.get(options.header_meta_key)
         if raw is None:
             # A plain HTML form cannot send a header: its key is a field of the body.
-            raw = form_key(http_request, settings.FORM_FIELD)
+            raw = form_key(http_request, options.form_field)
         if raw is None:
             if not options.required:
                 return PASS
@@ -206,16 +198,17 @@ class HttpFlow:
             return Begin(
                 response=problem_response(
                     KeyRequired(
-                        f"This endpoint requires an {settings.HEADER} header "
-                        f"(or, in a form, an {settings.FORM_FIELD} field)."
-                    )
+                        f"This endpoint requires an {options.header} header "
+                        f"(or, in a form, an {options.form_field} field)."
+                    ),
+                    options.problem_type_base,
                 )
             )
         try:
-            key = parse_key(raw, max_length=settings.MAX_KEY_LENGTH, key_format=settings.KEY_FORMAT)
+            key = parse_key(raw, max_length=options.max_key_length, key_format=options.key_format)
         except InvalidKey as exc:
             emit(Outcome.INVALID_KEY, self.door, "", raw, started=started, request=request)
-            return Begin(response=problem_response(exc))
+            return Begin(response=problem_response(exc, options.problem_type_base))
         return _Request(
             options,
             str(options.scope(request)),
@@ -275,47 +268,30 @@ class HttpFlow:
 
     def _refused(self, request: Any, prepared: _Request, exc: Exception) -> Begin:
         """The answer for each way the claim can be refused."""
-        scope, key, started = prepared.scope, prepared.key, prepared.started
-
-        def report(outcome: Outcome, **extra: Any) -> None:
-            emit(outcome, self.door, scope, key, started=started, request=request, **extra)
-
-        error: IdempotencyError
-        if isinstance(exc, FingerprintMismatch):
-            report(Outcome.MISMATCH)
-            error = exc
-        elif isinstance(exc, IdempotencyTimeout):
-            report(Outcome.WAIT_TIMEOUT, wait=exc.extra.get("waited"))
-            error = exc
-        elif isinstance(exc, RequestInProgress):
-            report(Outcome.CONFLICT)
-            error = exc
-        elif isinstance(exc, OutcomeUnknown):
-            report(Outcome.OUTCOME_UNKNOWN)
-            error = exc
-        elif isinstance(exc, RecordTampered):
-            error = exc  # the engine has reported it, as critical
-        elif isinstance(exc, StoreError):
-            if get_settings().fail_open:
-                report(Outcome.FAIL_OPEN, detail=str(exc))
-                return PASS
-            report(Outcome.UNAVAILABLE, detail=str(exc))
-            # Clients learn that the store is down, not the server's addresses or errors.
-            error = IdempotencyUnavailable(
-                "The idempotency store is full (Redis is at maxmemory); retry later."
-                if isinstance(exc, StoreFull)
-                else "The idempotency store is unavailable; retry later."
+        options = prepared.options
+        refused = refusal(exc, fail_open=options.fail_open, expose=False)
+        if refused.outcome is not None:
+            emit(
+                refused.outcome,
+                self.door,
+                prepared.scope,
+                prepared.key,
+                started=prepared.started,
+                request=request,
+                **refused.extra,
             )
-        else:
-            raise exc
-        return Begin(response=problem_response(error))
+        if refused.error is None:
+            return PASS
+        return Begin(response=problem_response(refused.error, options.problem_type_base))
 
     def _begun(
         self, request: Any, prepared: _Request, got: Claim | Found, trace: Trace | None
     ) -> Begin:
         if isinstance(got, Found):
             return Begin(
-                response=self.replay(request, prepared.scope, prepared.key, prepared.started, got)
+                response=self.replay(
+                    request, prepared.scope, prepared.key, prepared.started, got, prepared.options
+                )
             )
         ticket = Ticket(
             got, prepared.options, request, prepared.scope, prepared.key, prepared.started, trace
@@ -324,9 +300,20 @@ class HttpFlow:
         return Begin(ticket=ticket)
 
     def replay(
-        self, request: Any, scope: str, key: str, started: float, found: Found
+        self,
+        request: Any,
+        scope: str,
+        key: str,
+        started: float,
+        found: Found,
+        options: HttpOptions | None = None,
     ) -> HttpResponse:
-        """The answer for a final record: its response again, or why it cannot be replayed."""
+        """The answer for a final record: its response again, or why it cannot be replayed.
+
+        ``options``: the flow's, when the caller has them at hand.
+        """
+        if options is None:
+            options = self.overrides.http()
         record = found.record
         if record.state is State.UNREPLAYABLE:
             emit(Outcome.NOT_REPLAYABLE, self.door, scope, key, request=request)
@@ -334,7 +321,8 @@ class HttpFlow:
                 NotReplayable(
                     "The first request with this key was processed, but its response cannot "
                     f"be replayed: {record.payload.decode('utf-8', 'replace')}"
-                )
+                ),
+                options.problem_type_base,
             )
         emit(
             Outcome.REPLAYED if found.waited is None else Outcome.WAITED,
@@ -345,13 +333,12 @@ class HttpFlow:
             wait=found.waited,
             request=request,
         )
-        return replay_response(record, get_settings().REPLAY_HEADER)
+        return replay_response(record, options.replay_header)
 
     # -- after the view -------------------------------------------------------------------
 
     def _plan(self, ticket: Ticket, response: HttpResponseBase) -> _Plan | None:
         """What to store for ``response``: ``(state, payload, status)``, or ``None`` to release."""
-        settings = get_settings()
         status = response.status_code
         if not response.streaming:
             rendered(response)  # a policy that reads the response sees it as it is sent
@@ -361,8 +348,9 @@ class HttpFlow:
             return State.UNREPLAYABLE, b"it was a streaming response.", status
         assert isinstance(response, HttpResponse)
         content = response.content
-        if len(content) > settings.MAX_BODY_BYTES:
-            reason = f"its body was larger than {settings.MAX_BODY_BYTES} bytes."
+        limit = ticket.options.max_body_bytes
+        if len(content) > limit:
+            reason = f"its body was larger than {limit} bytes."
             return State.UNREPLAYABLE, reason.encode(), status
         headers = [(k, v) for k, v in response.items() if k.lower() not in SKIPPED_HEADERS]
         return State.DONE, encode_http(headers, content), status
