@@ -347,3 +347,24 @@ def test_the_store_policy_takes_ranges_sets_and_callables_and_nothing_else():
 
 def only_created(response: Any) -> bool:
     return bool(response.status_code == 201)
+
+
+@pytest.mark.no_redis
+def test_merged_options_follow_a_settings_change_after_their_first_use(settings):
+    from django_idempotency.options import Overrides
+
+    overrides = Overrides({"ttl": 60})
+    settings.IDEMPOTENCY = {"HEADER": "X-Request-Key", "ON_REDIS_ERROR": "fail_open"}
+    first = overrides.http()
+    assert overrides.http() is first  # merged once, not per request
+    assert (first.ttl, first.header_meta_key, first.fail_open) == (60, "HTTP_X_REQUEST_KEY", True)
+    assert overrides.call().fail_open
+    settings.IDEMPOTENCY = {"REPLAY_HEADER": "X-Replayed", "TTL": 5}
+    again = overrides.http()
+    assert (again.ttl, again.header_meta_key, again.fail_open) == (
+        60,
+        "HTTP_IDEMPOTENCY_KEY",
+        False,
+    )
+    assert again.replay_header == "X-Replayed"
+    assert not overrides.call().fail_open
