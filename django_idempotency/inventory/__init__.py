@@ -40,6 +40,7 @@ from ..records import (
     held_ms,
     peek,
 )
+from ..stores.base import parse_record_id
 from .dashboard import SCOPE_COUNTERS, AgeBucket, Dashboard, TopScopes, age_buckets
 from .display import RUNNING_WHY, human_bytes, human_duration, iso_ms, parse_duration, printable
 from .query import Detail, Entry, Filters, PurgeResult, Stats
@@ -156,13 +157,13 @@ class Inventory:
 
     def name_of(self, record_id: str) -> str:
         """The store name of the record shown as ``record_id``; ``ValueError`` if malformed."""
-        name: str = self.scanner.name_of(record_id)
+        name: str = self.engine.store.slot(parse_record_id(record_id)).name
         return name
 
     # -- reading ------------------------------------------------------------------------
 
     def _batches(self) -> Iterator[tuple[Any, int, list[Entry], int]]:
-        for batch in self.scanner.batches(self.count, self._complete):
+        for batch, _ in self.scanner.page(None, self.count, self._complete):
             entries, unreadable = self._entries(batch.heads)
             yield batch.node, batch.scanned, entries, unreadable + batch.foreign
 
@@ -199,15 +200,13 @@ class Inventory:
         next cursor means the scan is over.
         """
         found: list[Entry] = []
-        scanned = 0
         after: str | None = cursor
-        for heads, n, after in self.scanner.page(cursor, self.count, self._complete):
-            scanned += n
+        for batch, after in self.scanner.page(cursor, self.count, self._complete):
             now = now_ms()
-            found.extend(e for e in self._entries(heads)[0] if filters.matches(e, now))
+            found.extend(e for e in self._entries(batch.heads)[0] if filters.matches(e, now))
             if after is None or len(found) >= size:
                 break
-            if max_scanned is not None and scanned >= max_scanned:
+            if max_scanned is not None and batch.scanned >= max_scanned:
                 break
         return found, after
 

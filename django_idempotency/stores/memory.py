@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..records import RUNNING_CHAR, TOKEN_SLICE, WAITER_FLAG_OFFSET, held_ms
-from .base import Batch, ClaimReply, RawHead, Slot, parse_record_id, record_name
+from .base import Batch, ClaimReply, RawHead, Slot, record_name
 
 if TYPE_CHECKING:
     from ..conf import IdempotencySettings
@@ -277,22 +277,12 @@ class MemoryNotifier:
 class MemoryScanner:
     """What the inventory needs of a store, over the in-memory records (one "node")."""
 
-    is_cluster = False
-
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
-
-    def nodes(self) -> list[Any]:
-        """The one node: the store."""
-        return [self.store]
 
     def node_for(self, name: str) -> Any:
         """The node holding ``name``: the store."""
         return self.store
-
-    def name_of(self, record_id: str) -> str:
-        """The name of the record shown as ``record_id``; ``ValueError`` if it is not one."""
-        return self.store.slot(parse_record_id(record_id)).name
 
     def _snapshot(self) -> list[RawHead]:
         now = time.monotonic()
@@ -311,27 +301,22 @@ class MemoryScanner:
         wanted = {n.decode() for n in names}
         return [h for h in self._snapshot() if h.name in wanted], 0
 
-    def batches(self, count: int, complete: Callable[[bytes], bool]) -> Iterator[Batch]:
-        """Every record, ``count`` at a time."""
-        heads = self._snapshot()
-        for start in range(0, max(len(heads), 1), count):
-            chunk = heads[start : start + count]
-            yield Batch(self.store, start + len(chunk), chunk, 0)
-
     def page(
         self, cursor: str | None, count: int, complete: Callable[[bytes], bool]
-    ) -> Iterator[tuple[list[RawHead], int, str | None]]:
-        """Pages from ``cursor`` (an offset into the records, in insertion order)."""
+    ) -> Iterator[tuple[Batch, str | None]]:
+        """``count`` records at a time from ``cursor`` (an offset, in insertion order)."""
         try:
             start = int(cursor or 0)
         except ValueError:
             raise ValueError(f"bad page cursor {cursor!r}") from None
         heads = self._snapshot()
+        scanned = 0
         while True:
             chunk = heads[start : start + count]
             start += count
+            scanned += len(chunk)
             after = str(start) if start < len(heads) else None
-            yield chunk, len(chunk), after
+            yield Batch(self.store, scanned, chunk, 0), after
             if after is None:
                 return
 

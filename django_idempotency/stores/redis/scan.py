@@ -18,13 +18,14 @@ per-command pipeline bookkeeping would be most of the cost of a scan.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
 from redis.crc import key_slot
 
-from ..base import Batch, RawHead, StoreError, parse_record_id
+from ..base import Batch, RawHead, StoreError
 from .connection import CHECKOUT_ARGS
 from .store import RedisStore, record_pattern, translate
 
@@ -82,6 +83,15 @@ def _pipeline(node: Any, commands: list[bytes]) -> list[Any]:
         pool.release(conn)
 
 
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Redis errors raised inside, as the store's own errors."""
+    try:
+        yield
+    except redis.exceptions.RedisError as exc:
+        raise translate(exc) from exc
+
+
 class RedisScanner:
     """Scans, reads and deletes the records of one :class:`RedisStore`."""
 
@@ -90,44 +100,21 @@ class RedisScanner:
         self.client: Any = store.client
         self.pattern = record_pattern(store.prefix)
 
-    def _guard(self, func: Callable[[], Any]) -> Any:
-        try:
-            return func()
-        except redis.exceptions.RedisError as exc:
-            raise translate(exc) from exc
-
     # -- topology -----------------------------------------------------------------------
-
-    @property
-    def is_cluster(self) -> bool:
-        """Whether the client is a ``RedisCluster``."""
-        return self.store.cluster
 
     def nodes(self) -> list[Any]:
         """One plain client per primary (Cluster), or the client itself."""
-        if self.is_cluster:
+        if self.store.cluster:
             return [self.client.get_redis_connection(n) for n in self.client.get_primaries()]
         return [self.client]
 
     def node_for(self, name: str) -> Any:
         """The client of the node that holds key ``name``."""
-        if self.is_cluster:
+        if self.store.cluster:
             return self.client.get_redis_connection(self.client.get_node_from_key(name))
         return self.client
 
-    def name_of(self, record_id: str) -> str:
-        """The key of the record whose id is shown as ``record_id``; ``ValueError`` if bad."""
-        return self.store.slot(parse_record_id(record_id)).name
-
     # -- reading ------------------------------------------------------------------------
-
-    def _scan(self, node: Any, cursor: int, count: int) -> tuple[int, list[Any]]:
-        def scan() -> tuple[int, list[Any]]:
-            after, keys = node.scan(cursor=cursor, match=self.pattern, count=count)
-            return int(after), list(keys)
-
-        result: tuple[int, list[Any]] = self._guard(scan)
-        return result
 
     def heads(
         self, node: Any, names: Sequence[bytes], complete: Callable[[bytes], bool]
@@ -138,8 +125,7 @@ class RedisScanner:
         holds everything listing needs; if not, up to :data:`LONG_HEAD_BYTES` are read.
         Returns the heads and how many keys were not strings.
         """
-
-        def read() -> tuple[list[RawHead], int]:
+        with _translated():
             commands: list[bytes] = []
             for k in names:
                 commands += (_HEAD_COMMAND % (len(k), k), _PTTL_COMMAND % (len(k), k))
@@ -174,35 +160,13 @@ class RedisScanner:
                         foreign += 1
                         continue
                     found.append(RawHead(k.decode(), _bytes(head), _ttl(pttl), int(size)))
-            return found, foreign
-
-        result: tuple[list[RawHead], int] = self._guard(read)
-        return result
-
-    def batches(self, count: int, complete: Callable[[bytes], bool]) -> Iterator[Batch]:
-        """Every record's head, one SCAN batch at a time, node after node."""
-        scanned = 0
-        for node in self.nodes():
-            cursor: int = 0
-            while True:
-                cursor, raw_keys = self._scan(node, cursor, count)
-                keys = [_bytes(k) for k in raw_keys]
-                heads, foreign = self.heads(node, keys, complete) if keys else ([], 0)
-                scanned += len(keys)
-                yield Batch(node, scanned, heads, foreign)
-                if int(cursor) == 0:
-                    break
+        return found, foreign
 
     def page(
-        self,
-        cursor: str | None,
-        count: int,
-        complete: Callable[[bytes], bool],
-    ) -> Iterator[tuple[list[RawHead], int, str | None]]:
-        """Batches from ``cursor`` on: ``(heads, keys scanned, cursor after this batch)``.
-
-        The cursor is ``"<node index>-<SCAN cursor>"``; ``None`` means the scan is over.
-        """
+        self, cursor: str | None, count: int, complete: Callable[[bytes], bool]
+    ) -> Iterator[tuple[Batch, str | None]]:
+        """SCAN batches from ``cursor`` (``None``: the start) on, node after node, each
+        with the cursor after it: ``"<node index>-<SCAN cursor>"``, ``None`` at the end."""
         node_index, scan_cursor = 0, 0
         if cursor:
             try:
@@ -211,39 +175,38 @@ class RedisScanner:
             except ValueError:
                 raise ValueError(f"bad page cursor {cursor!r}") from None
         nodes = self.nodes()
+        scanned = 0
         while node_index < len(nodes):
             node = nodes[node_index]
-            scan_cursor, raw_keys = self._scan(node, scan_cursor, count)
-            heads = self.heads(node, [_bytes(k) for k in raw_keys], complete)[0] if raw_keys else []
+            with _translated():
+                after_scan, raw_keys = node.scan(
+                    cursor=scan_cursor, match=self.pattern, count=count
+                )
+            scan_cursor = int(after_scan)
+            keys = [_bytes(k) for k in raw_keys]
+            heads, foreign = self.heads(node, keys, complete) if keys else ([], 0)
+            scanned += len(keys)
             if scan_cursor == 0:
                 node_index += 1
             after = None if node_index >= len(nodes) else f"{node_index}-{scan_cursor}"
-            yield heads, len(raw_keys), after
+            yield Batch(node, scanned, heads, foreign), after
 
     def get(self, name: str) -> tuple[bytes, int | None] | None:
         """The whole record under ``name`` and its TTL, or ``None``."""
-
-        def read() -> tuple[Any, Any]:
+        with _translated():
             pipe = self.node_for(name).pipeline(transaction=False)
             pipe.get(name)
             pipe.pttl(name)
             raw, pttl = pipe.execute()
-            return raw, pttl
-
-        raw, pttl = self._guard(read)
         return None if raw is None else (_bytes(raw), _ttl(int(pttl)))
 
     def memory_usage(self, node: Any, names: Sequence[str]) -> list[int]:
         """``MEMORY USAGE`` of each record that still exists."""
-
-        def ask() -> list[int]:
+        with _translated():
             pipe = node.pipeline(transaction=False)
             for name in names:
                 pipe.memory_usage(name)
             return [u for u in pipe.execute(raise_on_error=False) if isinstance(u, int)]
-
-        result: list[int] = self._guard(ask)
-        return result
 
     # -- deleting -----------------------------------------------------------------------
 
@@ -251,7 +214,7 @@ class RedisScanner:
         """The names grouped so each group can be deleted in one transaction."""
         if not names:
             return
-        if not self.is_cluster:
+        if not self.store.cluster:
             yield self.client, list(names)
             return
         by_slot: dict[int, list[str]] = {}
@@ -276,12 +239,9 @@ class RedisScanner:
         work: list[tuple[list[str], int]] = [(names, 0)]
         while work:
             group, attempt = work.pop()
-
-            def once(group: list[str] = group) -> tuple[int, int]:
-                return self._delete_once(node, group, still_wanted, complete)
-
             try:
-                outcome = self._guard(once)
+                with _translated():
+                    outcome = self._delete_once(node, group, still_wanted, complete)
             except StoreError as exc:
                 if not isinstance(exc.__cause__, redis.exceptions.WatchError):
                     raise
