@@ -179,27 +179,54 @@ class AsyncMemoryStore:
         return self._store.read(slot)
 
 
-class _Watch:
-    """One waiting thread (an event) or coroutine (a future of its loop)."""
+class Watch:
+    """One waiting thread (an event) or coroutine (a future of its loop), for a notifier."""
 
-    __slots__ = ("event", "future", "loop")
+    __slots__ = ("event", "future", "loop", "notified")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.loop = loop
+        self.notified = False
         self.event = threading.Event() if loop is None else None
         self.future: asyncio.Future[bool] | None = None if loop is None else loop.create_future()
 
-    def deliver(self) -> None:
+    def deliver(self, notified: bool) -> None:
+        """Wake the waiter; ``notified``: its record's owner finished (else: look again)."""
+        self.notified = notified
         if self.event is not None:
             self.event.set()
         elif self.loop is not None and self.future is not None:
-            with contextlib.suppress(RuntimeError):  # that loop is closed
-                self.loop.call_soon_threadsafe(_resolve, self.future, True)
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody awaits it
+                self.loop.call_soon_threadsafe(_resolve, self.future, notified)
+
+    def wait(self, timeout: float) -> bool:
+        """Block the thread up to ``timeout`` seconds; whether it was notified."""
+        assert self.event is not None
+        self.event.wait(timeout)
+        return self.notified
+
+    async def wait_async(self, timeout: float) -> bool:
+        """Await up to ``timeout`` seconds; whether it was notified."""
+        assert self.future is not None and self.loop is not None
+        timer = self.loop.call_later(timeout, _resolve, self.future, False)
+        try:
+            return await self.future
+        finally:
+            timer.cancel()
 
 
 def _resolve(future: asyncio.Future[bool], value: bool) -> None:
     if not future.done():
         future.set_result(value)
+
+
+def forget(watches: dict[str, list[Watch]], name: str, watch: Watch) -> None:
+    """Take ``watch`` off the waiters of ``name`` (a no-op once it was woken)."""
+    waiting = watches.get(name)
+    if waiting is not None and watch in waiting:
+        waiting.remove(watch)
+        if not waiting:
+            del watches[name]
 
 
 class MemoryNotifier:
@@ -213,7 +240,7 @@ class MemoryNotifier:
         self._lock = threading.Lock()
         self._seq = 0
         self._heard: dict[str, int] = {}
-        self._watches: dict[str, list[_Watch]] = {}
+        self._watches: dict[str, list[Watch]] = {}
 
     def start(self) -> None:
         """Nothing to start: completions are heard in this process."""
@@ -232,45 +259,37 @@ class MemoryNotifier:
                 del self._heard[next(iter(self._heard))]
             watches = self._watches.pop(name, ())
         for watch in watches:
-            watch.deliver()
+            watch.deliver(True)
 
-    def _register(self, slot: Slot, position: tuple[int, int], watch: _Watch) -> bool:
+    def _register(self, slot: Slot, position: tuple[int, int], watch: Watch) -> bool:
         with self._lock:
             if self._heard.get(slot.name, 0) > position[1]:
                 return False  # it finished after the claim was sent
             self._watches.setdefault(slot.name, []).append(watch)
             return True
 
-    def _unregister(self, slot: Slot, watch: _Watch) -> None:
+    def _unregister(self, slot: Slot, watch: Watch) -> None:
         with self._lock:
-            watches = self._watches.get(slot.name)
-            if watches is not None and watch in watches:
-                watches.remove(watch)
-                if not watches:
-                    del self._watches[slot.name]
+            forget(self._watches, slot.name, watch)
 
     def wait(self, slot: Slot, position: tuple[int, int], timeout: float) -> bool:
         """Block up to ``timeout``; True when the owner finished. Either way, look again."""
-        watch = _Watch()
-        assert watch.event is not None
+        watch = Watch()
         if not self._register(slot, position, watch):
             return True
         try:
-            return watch.event.wait(timeout)
+            return watch.wait(timeout)
         finally:
             self._unregister(slot, watch)
 
     async def await_outcome(self, slot: Slot, position: tuple[int, int], timeout: float) -> bool:
         """:meth:`wait` for a coroutine."""
-        watch = _Watch(asyncio.get_running_loop())
-        assert watch.future is not None and watch.loop is not None
+        watch = Watch(asyncio.get_running_loop())
         if not self._register(slot, position, watch):
             return True
-        timer = watch.loop.call_later(timeout, _resolve, watch.future, False)
         try:
-            return await watch.future
+            return await watch.wait_async(timeout)
         finally:
-            timer.cancel()
             self._unregister(slot, watch)
 
 

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..base import Slot
+from ..memory import Watch, forget
 
 logger = logging.getLogger("django_idempotency")
 
@@ -54,35 +55,6 @@ PING_AFTER = 5.0
 ANSWER_WITHIN = 5.0
 
 Position = tuple[int, int]
-
-
-class _Watch:
-    """One waiting thread or coroutine."""
-
-    __slots__ = ("event", "future", "loop", "notified")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self.loop = loop
-        self.notified = False
-        if loop is None:
-            self.event: threading.Event | None = threading.Event()
-            self.future: asyncio.Future[bool] | None = None
-        else:
-            self.event = None
-            self.future = loop.create_future()
-
-    def deliver(self, notified: bool) -> None:
-        self.notified = notified
-        if self.event is not None:
-            self.event.set()
-        elif self.loop is not None and self.future is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits it
-                self.loop.call_soon_threadsafe(_resolve, self.future, notified)
-
-
-def _resolve(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 _live: weakref.WeakSet[RedisNotifier] = weakref.WeakSet()
@@ -100,9 +72,9 @@ class RedisNotifier:
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._watches: dict[str, list[_Watch]] = {}
+        self._watches: dict[str, list[Watch]] = {}
         #: Waiters for the subscription itself (they look again once it is live).
-        self._pending: list[_Watch] = []
+        self._pending: list[Watch] = []
         self._epochs = itertools.count(1)
         self._epoch = 0
         self._seq = 0
@@ -123,7 +95,7 @@ class RedisNotifier:
             return 0, 0  # the parent's subscription: not live in this process
         return self._epoch, self._seq
 
-    def _register(self, slot: Slot, position: Position, watch: _Watch) -> bool:
+    def _register(self, slot: Slot, position: Position, watch: Watch) -> bool:
         """Register ``watch`` for ``slot``; False when the caller must look again at once."""
         epoch, seq = position
         self._own_process()
@@ -142,13 +114,9 @@ class RedisNotifier:
             self._watches.setdefault(slot.name, []).append(watch)
             return True
 
-    def _unregister(self, slot: Slot, watch: _Watch) -> None:
+    def _unregister(self, slot: Slot, watch: Watch) -> None:
         with self._lock:
-            watches = self._watches.get(slot.name)
-            if watches is not None and watch in watches:
-                watches.remove(watch)
-                if not watches:
-                    del self._watches[slot.name]
+            forget(self._watches, slot.name, watch)
             if watch in self._pending:
                 self._pending.remove(watch)
 
@@ -158,32 +126,25 @@ class RedisNotifier:
         False means: look at the record again (the wait ran out, the subscription was
         not live since the claim, or it dropped meanwhile).
         """
-        watch = _Watch()
-        assert watch.event is not None
+        watch = Watch()
         if not self._register(slot, position, watch):
             # Wait (bounded) for the subscription, so the next claim's wait is covered.
-            watch.event.wait(min(timeout, ANSWER_WITHIN))
+            watch.wait(min(timeout, ANSWER_WITHIN))
             self._unregister(slot, watch)
             return False
         try:
-            watch.event.wait(timeout)
-            return watch.notified
+            return watch.wait(timeout)
         finally:
             self._unregister(slot, watch)
 
     async def await_outcome(self, slot: Slot, position: Position, timeout: float) -> bool:
         """:meth:`wait` for a coroutine: it holds neither a thread nor a connection."""
-        loop = asyncio.get_running_loop()
-        watch = _Watch(loop)
-        assert watch.future is not None
+        watch = Watch(asyncio.get_running_loop())
         live = self._register(slot, position, watch)
-        limit = timeout if live else min(timeout, ANSWER_WITHIN)
-        timer = loop.call_later(limit, _resolve, watch.future, False)
         try:
-            notified = await watch.future
+            notified = await watch.wait_async(timeout if live else min(timeout, ANSWER_WITHIN))
             return notified and live
         finally:
-            timer.cancel()
             self._unregister(slot, watch)
 
     # -- the thread -----------------------------------------------------------------------
