@@ -60,7 +60,7 @@ from .options import Conflict
 from .policies import OutcomeUnknownPolicy
 from .records import IntegrityError, Kind, Record, Sealer, State, record_id, text_bytes
 from .steps import Call, Context, Flow, Follow, Listen, Pause, drive
-from .stores.base import ClaimReply, RowStore, Slot, Store, StoreBusy, StoreError
+from .stores.base import ClaimReply, Slot, Store, StoreBusy, StoreError
 
 logger = logging.getLogger("django_idempotency")
 
@@ -177,11 +177,9 @@ class Engine:
         max_waiters: int | None = None,
         flights: Flights | None = None,
         keeper: LeaseKeeper | None = None,
-        rows: RowStore | None = None,
     ) -> None:
         self.store = store
         self.sealer = sealer
-        self._rows = rows
         self.max_waiters = max_waiters
         self.flights = flights if flights is not None else process_flights
         self.context = Context(store, self.flights)
@@ -194,22 +192,13 @@ class Engine:
         """The lease keeper (the process's own unless one was given)."""
         return self._keeper if self._keeper is not None else get_keeper()
 
-    @property
-    def rows(self) -> RowStore:
-        """Durable mode's rows (the Django ORM's, unless a row store was given)."""
-        if self._rows is None:
-            from .stores.database import DatabaseRows
-
-            self._rows = DatabaseRows()
-        return self._rows
-
     def slot(self, kind: Kind, scope: str | bytes, key: str | bytes) -> Slot:
         """Where the record of ``key`` in ``scope`` lives."""
         return self.store.slot(record_id(kind, scope, key))
 
     # -- deciding on what a claim found ---------------------------------------------------
 
-    def _verified(self, who: _Attempt | Claim, raw: bytes) -> Record:
+    def verified(self, who: Attempt | Claim, raw: bytes) -> Record:
         """The record in ``raw``, if it verifies and belongs to ``who``'s request."""
         try:
             record = self.sealer.open(who.slot.rid, raw)
@@ -228,14 +217,14 @@ class Engine:
 
     def _judge(
         self,
-        attempt: _Attempt,
+        attempt: Attempt,
         reply: ClaimReply,
         deadline: float,
         conflict: Conflict,
     ) -> Found | float:
         """A final record found, or how long to wait; raises the refusals."""
         assert reply.record is not None
-        record = self._verified(attempt, reply.record)
+        record = self.verified(attempt, reply.record)
         since = attempt.waiting_since
         waited = None if since is None else time.monotonic() - since
         if record.state is not State.RUNNING:
@@ -269,7 +258,7 @@ class Engine:
         # a live owner has renewed by then and the waiter waits again.
         return min(left, max(reply.lease_left_ms / 1000, MIN_RECHECK))
 
-    def _start_waiting(self, attempt: _Attempt, retry_after: int) -> None:
+    def _start_waiting(self, attempt: Attempt, retry_after: int) -> None:
         with self._lock:
             if self.max_waiters is not None and self._waiting >= self.max_waiters:
                 raise RequestInProgress(
@@ -280,13 +269,13 @@ class Engine:
             self._waiting += 1
         attempt.waiting_since = time.monotonic()
 
-    def _stop_waiting(self, attempt: _Attempt) -> None:
+    def _stop_waiting(self, attempt: Attempt) -> None:
         if attempt.waiting_since is not None:
             attempt.waiting_since = None
             with self._lock:
                 self._waiting -= 1
 
-    def _before_following(self, attempt: _Attempt, conflict: Conflict) -> float:
+    def _before_following(self, attempt: Attempt, conflict: Conflict) -> float:
         """A local follower about to wait: refused in reject mode or past ``MAX_WAITERS``."""
         retry_after = max(1, -(-attempt.lease_ms // 1000))
         if conflict is Conflict.REJECT:
@@ -298,7 +287,7 @@ class Engine:
         assert attempt.waiting_since is not None
         return attempt.waiting_since
 
-    def _claimed(self, attempt: _Attempt, created: int) -> Claim:
+    def _claimed(self, attempt: Attempt, created: int) -> Claim:
         lease = Lease(self.store, attempt.slot, attempt.token, attempt.lease_ms)
         claim = Claim(
             slot=attempt.slot,
@@ -316,13 +305,13 @@ class Engine:
         self.keeper.hold(lease)
         return claim
 
-    def _follow_or_lead(self, attempt: _Attempt) -> tuple[Flight | None, bool]:
+    def _follow_or_lead(self, attempt: Attempt) -> tuple[Flight | None, bool]:
         joined = self.flights.join(attempt.slot.rid, attempt.fingerprint)
         if joined is None:
             return None, True
         return joined
 
-    def _followed(self, attempt: _Attempt, outcome: Any, started: float) -> Found | None:
+    def _followed(self, attempt: Attempt, outcome: Any, started: float) -> Found | None:
         """What a follower got from its flight: a record, or ``None`` to try again."""
         if outcome is None:
             raise IdempotencyTimeout(
@@ -362,7 +351,7 @@ class Engine:
         before settling it: ``rerun``, the record goes with the lease and a retry runs
         again; ``refuse``, the record stays ``ttl`` seconds more and retries are refused.
         """
-        attempt = _Attempt(self, kind, door, scope, key, fingerprint, lock_ttl, wait_timeout)
+        attempt = Attempt(self, kind, door, scope, key, fingerprint, lock_ttl, wait_timeout)
         if outcome_unknown is OutcomeUnknownPolicy.REFUSE:
             if ttl is None:
                 raise TypeError('outcome_unknown="refuse" needs the ttl its record is kept')
@@ -405,13 +394,18 @@ class Engine:
         ``integrity_failed`` event on failure); the fingerprint is left to the caller,
         which may not know the function a door computed it with.
         """
-        attempt = _Attempt(self, kind, door, scope, key, b"", 1, 0)
+        attempt = self.asking(kind, door, scope, key)
         raw = yield Call(StoreOp.READ, "read", (attempt.slot,))
-        return None if raw is None else self._verified(attempt, raw)
+        return None if raw is None else self.verified(attempt, raw)
 
-    def _remote(
-        self, attempt: _Attempt, deadline: float, conflict: Conflict
-    ) -> Flow[Claim | Found]:
+    def asking(
+        self, kind: Kind, door: Door, scope: str | bytes, key: str | bytes, fingerprint: bytes = b""
+    ) -> Attempt:
+        """One who looks at the record of ``key`` without claiming it, to :meth:`verified`
+        what it finds (an empty ``fingerprint``: any request's record is its own)."""
+        return Attempt(self, kind, door, scope, key, fingerprint, 1, 0)
+
+    def _remote(self, attempt: Attempt, deadline: float, conflict: Conflict) -> Flow[Claim | Found]:
         notifier = self.store.notifier
         try:
             while True:
@@ -443,7 +437,8 @@ class Engine:
         self.keeper.drop(claim.lease)
         return True
 
-    def _final(self, claim: Claim, state: State, payload: bytes, status: int | None) -> Record:
+    def final(self, claim: Claim, state: State, payload: bytes, status: int | None) -> Record:
+        """The final record of ``claim``'s outcome."""
         return Record(
             state=state,
             kind=claim.kind,
@@ -503,7 +498,7 @@ class Engine:
         """The flow of :meth:`complete`, to ``yield from``."""
         if not self._settle(claim):
             return None
-        record = self._final(claim, state, payload, status)
+        record = self.final(claim, state, payload, status)
         sealed = self.sealer.seal(claim.slot.rid, record)
         call = Call(StoreOp.COMPLETE, "complete", (claim.slot, claim.token, sealed, ms(ttl)))
         try:
@@ -520,76 +515,6 @@ class Engine:
                 "the action again."
             )
         return record
-
-    # -- durable mode: rows in the database, committed with the work ---------------------
-
-    def write_row(
-        self,
-        claim: Claim,
-        state: State,
-        payload: bytes,
-        *,
-        ttl: float,
-        using: str,
-        status: int | None = None,
-    ) -> None:
-        """Write the outcome of ``claim`` as a row, in the open transaction on ``using``.
-
-        Call it inside the transaction of the work, after the work: the row then
-        commits or rolls back with it. :meth:`complete` still follows, after the commit.
-        """
-        record = self._final(claim, state, payload, status)
-        self.rows.write(claim.slot.rid, self.sealer.seal(claim.slot.rid, record), ms(ttl), using)
-
-    def recover(self, claim: Claim, *, ttl: float) -> Found | None:
-        """Before a durable key's action runs: its committed row, if Redis forgot it.
-
-        A first-time claim means Redis has no record of the key: never used, or
-        forgotten (a worker killed between its commit and the Redis store, a flush, a
-        restart without persistence, a failover). A committed row is the outcome: it is
-        written back to Redis, so later retries replay from there, and returned to be
-        replayed. A row that does not verify or belongs to another request is refused
-        as a Redis record would be, and the claim is released.
-        """
-        try:
-            sealed = self.rows.read(claim.slot.rid)
-            if sealed is None:
-                return None
-            record = self._verified(claim, sealed)
-            if record.state is State.RUNNING:  # only final records are ever written as rows
-                raise RecordTampered("The durable row for this key is not a final record.")
-        except BaseException:
-            self.release(claim)
-            raise
-        try:
-            self.complete(claim, record.state, record.payload, ttl=ttl, status=record.status)
-        except ResultNotStored:
-            # The row answers the next retry too; Redis only makes it faster.
-            logger.warning(
-                "idempotency key %r: replayed from its durable row, but Redis did not take it back",
-                claim.label[1],
-                exc_info=True,
-            )
-        return Found(record)
-
-    def abandoned_row(
-        self, kind: Kind, door: Door, scope: str | bytes, key: str | bytes, fingerprint: bytes
-    ) -> Found | None:
-        """Durable mode, for a key refused as :class:`OutcomeUnknown`: its committed row.
-
-        An owner that died after its transaction committed, before Redis got the outcome,
-        left a row: the outcome is known after all, and it is replayed. ``None``: no row,
-        the outcome is unknown. A row that does not verify or belongs to another request
-        is refused as a record would be.
-        """
-        attempt = _Attempt(self, kind, door, scope, key, fingerprint, 1, 0)
-        sealed = self.rows.read(attempt.slot.rid)
-        if sealed is None:
-            return None
-        record = self._verified(attempt, sealed)
-        if record.state is State.RUNNING:  # only final records are ever written as rows
-            raise RecordTampered("The durable row for this key is not a final record.")
-        return Found(record)
 
     def release(self, claim: Claim) -> bool:
         """Let the next caller run the action; False when the claim was already settled.
@@ -627,8 +552,11 @@ class Engine:
             close()
 
 
-class _Attempt:
-    """One caller's way through the claim: who, for what, and since when it waits."""
+class Attempt:
+    """One caller's way through the claim: who, for what, and since when it waits.
+
+    Made by the engine only (:meth:`Engine.acquiring`, :meth:`Engine.asking`).
+    """
 
     __slots__ = (
         "door",

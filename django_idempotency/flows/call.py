@@ -16,10 +16,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from .. import events
+from .. import durable, events
 from ..engine import Claim, Engine, Found
 from ..events import Door, Outcome, emit
-from ..exceptions import NotReplayable, OutcomeUnknown, ResultNotStored
+from ..exceptions import NotReplayable, ResultNotStored
 from ..options import CallOptions
 from ..records import Kind, State
 from ..runtime import get_engine
@@ -27,14 +27,6 @@ from ..steps import Flow, adrive, drive
 from .refusals import refusal
 
 T = TypeVar("T")
-
-
-class _RowNotWritten(Exception):
-    """A durable result's row could not be written: the transaction rolls back."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class CallFlow:
@@ -83,39 +75,29 @@ class CallFlow:
     ) -> Flow[Claim | Found | None]:
         self._check_key(key)
         started = time.monotonic() if started is None else started
-        try:
-            got = yield from self.engine.acquiring(
-                Kind.CALL,
-                self.door,
-                options.namespace,
-                key,
-                b"",
-                lock_ttl=options.lock_ttl,
-                wait_timeout=options.wait_timeout,
-                conflict=options.conflict,
-                outcome_unknown=options.outcome_unknown,
-                ttl=options.ttl,
+        engine = self.engine
+        claim = engine.acquiring(
+            Kind.CALL,
+            self.door,
+            options.namespace,
+            key,
+            b"",
+            lock_ttl=options.lock_ttl,
+            wait_timeout=options.wait_timeout,
+            conflict=options.conflict,
+            outcome_unknown=options.outcome_unknown,
+            ttl=options.ttl,
+        )
+        # Durable calls are blocking ones: arun() refuses durable=True.
+        if options.durable:
+            claim = durable.claiming(
+                engine, claim, Kind.CALL, self.door, options.namespace, key, b"", ttl=options.ttl
             )
-            # Durable calls are blocking ones: arun() refuses durable=True.
-            if isinstance(got, Claim) and options.durable:
-                return self.engine.recover(got, ttl=options.ttl) or got
-            return got
-        except OutcomeUnknown as exc:
-            try:
-                found = self._abandoned_row(key, options) if options.durable else None
-            except Exception as error:
-                self._refused(key, options, error, started)
-                return None
-            if found is None:
-                self._refused(key, options, exc, started)
-            return found
+        try:
+            return (yield from claim)
         except Exception as exc:
             self._refused(key, options, exc, started)
             return None
-
-    def _abandoned_row(self, key: str | bytes, options: CallOptions) -> Found | None:
-        # Durable: a row committed before the owner died is the outcome after all.
-        return self.engine.abandoned_row(Kind.CALL, self.door, options.namespace, key, b"")
 
     def _refused(
         self, key: str | bytes, options: CallOptions, exc: Exception, started: float
@@ -314,17 +296,23 @@ class CallFlow:
     def _run(self, key: str | bytes, action: Callable[[], T], options: CallOptions) -> T:
         started = time.monotonic()
         if options.durable:
-            self._check_no_transaction()
+            durable.refuse_open_transaction()
         got = self.begin(key, options, started)
         if isinstance(got, Found):
             return self.replay(key, got, options, started)  # type: ignore[no-any-return]
         try:
             plan = None
             if options.durable and got is not None:
-                value, plan = self._durably(got, action, options)
+                value, plan = durable.run(
+                    self.engine,
+                    got,
+                    action,
+                    lambda value: self._value_plan(value, options),
+                    ttl=options.ttl,
+                )
             else:
                 value = action()
-        except _RowNotWritten as failed:
+        except durable.RowNotWritten as failed:
             # Not an outcome: the work rolled back; a retry finds the row that
             # refused this one, or runs.
             if self.engine.release(got):  # type: ignore[arg-type]
@@ -334,37 +322,6 @@ class CallFlow:
             self.failed(key, got, options, exc, started)
             raise
         return self.succeeded(key, got, options, value, started, plan)
-
-    @staticmethod
-    def _check_no_transaction() -> None:
-        from django.db.transaction import TransactionManagementError
-
-        from .http import open_transactions
-
-        if open_transactions():
-            raise TransactionManagementError(
-                "run(durable=True) runs the action in a transaction of its own, so that the "
-                "work and its stored result commit together; it cannot run inside "
-                "transaction.atomic(). Call it outside the atomic block."
-            )
-
-    def _durably(
-        self, claim: Claim, action: Callable[[], T], options: CallOptions
-    ) -> tuple[T, tuple[State, bytes, str | None]]:
-        """The action and its result's row in one transaction (which commits on return);
-        the value, and its serialized plan for the Redis store that follows."""
-        from django.db import transaction
-
-        engine = self.engine
-        alias = engine.rows.alias()
-        with transaction.atomic(using=alias, durable=True):
-            value = action()
-            plan = self._value_plan(value, options)
-            try:
-                engine.write_row(claim, plan[0], plan[1], ttl=options.ttl, using=alias)
-            except Exception as exc:
-                raise _RowNotWritten(exc) from exc
-        return value, plan
 
     async def arun(
         self, key: str | bytes, action: Callable[[], Awaitable[T]], options: CallOptions

@@ -26,17 +26,16 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.http import HttpResponse, HttpResponseBase
 
-from .. import events
+from .. import durable, events
 from ..engine import Claim, Engine, Found
 from ..events import Door, Outcome, Trace, emit
 from ..exceptions import (
     InvalidKey,
     KeyRequired,
     NotReplayable,
-    OutcomeUnknown,
     ResultNotStored,
 )
 from ..http import (
@@ -128,16 +127,6 @@ def stored_fingerprint(value: str | bytes) -> bytes:
     return raw if len(raw) <= 32 else hashlib.blake2b(raw, digest_size=16).digest()
 
 
-def open_transactions() -> list[str]:
-    """Database aliases inside an atomic block opened by the app (not by a TestCase)."""
-    return [
-        conn.alias
-        for conn in connections.all(initialized_only=True)
-        if conn.in_atomic_block
-        and not all(getattr(block, "_from_testcase", False) for block in conn.atomic_blocks)
-    ]
-
-
 def replay_response(record: Record, replay_header: str) -> HttpResponse:
     """The stored response again: same status, headers and body, marked as a replay."""
     headers, body = decode_http(record.payload)
@@ -167,7 +156,7 @@ class HttpFlow:
         self._engine = engine
         self.holds_transaction = holds_transaction
 
-    def durable(self, options: HttpOptions) -> bool:
+    def is_durable(self, options: HttpOptions) -> bool:
         """Whether durable mode applies: asked for, and this door holds the view's
         transaction (the decorator on a sync view and the DRF mixin do; the middleware
         and async views cannot, so ``DURABLE`` leaves them as they are)."""
@@ -232,39 +221,35 @@ class HttpFlow:
         o = prepared.options
         trace = events.open_trace(self.door)
         with events.active(trace):
-            try:
-                got = yield from self.engine.acquiring(
+            engine = self.engine
+            claim = engine.acquiring(
+                Kind.HTTP,
+                self.door,
+                prepared.scope,
+                prepared.key,
+                prepared.fingerprint,
+                lock_ttl=o.lock_ttl,
+                wait_timeout=o.wait_timeout,
+                conflict=o.conflict,
+                outcome_unknown=o.outcome_unknown,
+                ttl=o.ttl,
+            )
+            if self.is_durable(o):
+                claim = durable.claiming(
+                    engine,
+                    claim,
                     Kind.HTTP,
                     self.door,
                     prepared.scope,
                     prepared.key,
                     prepared.fingerprint,
-                    lock_ttl=o.lock_ttl,
-                    wait_timeout=o.wait_timeout,
-                    conflict=o.conflict,
-                    outcome_unknown=o.outcome_unknown,
                     ttl=o.ttl,
                 )
-                # Only doors that hold the view's transaction are durable: never async.
-                if isinstance(got, Claim) and self.durable(o):
-                    got = self.engine.recover(got, ttl=o.ttl) or got
-            except OutcomeUnknown as exc:
-                try:
-                    found = self._abandoned_row(prepared) if self.durable(o) else None
-                except Exception as error:
-                    return self._refused(request, prepared, error)
-                if found is None:
-                    return self._refused(request, prepared, exc)
-                got = found
+            try:
+                got = yield from claim
             except Exception as exc:
                 return self._refused(request, prepared, exc)
             return self._begun(request, prepared, got, trace)
-
-    def _abandoned_row(self, prepared: _Request) -> Found | None:
-        # Durable: a row committed before the owner died is the outcome after all.
-        return self.engine.abandoned_row(
-            Kind.HTTP, self.door, prepared.scope, prepared.key, prepared.fingerprint
-        )
 
     def _refused(self, request: Any, prepared: _Request, exc: Exception) -> Begin:
         """The answer for each way the claim can be refused."""
@@ -362,20 +347,22 @@ class HttpFlow:
         outermost atomic block has committed or rolled back: without a commit by then,
         the key is released. Asyncio views never run inside an atomic block.
         """
-        aliases = open_transactions()
+        aliases = durable.open_transactions()
         if not aliases:
             return False
-        durable = self.durable(ticket.options)
-        # Durable: the row and the Redis record are the one plan, made once, now.
-        plan = self._plan(ticket, response) if durable else None
+        kept_as_row = self.is_durable(ticket.options)
+        # Durable: the row and the Redis record are the one plan, made once, now. A
+        # response that is released rather than stored (a 5xx) has no plan and no row:
+        # its retry runs again, as without durable mode.
+        plan = self._plan(ticket, response) if kept_as_row else None
         if plan is not None:
-            self._write_row(ticket, plan, aliases)
+            durable.write(self.engine, ticket.claim, plan, ttl=ticket.options.ttl, aliases=aliases)
         waiting = set(aliases)
 
         def committed(alias: str) -> None:
             waiting.discard(alias)
             if not waiting:
-                if not durable:
+                if not kept_as_row:
                     self.settle(ticket, response)
                     return
                 drive(self.engine.context, self._settling(ticket, lambda: plan))
@@ -384,26 +371,6 @@ class HttpFlow:
             transaction.on_commit(functools.partial(committed, alias), using=alias)
         response._resource_closers.append(lambda: self.abort(ticket))  # type: ignore[attr-defined]
         return True
-
-    def _write_row(self, ticket: Ticket, plan: _Plan, aliases: list[str]) -> None:
-        """Durable: the response as a row, in the view's transaction (it commits with it).
-
-        A response that is released rather than stored (a 5xx) has no plan and no row:
-        its retry runs again, as without durable mode.
-        """
-        state, payload, status = plan
-        engine = self.engine
-        # The row must share the work's transaction: the rows' database if the work
-        # opened one there, else the work's.
-        alias = engine.rows.alias()
-        engine.write_row(
-            ticket.claim,
-            state,
-            payload,
-            ttl=ticket.options.ttl,
-            status=status,
-            using=alias if alias in aliases else aliases[0],
-        )
 
     def own_transaction(self, ticket: Ticket) -> transaction.Atomic | None:
         """The transaction the door opens for a durable view that runs outside one.
@@ -414,9 +381,9 @@ class HttpFlow:
         the DRF mixin, called before and after the view, enters it after the claim and
         leaves it after :meth:`finish` (commit) or on an error (rollback).
         """
-        if not self.durable(ticket.options) or open_transactions():
+        if not self.is_durable(ticket.options) or durable.open_transactions():
             return None
-        return transaction.atomic(using=self.engine.rows.alias())
+        return durable.own_transaction()
 
     def finish(self, ticket: Ticket, response: HttpResponseBase) -> HttpResponseBase:
         """Store or release after the view returned (on commit, inside a transaction)."""
