@@ -191,7 +191,7 @@ def _validator_doc(f: Any) -> str:
 
 _KIND_DOORS = {
     "http": "@idempotent_view(...), IdempotentMixin.idempotency_options",
-    "call": "run(), arun(), Celery idempotency_<name> attributes, Django Tasks @idempotent(...)",
+    "run": "run(), arun(), Celery idempotency_<name> attributes, Django Tasks @idempotent(...)",
 }
 
 
@@ -379,8 +379,8 @@ class OutcomesDirective(_Directive):
                 (
                     [
                         _code(outcome.value),
-                        _code(_signal_name(events._SIGNALS[outcome])),
-                        logging.getLevelName(events._LEVELS[outcome]).lower(),
+                        _code(_signal_name(events._REPORTS[outcome][0])),
+                        logging.getLevelName(events._REPORTS[outcome][1]).lower(),
                     ]
                     for outcome in events.Outcome
                 ),
