@@ -8,41 +8,12 @@
     }
 
 Only ``opentelemetry-api`` is needed here: the SDK, its exporters and the global
-providers are the application's to set up (``opentelemetry-instrument``, or
-``trace.set_tracer_provider`` and ``metrics.set_meter_provider`` at startup). Until they
-are, the API's no-op providers make every call below nearly free.
-
-Spans (``INTERNAL``):
-
-============================  ==========================================================
-Span                          Covers
-============================  ==========================================================
-``idempotency.<door>``        one protected request or call, from the claim to its final
-                              outcome (``idempotency.middleware``, ``.decorator``,
-                              ``.drf``, ``.run``, ``.celery``, ``.tasks``)
-``idempotency.claim``         each claim of the key in Redis (a child)
-``idempotency.wait``          each wait for a concurrent first request (a child)
-``idempotency.store``         storing the result or releasing the key (a child)
-============================  ==========================================================
-
-The view or action runs inside the request span for ``@idempotent_view``, ``run()``,
-``arun()`` and the job doors, so its own spans nest under it. The middleware and the DRF
-mixin are called before and after the view, not around it: their span covers the same
-time, and the view's spans are its siblings.
-
-Attributes of the request span: ``idempotency.door``, ``idempotency.outcome`` (an
-:class:`~django_idempotency.events.Outcome`), ``idempotency.state`` (for ``executed``),
-``idempotency.wait_seconds`` (for ``waited`` and ``wait_timeout``) and
-``idempotency.key_hash``: an HMAC of the client's key keyed from ``SECRET_KEY``, the same
-for every retry of one key, so a trace search finds them all, without the key (which
-may be a secret) leaving the process. ``unavailable``, ``not_stored`` and
-``integrity_failed`` set the span's status to ``ERROR``; a lost lease is an
-``idempotency.lease_lost`` span event.
-
-Metrics, the same as the Prometheus ones: ``django_idempotency.requests`` (counter;
-``door``, ``outcome``), ``django_idempotency.wait`` (histogram, seconds; ``door``),
-``django_idempotency.store`` (histogram, seconds; ``op``),
-``django_idempotency.not_stored`` and ``django_idempotency.lease_lost`` (counters).
+providers are the application's to set up; until they are, the API's no-op providers
+make every call below nearly free. The spans (``idempotency.<door>`` per request or
+call, with ``claim``, ``wait`` and ``store`` children), their attributes and the metrics
+(the Prometheus ones, named ``django_idempotency.requests`` and so on) are listed in the
+docs' observability reference. ``idempotency.key_hash`` is :func:`key_hash`: the same
+for every retry of one key, without the key leaving the process.
 """
 
 from __future__ import annotations

@@ -9,30 +9,13 @@
     # urls.py
     path("metrics", django_idempotency.observers.prometheus.metrics_view)
 
-=====================================================  ===============================
-Metric                                                 Meaning
-=====================================================  ===============================
-``django_idempotency_requests_total{door,outcome}``    requests and calls by what became
-                                                       of them (one per request or call)
-``django_idempotency_wait_seconds{door}``              how long duplicates waited for
-                                                       the first (``waited``,
-                                                       ``wait_timeout``)
-``django_idempotency_store_seconds{op}``               Redis operations: ``claim``,
-                                                       ``complete``, ``release``, ``renew``,
-                                                       ``read`` (the edge's look-up)
-``django_idempotency_not_stored_total``                actions that ran but whose
-                                                       result was not stored
-``django_idempotency_lease_lost_total``                running actions whose lease ran
-                                                       out (another caller may run them)
-=====================================================  ===============================
-
-``door`` is ``middleware``, ``decorator``, ``drf``, ``run``, ``celery``, ``tasks`` or ``edge``;
-``outcome`` is one of :class:`~django_idempotency.events.Outcome` except ``lease_lost``,
-which happens *during* a request and has its own counter. The client's key and scope
-are never labels (unbounded, and the key may be a secret).
-
-Several processes (gunicorn workers): set ``PROMETHEUS_MULTIPROC_DIR`` to an empty
-directory before the server starts, as prometheus-client's multiprocess mode requires;
+The metrics (listed in the docs' observability reference):
+``django_idempotency_requests_total{door,outcome}``, ``django_idempotency_wait_seconds{door}``,
+``django_idempotency_store_seconds{op}`` (``op`` also ``read``, the edge's look-up),
+``django_idempotency_not_stored_total`` and ``django_idempotency_lease_lost_total``
+(``lease_lost`` happens *during* a request, so it is no ``outcome``). The client's key and
+scope are never labels (unbounded, and the key may be a secret). Several processes: set
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before the server starts;
 :func:`metrics_view` then sums every process's values.
 """
 
