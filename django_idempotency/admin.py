@@ -62,6 +62,7 @@ _KINDS = sorted(k.value for k in Kind)
 # The edge only reads records: none is ever written through it.
 _DOORS = [d.value for d in Door if d is not Door.EDGE]
 _FILTER_FIELDS = ("state", "kind", "door", "scope", "q", "older")
+_STORE_DOWN = "Redis is unreachable or failed: {}"
 
 
 @dataclass(frozen=True)
@@ -108,14 +109,13 @@ def _filters(data: QueryDict) -> tuple[Filters, dict[str, str], list[str]]:
             older = parse_duration(values["older"])
         except ValueError as exc:
             errors.append(str(exc))
-    state = values["state"] if values["state"] in _STATES else ""
-    kind = values["kind"] if values["kind"] in _KINDS else ""
-    door = values["door"] if values["door"] in _DOORS else ""
-    values.update(state=state, kind=kind, door=door)
+    for name, known in (("state", _STATES), ("kind", _KINDS), ("door", _DOORS)):
+        if values[name] not in known:
+            values[name] = ""  # a value no record can have: no filter
     filters = Filters(
-        states=frozenset([state]) if state else frozenset(),
-        kind=kind or None,
-        door=door or None,
+        states=frozenset([values["state"]]) if values["state"] else frozenset(),
+        kind=values["kind"] or None,
+        door=values["door"] or None,
         scope=values["scope"] or None,
         search=values["q"] or None,
         older_than=older,
@@ -133,16 +133,10 @@ class Bar:
     y: float
     width: float
     height: float
-
-    @property
-    def middle(self) -> float:
-        """Where the bar's labels are centred."""
-        return round(self.x + self.width / 2, 2)
-
-    @property
-    def count_y(self) -> float:
-        """The baseline of the count written above the bar."""
-        return round(self.y - 5, 2)
+    #: Where the bar's labels are centred.
+    middle: float
+    #: The baseline of the count written above the bar.
+    count_y: float
 
 
 @dataclass(frozen=True)
@@ -179,15 +173,10 @@ def age_chart(labels: list[str], counts: list[int]) -> Chart:
     bars = []
     for i, (label, count) in enumerate(zip(labels, counts, strict=True)):
         height = round(max(room * count / largest, 1.0 if count else 0.0), 2)
+        x, width = round(i * slot + slot * 0.15, 2), round(slot * 0.7, 2)
+        y = round(base - height, 2)
         bars.append(
-            Bar(
-                label=label,
-                count=count,
-                x=round(i * slot + slot * 0.15, 2),
-                y=round(base - height, 2),
-                width=round(slot * 0.7, 2),
-                height=height,
-            )
+            Bar(label, count, x, y, width, height, round(x + width / 2, 2), round(y - 5, 2))
         )
     return Chart(CHART_WIDTH, CHART_HEIGHT, base, bars)
 
@@ -298,7 +287,7 @@ class IdempotencyKeyAdmin(_ModelAdmin):
             except ValueError as exc:
                 errors.append(str(exc))
             except StoreError as exc:
-                errors.append(f"Redis is unreachable or failed: {exc}")
+                errors.append(_STORE_DOWN.format(exc))
         first_page = not request.GET.get("cursor")
         dashboard = None
         if self.show_dashboard and first_page and not errors:
@@ -328,7 +317,7 @@ class IdempotencyKeyAdmin(_ModelAdmin):
         try:
             board = self.inventory().dashboard(filters, ttl_seconds=get_settings().TTL)
         except StoreError as exc:
-            errors.append(f"Redis is unreachable or failed: {exc}")
+            errors.append(_STORE_DOWN.format(exc))
             return None
         return dashboard_context(board, self.dashboard_top, self._url("changelist"))
 
@@ -344,7 +333,7 @@ class IdempotencyKeyAdmin(_ModelAdmin):
         except ValueError:
             raise Http404("Not a record id.") from None
         except StoreError as exc:
-            messages.error(request, f"Redis is unreachable or failed: {exc}")
+            messages.error(request, _STORE_DOWN.format(exc))
             return HttpResponseRedirect(self._url("changelist"))
         if detail is None:
             raise Http404("No such record: it may have expired or been purged.")
@@ -401,22 +390,20 @@ class IdempotencyKeyAdmin(_ModelAdmin):
         if not all_matching and not keys:
             messages.warning(request, "Select the records to purge first.")
             return HttpResponseRedirect(self._url("changelist"))
-        try:
-            if request.POST.get("confirm") == "yes":
-                if all_matching:
-                    result = inventory.purge(filters, force=force)
-                else:
-                    result = inventory.purge_entries(inventory.entries(keys), force=force)
-                self._report(request, result)
-                return HttpResponseRedirect(self._url("changelist"))
+
+        def purge(force: bool, dry_run: bool) -> PurgeResult:
             if all_matching:
-                planned = inventory.purge(filters, dry_run=True)
-                entries: list[Entry] = []
-            else:
-                entries = inventory.entries(keys)
-                planned = inventory.purge_entries(entries, dry_run=True)
+                return inventory.purge(filters, force=force, dry_run=dry_run)
+            return inventory.purge_entries(entries, force=force, dry_run=dry_run)
+
+        try:
+            entries = [] if all_matching else inventory.entries(keys)
+            if request.POST.get("confirm") == "yes":
+                self._report(request, purge(force, dry_run=False))
+                return HttpResponseRedirect(self._url("changelist"))
+            planned = purge(False, dry_run=True)  # its page asks about running ones
         except StoreError as exc:
-            messages.error(request, f"Redis is unreachable or failed: {exc}")
+            messages.error(request, _STORE_DOWN.format(exc))
             return HttpResponseRedirect(self._url("changelist"))
         now = now_ms()
         context = self._context(
@@ -455,6 +442,22 @@ class IdempotencyKeyAdmin(_ModelAdmin):
             )
 
 
+def _record_field(name: str, doc: str) -> Any:
+    """A read-only column showing the sealed record's ``name`` (as text)."""
+
+    def show(self: DurableRecordAdmin, obj: DurableRecord) -> str:
+        record = self._opened(obj)
+        if record is None:
+            return "(does not verify)"
+        value = getattr(record, name)
+        if isinstance(value, bytes):
+            return value.decode("utf-8", "replace")
+        return "" if value is None else str(value)
+
+    show.__doc__ = doc
+    return admin.display(description=name)(show)
+
+
 @admin.register(DurableRecord)
 class DurableRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-ignore]
     """Durable mode's rows, read-only: what each says, decoded with the process's keys.
@@ -485,34 +488,10 @@ class DurableRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-igno
         except (IntegrityError, ValueError):
             return None
 
-    def _field(self, obj: DurableRecord, name: str) -> str:
-        record = self._opened(obj)
-        if record is None:
-            return "(does not verify)"
-        value = getattr(record, name)
-        if isinstance(value, bytes):
-            return value.decode("utf-8", "replace")
-        return "" if value is None else str(value)
-
-    @admin.display(description="scope")
-    def scope(self, obj: DurableRecord) -> str:
-        """The scope, decoded from the sealed record."""
-        return self._field(obj, "scope")
-
-    @admin.display(description="key")
-    def key(self, obj: DurableRecord) -> str:
-        """The client's key, decoded (and decrypted) from the sealed record."""
-        return self._field(obj, "key")
-
-    @admin.display(description="state")
-    def state(self, obj: DurableRecord) -> str:
-        """done, error or unreplayable."""
-        return self._field(obj, "state")
-
-    @admin.display(description="status")
-    def status(self, obj: DurableRecord) -> str:
-        """The HTTP status stored (empty for run() records)."""
-        return self._field(obj, "status")
+    scope = _record_field("scope", "The scope, decoded from the sealed record.")
+    key = _record_field("key", "The client's key, decoded (and decrypted) from the sealed record.")
+    state = _record_field("state", "done, error or unreplayable.")
+    status = _record_field("status", "The HTTP status stored (empty for run() records).")
 
     @admin.display(description="created")
     def created(self, obj: DurableRecord) -> str:
