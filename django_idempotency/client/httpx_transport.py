@@ -13,13 +13,13 @@ client, once a transport is given.
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from typing import Any
 
 import anyio
 import httpx
 
-from .policy import Attempts, RetriesExhausted, RetryPolicy
+from .policy import CallInfo, RetriesExhausted, RetryPolicy, adrive, drive
 
 #: Errors after which the request may or may not have reached the server: it is sent
 #: again with the same key. Anything else (an unsupported URL, a proxy that refused, a
@@ -40,24 +40,32 @@ class HTTPXRetriesExhausted(RetriesExhausted, httpx.TransportError):
         self.request = request
 
 
-def _start(policy: RetryPolicy, request: httpx.Request) -> Attempts | None:
-    attempts = policy.start(
-        request.method,
-        str(request.url),
-        request.headers.get(policy.header),
-        lambda message, **details: HTTPXRetriesExhausted(message, request=request, **details),
-    )
-    if attempts is not None and attempts.header_value is not None:
-        request.headers[policy.header] = attempts.header_value
-    return attempts
-
-
-def _cut(request: httpx.Request, timeouts: dict[str, float | None], left: float | None) -> None:
-    """Cut this attempt's timeouts to what is left of the deadline."""
+def _cut(request: httpx.Request, left: float | None) -> None:
+    """Cut this attempt's timeouts to what is left of the deadline (which only shrinks, so
+    cutting the last attempt's is the same as cutting the caller's)."""
     if left is not None:
+        timeouts = request.extensions.get("timeout", {})
         request.extensions["timeout"] = {
             name: left if value is None else min(value, left) for name, value in timeouts.items()
         }
+
+
+def _answered(answer: tuple[httpx.Response, CallInfo]) -> httpx.Response:
+    response, info = answer
+    response.extensions["idempotency"] = info  # where call_info() looks for it
+    return response
+
+
+def _close(response: httpx.Response, read: bool) -> None:
+    if read:
+        response.read()
+    response.close()
+
+
+async def _aclose(response: httpx.Response, read: bool) -> None:
+    if read:
+        await response.aread()
+    await response.aclose()
 
 
 class IdempotentTransport(httpx.BaseTransport):
@@ -77,32 +85,19 @@ class IdempotentTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``: once if unprotected, else until the policy has an answer."""
-        attempts = _start(self.policy, request)
-        if attempts is None:
+        flow = self.policy.start(request, partial(HTTPXRetriesExhausted, request=request))
+        if flow is None:
             return self.transport.handle_request(request)
         request.read()  # a streamed body is buffered, so every attempt can send it
-        timeouts = dict(request.extensions.get("timeout", {}))
-        while True:
-            _cut(request, timeouts, attempts.sending())
+
+        def send(left: float | None) -> httpx.Response | Exception:
+            _cut(request, left)
             try:
-                response = self.transport.handle_request(request)
+                return self.transport.handle_request(request)
             except RETRIED_ERRORS as exc:
-                pause = attempts.after_error(exc)
-            else:
-                try:
-                    pause_or_none = attempts.after_response(
-                        response.status_code, response.headers, response
-                    )
-                except RetriesExhausted:
-                    response.read()  # the caller may read the last answer's body
-                    response.close()
-                    raise
-                if pause_or_none is None:
-                    response.extensions["idempotency"] = attempts.info(response.headers)
-                    return response
-                response.close()
-                pause = pause_or_none
-            time.sleep(pause)
+                return exc
+
+        return _answered(drive(flow, send, _close))
 
     def close(self) -> None:
         """Close the wrapped transport."""
@@ -123,32 +118,19 @@ class AsyncIdempotentTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``: once if unprotected, else until the policy has an answer."""
-        attempts = _start(self.policy, request)
-        if attempts is None:
+        flow = self.policy.start(request, partial(HTTPXRetriesExhausted, request=request))
+        if flow is None:
             return await self.transport.handle_async_request(request)
         await request.aread()  # a streamed body is buffered, so every attempt can send it
-        timeouts = dict(request.extensions.get("timeout", {}))
-        while True:
-            _cut(request, timeouts, attempts.sending())
+
+        async def send(left: float | None) -> httpx.Response | Exception:
+            _cut(request, left)
             try:
-                response = await self.transport.handle_async_request(request)
+                return await self.transport.handle_async_request(request)
             except RETRIED_ERRORS as exc:
-                pause = attempts.after_error(exc)
-            else:
-                try:
-                    pause_or_none = attempts.after_response(
-                        response.status_code, response.headers, response
-                    )
-                except RetriesExhausted:
-                    await response.aread()  # the caller may read the last answer's body
-                    await response.aclose()
-                    raise
-                if pause_or_none is None:
-                    response.extensions["idempotency"] = attempts.info(response.headers)
-                    return response
-                await response.aclose()
-                pause = pause_or_none
-            await anyio.sleep(pause)
+                return exc
+
+        return _answered(await adrive(flow, send, _aclose, anyio.sleep))
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""

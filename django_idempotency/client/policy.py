@@ -1,8 +1,10 @@
 """When a call that carries an idempotency key is sent again: the one rule every transport
-shares (the httpx transports and the requests adapter only perform it).
+shares, written once as a flow of steps (:meth:`RetryPolicy.flow`) that :func:`drive`
+performs with blocking calls and :func:`adrive` awaits; the httpx transports and the
+requests adapter only give them their library's I/O.
 
 One *logical call* gets one key, minted here (a UUID4) unless the caller set one, and
-keeps it for every attempt. After each attempt, :class:`Attempts` decides:
+keeps it for every attempt. After each attempt, the flow decides:
 
 - an error where the request may or may not have reached the server (the transport
   says which: connection errors, timeouts, a connection closed before the answer) is
@@ -26,16 +28,17 @@ is left of it).
 from __future__ import annotations
 
 import email.utils
+import itertools
 import logging
 import random
 import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeAlias, TypeVar, cast
 
 from ..exceptions import InvalidKey
 from ..http import parse_key
@@ -44,7 +47,11 @@ from ..options import methods as method_names
 
 logger = logging.getLogger("django_idempotency.client")
 
+#: A response of the driver's HTTP library.
+R = TypeVar("R")
+
 _DELTA_SECONDS = re.compile(r"[0-9]+")
+_RETRYING = "%s; retrying in %.2f s with the same %s %r"
 
 #: Answers the same request with the same key can only get again.
 NEVER_RETRIED = frozenset({400, 422})
@@ -206,18 +213,21 @@ class RetryPolicy:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in sorted(self.__slots__))
         return f"RetryPolicy({fields})"
 
-    def start(
-        self, method: str, url: str, sent_key: str | None, exhausted: Exhausted
-    ) -> Attempts | None:
-        """A logical call of ``method`` to ``url``, or ``None`` when the method is not
-        protected (send it once, as it is). ``sent_key``: the caller's own header value."""
+    def start(self, request: Any, exhausted: Exhausted) -> Flow | None:
+        """The logical call of ``request`` (httpx's or requests': its ``method``, ``url``
+        and ``headers`` are read) as a :meth:`flow`, or ``None`` when its method is not
+        protected (send it once, as it is). The key is the caller's own header, else a new
+        one, added to the request's headers."""
+        method, url, headers = str(request.method), str(request.url), request.headers
         if method.upper() not in self.methods:
             return None
-        if sent_key is not None:
-            # The caller's key, sent as they wrote it; a malformed one is refused before
-            # anything is sent, with the answer the server would give.
-            key = parse_key(sent_key, max_length=sys.maxsize, key_format=None)
-            return Attempts(self, method, url, key, None, exhausted)
+        key = headers.get(self.header)
+        if key is not None:
+            # The caller's key, sent as they wrote it (requests allows bytes); a malformed
+            # one is refused before anything is sent, with the answer the server would give.
+            key = key.decode("latin-1") if isinstance(key, bytes) else key
+            key = parse_key(key, max_length=sys.maxsize, key_format=None)
+            return self.flow(method, url, key, exhausted)
         key = self.new_key()
         try:
             if not isinstance(key, str) or key.startswith('"'):
@@ -227,131 +237,140 @@ class RetryPolicy:
             raise InvalidOption(
                 f"RetryPolicy(new_key=...) returned {key!r}, not a usable key: {exc.detail}"
             ) from None
-        return Attempts(self, method, url, key, quoted(key) if self.quote_key else key, exhausted)
+        headers[self.header] = quoted(key) if self.quote_key else key
+        return self.flow(method, url, key, exhausted)
 
-
-class Attempts:
-    """One logical call: its key, the attempts sent so far, and what comes next."""
-
-    __slots__ = (
-        "_exhausted",
-        "_started",
-        "count",
-        "header_value",
-        "key",
-        "method",
-        "policy",
-        "url",
-    )
-
-    def __init__(
-        self,
-        policy: RetryPolicy,
-        method: str,
-        url: str,
-        key: str,
-        header_value: str | None,
-        exhausted: Exhausted,
-    ) -> None:
-        self.policy = policy
-        self.method = method
-        self.url = url
-        #: The key every attempt carries.
-        self.key = key
-        #: The header value to add to the request; ``None``: the caller set it.
-        self.header_value = header_value
-        self.count = 0
-        self._started: float | None = None
-        self._exhausted = exhausted
-
-    def sending(self) -> float | None:
-        """Count an attempt about to be sent; the seconds left of the deadline (``None``:
-        no deadline), to which the transport cuts the attempt's timeouts."""
-        now = time.monotonic()
-        if self._started is None:
-            self._started = now
-        self.count += 1
-        if self.policy.deadline is None:
-            return None
-        return max(0.0, self._started + self.policy.deadline - now)
-
-    def after_response(
-        self, status: int, headers: Mapping[str, str], response: Any
-    ) -> float | None:
-        """``None``: ``response`` is the call's answer. Otherwise the seconds to pause
-        before sending the request again (or :class:`RetriesExhausted`, carrying it)."""
-        policy = self.policy
-        if self._replayed(headers):
-            return None  # the stored answer: another attempt would get it again
-        wait = retry_after(headers.get("Retry-After"))
-        said = None
-        if policy.should_retry_header is not None:
-            said = headers.get(policy.should_retry_header, "").strip().lower() or None
-        if said == "false" or status in NEVER_RETRIED:
-            return None
-        if said != "true" and (
-            status not in policy.retry_statuses or (status < 500 and wait is None)
-        ):
-            return None
-        outcome = f"answered {status}" + ("" if wait is None else f" (Retry-After {wait:g} s)")
-        return self._pause(outcome, wait, status=status, response=response)
-
-    def after_error(self, error: Exception) -> float:
-        """The seconds to pause after ``error`` (one the transport knows may have left the
-        request unsent or its answer lost), or :class:`RetriesExhausted` from it."""
-        return self._pause(f"failed ({type(error).__name__}: {error})", None, error=error)
-
-    def info(self, headers: Mapping[str, str]) -> CallInfo:
-        """What the call came to, for the response that answered it."""
-        return CallInfo(self.key, self.count, self._replayed(headers))
+    def flow(self, method: str, url: str, key: str, exhausted: Exhausted) -> Flow:
+        """One logical call carrying ``key``, as steps for :func:`drive` or :func:`adrive`:
+        :class:`Send` the request, then return its response that answers the call with its
+        :class:`CallInfo`, or :class:`Close` it and :class:`Sleep` before the next attempt,
+        or give up with ``exhausted(...)``, the transport's :class:`RetriesExhausted`."""
+        ends = None if self.deadline is None else time.monotonic() + self.deadline
+        for attempt in itertools.count(1):
+            reply = yield Send(None if ends is None else max(0.0, ends - time.monotonic()))
+            error = reply if isinstance(reply, Exception) else None
+            if error is not None:
+                status, wait, outcome = None, None, f"failed ({type(error).__name__}: {error})"
+            else:
+                status, wait = reply.status_code, retry_after(reply.headers.get("Retry-After"))
+                if not self._retried(status, reply.headers, wait):
+                    return reply, CallInfo(key, attempt, self._replayed(reply.headers))
+                told = "" if wait is None else f" (Retry-After {wait:g} s)"
+                outcome = f"answered {status}{told}"
+            if wait is None:
+                # Equal jitter: at least half the exponential step (so retries do back off),
+                # the rest random (so many clients that failed together spread out).
+                step = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+                wait = step / 2 + random.uniform(0, step / 2)
+            why = None
+            if attempt >= self.max_attempts:
+                why = f"{self.max_attempts} attempts made"
+            elif ends is not None and wait >= ends - time.monotonic():
+                why = f"waiting {wait:g} s would pass the {self.deadline:g} s deadline"
+            head = f"{method} {url}: attempt {attempt} {outcome}"
+            extra = {"idempotency_key": key, "attempt": attempt, "status": status}
+            if why is not None:
+                message = (
+                    f"{head}; gave up: {why}. Every attempt carried {self.header} {key!r}; "
+                    "retry with that key to get the answer (a server running "
+                    "django-idempotency shows its record: manage.py idempotency_inspect "
+                    f"show {key})"
+                )
+                logger.warning("%s", message, extra=extra)
+                if error is None:  # the caller may read the last answer's body
+                    yield Close(reply, read=True)
+                response = None if error else reply
+                raise exhausted(
+                    message, key=key, attempts=attempt, status=status, response=response
+                ) from error
+            logger.info(_RETRYING, head, wait, self.header, key, extra=extra)
+            if error is None:
+                yield Close(reply)
+            yield Sleep(wait)
 
     def _replayed(self, headers: Mapping[str, str]) -> bool:
-        return headers.get(self.policy.replay_header, "").strip().lower() == "true"
+        return headers.get(self.replay_header, "").strip().lower() == "true"
 
-    def _pause(
-        self,
-        outcome: str,
-        wait: float | None,
-        *,
-        status: int | None = None,
-        response: Any = None,
-        error: Exception | None = None,
-    ) -> float:
-        policy = self.policy
-        if wait is None:
-            # Equal jitter: at least half the exponential step (so retries do back off),
-            # the rest random (so many clients that failed together spread out).
-            step = min(policy.max_backoff, policy.backoff * 2 ** (self.count - 1))
-            wait = step / 2 + random.uniform(0, step / 2)
-        why = None
-        if self.count >= policy.max_attempts:
-            why = f"{policy.max_attempts} attempts made"
-        elif policy.deadline is not None:
-            assert self._started is not None
-            left = self._started + policy.deadline - time.monotonic()
-            if wait >= left:
-                why = f"waiting {wait:g} s would pass the {policy.deadline:g} s deadline"
-        head = f"{self.method} {self.url}: attempt {self.count} {outcome}"
-        if why is None:
-            logger.info(
-                "%s; retrying in %.2f s with the same %s %r",
-                head,
-                wait,
-                policy.header,
-                self.key,
-                extra={"idempotency_key": self.key, "attempt": self.count, "status": status},
-            )
-            return wait
-        message = (
-            f"{head}; gave up: {why}. Every attempt carried {policy.header} {self.key!r}; "
-            "retry with that key to get the answer (a server running django-idempotency "
-            f"shows its record: manage.py idempotency_inspect show {self.key})"
-        )
-        logger.warning(
-            "%s",
-            message,
-            extra={"idempotency_key": self.key, "attempt": self.count, "status": status},
-        )
-        raise self._exhausted(
-            message, key=self.key, attempts=self.count, status=status, response=response
-        ) from error
+    def _retried(self, status: int, headers: Mapping[str, str], wait: float | None) -> bool:
+        """Whether an answer is one to send the request again for (the module's rule)."""
+        if self._replayed(headers):
+            return False  # the stored answer: another attempt would get it again
+        said = None
+        if self.should_retry_header is not None:
+            said = headers.get(self.should_retry_header, "").strip().lower() or None
+        if said == "false" or status in NEVER_RETRIED:
+            return False
+        retried = status in self.retry_statuses and (status >= 500 or wait is not None)
+        return said == "true" or retried
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send the request, its timeouts cut to ``left`` seconds (``None``: as they are).
+    Sends back the response, or the error after which it may not have arrived."""
+
+    left: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close ``response``, not the call's answer (``read``: read its body first)."""
+
+    response: Any
+    read: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Pause ``seconds`` before the next attempt."""
+
+    seconds: float
+
+
+#: What a flow asks its driver to do.
+Step: TypeAlias = Send | Close | Sleep
+#: One logical call: yields steps, is sent what each came to, returns (response, CallInfo).
+Flow: TypeAlias = Generator[Step, Any, Any]
+
+
+def _resume(flow: Flow, reply: Any) -> Any:
+    """The flow's next step, sent ``reply``; or, once it has returned, its answer."""
+    try:
+        return flow.send(reply)
+    except StopIteration as done:
+        return done.value
+
+
+def _perform(step: Step, send: Callable[..., Any], close: Callable[..., Any], sleep: Any) -> Any:
+    """Do ``step`` with a driver's I/O: what it came to, or the awaitable that gives it."""
+    if isinstance(step, Send):
+        return send(step.left)
+    if isinstance(step, Close):
+        return close(step.response, step.read)
+    return sleep(step.seconds)
+
+
+def drive(
+    flow: Flow,
+    send: Callable[[float | None], R | Exception],
+    close: Callable[[R, bool], None],
+) -> tuple[R, CallInfo]:
+    """Run ``flow`` with blocking I/O: ``send(left)`` sends the request once, ``close(response,
+    read)`` closes one; pauses sleep the thread. Returns the answer and its :class:`CallInfo`."""
+    step = _resume(flow, None)
+    while isinstance(step, Step):  # the flow's answer is a tuple, never a step
+        step = _resume(flow, _perform(step, send, close, time.sleep))
+    return cast("tuple[R, CallInfo]", step)
+
+
+async def adrive(
+    flow: Flow,
+    send: Callable[[float | None], Awaitable[R | Exception]],
+    close: Callable[[R, bool], Awaitable[None]],
+    sleep: Callable[[float], Awaitable[None]],
+) -> tuple[R, CallInfo]:
+    """:func:`drive`, awaiting each step (``sleep``: the event loop's)."""
+    step = _resume(flow, None)
+    while isinstance(step, Step):
+        step = _resume(flow, await _perform(step, send, close, sleep))
+    return cast("tuple[R, CallInfo]", step)

@@ -10,14 +10,14 @@ performs it).
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.exceptions import RetryError, SSLError
 
-from .policy import Attempts, RetriesExhausted, RetryPolicy
+from .policy import RetriesExhausted, RetryPolicy, drive
 
 #: Errors after which the request may or may not have reached the server: it is sent
 #: again with the same key (``ConnectionError`` covers a connection closed before the
@@ -57,6 +57,12 @@ def _cut(timeout: TimeoutType, left: float | None) -> TimeoutType:
     return left if timeout is None else min(timeout, left)
 
 
+def _close(response: requests.Response, read: bool) -> None:
+    if read:
+        response.content  # noqa: B018 (read now: the caller may read it later)
+    response.close()
+
+
 class IdempotentAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` that adds an ``Idempotency-Key`` to each protected request (POST
     and PATCH by default) and retries it with the same key as ``policy`` (a
@@ -81,44 +87,23 @@ class IdempotentAdapter(HTTPAdapter):
         proxies: dict[str, str] | None = None,
     ) -> requests.Response:
         """Send ``request``: once if unprotected, else until the policy has an answer."""
-        policy = self.policy
-        sent_key = request.headers.get(policy.header)
-        attempts: Attempts | None = policy.start(
-            request.method or "",
-            request.url or "",
-            sent_key.decode("latin-1") if isinstance(sent_key, bytes) else sent_key,
-            lambda message, **details: RequestsRetriesExhausted(
-                message, request=request, **details
-            ),
-        )
-        if attempts is None:
+        flow = self.policy.start(request, partial(RequestsRetriesExhausted, request=request))
+        if flow is None:
             return super().send(request, stream, timeout, verify, cert, proxies)
-        if attempts.header_value is not None:
-            request.headers[policy.header] = attempts.header_value
         _replayable(request)
-        while True:
-            left = attempts.sending()
+        once = super().send
+
+        def send(left: float | None) -> requests.Response | Exception:
             try:
-                response = super().send(request, stream, _cut(timeout, left), verify, cert, proxies)
+                return once(request, stream, _cut(timeout, left), verify, cert, proxies)
+            except SSLError:  # a ConnectionError, but one that would fail the same way again
+                raise
             except RETRIED_ERRORS as exc:
-                if isinstance(exc, SSLError):
-                    raise
-                pause = attempts.after_error(exc)
-            else:
-                try:
-                    pause_or_none = attempts.after_response(
-                        response.status_code, response.headers, response
-                    )
-                except RetriesExhausted:
-                    response.content  # noqa: B018 (read now: the caller may read it later)
-                    response.close()
-                    raise
-                if pause_or_none is None:
-                    response.idempotency = attempts.info(response.headers)  # type: ignore[attr-defined]
-                    return response
-                response.close()
-                pause = pause_or_none
-            time.sleep(pause)
+                return exc
+
+        response, info = drive(flow, send, _close)
+        response.idempotency = info  # type: ignore[attr-defined]
+        return response
 
 
 class IdempotentSession(requests.Session):
