@@ -37,84 +37,75 @@ class Answer:
         return self.info
 
 
-#: (url, policy, method, headers, body, read_timeout) -> Answer
+@dataclass(frozen=True)
+class Call:
+    """One logical call to make through a client (a POST of ``{}`` unless told)."""
+
+    url: str
+    policy: RetryPolicy
+    method: str = "POST"
+    headers: dict[str, str] | None = None
+    body: Any = b"{}"
+    read_timeout: float = 30
+
+
+#: (url, policy, method, headers, body, read_timeout), as :class:`Call` takes them -> Answer
 Send = Callable[..., Answer]
 
 
-def _lower(headers: object) -> dict[str, str]:
-    return {k.lower(): v for k, v in dict(headers).items()}  # type: ignore[call-overload]
+def _answer(response: httpx.Response | requests.Response) -> Answer:
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    return Answer(response.status_code, headers, response.content, call_info(response))
 
 
-def httpx_sync(
-    url: str,
-    policy: RetryPolicy,
-    method: str = "POST",
-    headers: dict[str, str] | None = None,
-    body: Any = b"{}",
-    read_timeout: float = 30,
-) -> Answer:
-    timeout = httpx.Timeout(30, read=read_timeout)
-    with httpx.Client(transport=IdempotentTransport(policy=policy), timeout=timeout) as client:
-        response = client.request(method, url, headers=headers, content=body)
-        return Answer(
-            response.status_code, _lower(response.headers), response.content, call_info(response)
+def httpx_sync(call: Call) -> Answer:
+    timeout = httpx.Timeout(30, read=call.read_timeout)
+    transport = IdempotentTransport(policy=call.policy)
+    with httpx.Client(transport=transport, timeout=timeout) as client:
+        return _answer(
+            client.request(call.method, call.url, headers=call.headers, content=call.body)
         )
 
 
-def httpx_async(
-    url: str,
-    policy: RetryPolicy,
-    method: str = "POST",
-    headers: dict[str, str] | None = None,
-    body: Any = b"{}",
-    read_timeout: float = 30,
-) -> Answer:
-    async def call() -> Answer:
-        timeout = httpx.Timeout(30, read=read_timeout)
-        transport = AsyncIdempotentTransport(policy=policy)
+def httpx_async(call: Call) -> Answer:
+    async def send() -> Answer:
+        timeout = httpx.Timeout(30, read=call.read_timeout)
+        transport = AsyncIdempotentTransport(policy=call.policy)
         async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
-            if hasattr(body, "__next__"):  # an async client streams an async iterator
-                chunks = list(body)
+            content = call.body
+            if hasattr(content, "__next__"):  # an async client streams an async iterator
+                chunks = list(content)
 
                 async def stream() -> Any:
                     for chunk in chunks:
                         yield chunk
 
-                content: Any = stream()
-            else:
-                content = body
-            response = await client.request(method, url, headers=headers, content=content)
-            return Answer(
-                response.status_code,
-                _lower(response.headers),
-                response.content,
-                call_info(response),
+                content = stream()
+            return _answer(
+                await client.request(call.method, call.url, headers=call.headers, content=content)
             )
 
-    return asyncio.run(call())
+    return asyncio.run(send())
 
 
-def requests_session(
-    url: str,
-    policy: RetryPolicy,
-    method: str = "POST",
-    headers: dict[str, str] | None = None,
-    body: Any = b"{}",
-    read_timeout: float = 30,
-) -> Answer:
-    with IdempotentSession(policy=policy) as session:
-        response = session.request(
-            method, url, headers=headers, data=body, timeout=(30, read_timeout)
+def requests_session(call: Call) -> Answer:
+    timeout = (30, call.read_timeout)
+    with IdempotentSession(policy=call.policy) as session:
+        return _answer(
+            session.request(
+                call.method, call.url, headers=call.headers, data=call.body, timeout=timeout
+            )
         )
-        return Answer(
-            response.status_code, _lower(response.headers), response.content, call_info(response)
-        )
+
+
+def _sender(perform: Callable[[Call], Answer]) -> Send:
+    return lambda *args, **kwargs: perform(Call(*args, **kwargs))
 
 
 DRIVERS: dict[str, Send] = {
-    "httpx": httpx_sync,
-    "httpx-async": httpx_async,
-    "requests": requests_session,
+    "httpx": _sender(httpx_sync),
+    "httpx-async": _sender(httpx_async),
+    "requests": _sender(requests_session),
 }
 
 #: The error each library's callers catch around a request.

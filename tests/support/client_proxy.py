@@ -13,7 +13,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -58,6 +58,18 @@ class Connection:
         return bytes(self.response).split(b"\r\n\r\n", 1)[1]
 
 
+def _received(sock: socket.socket) -> Iterator[bytes]:
+    """What ``sock`` receives, chunk by chunk, until its peer closes it (or it fails)."""
+    while True:
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            return
+        if not data:
+            return
+        yield data
+
+
 class Proxy:
     """Forwards 127.0.0.1:``port`` to 127.0.0.1:``upstream``; use it as a context manager."""
 
@@ -100,13 +112,7 @@ class Proxy:
 
     def _requests(self, client: socket.socket, server: socket.socket, c: Connection) -> None:
         """Client to server, until the client closes its side."""
-        while True:
-            try:
-                data = client.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                break
+        for data in _received(client):
             with self._changed:
                 c.request += data
             try:
@@ -122,13 +128,7 @@ class Proxy:
 
     def _responses(self, client: socket.socket, server: socket.socket, c: Connection) -> None:
         """Server to client (unless dropped), until the server closes the connection."""
-        while True:
-            try:
-                data = server.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                break
+        for data in _received(server):
             with self._changed:
                 if c.replied is None:
                     c.replied = time.monotonic()
