@@ -8,6 +8,7 @@ The app connects the two documented ways: a factory returning
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
@@ -29,7 +30,7 @@ from django_idempotency.conf import get_settings
 from django_idempotency.engine import Engine
 from django_idempotency.events import Door
 from django_idempotency.flights import Flights
-from django_idempotency.flows.call import CallFlow
+from django_idempotency.flows.run import RunFlow
 from django_idempotency.options import NONE
 from django_idempotency.runtime import get_engine, sealer_for
 from django_idempotency.stores.redis import RedisStore
@@ -144,9 +145,9 @@ def test_a_waiter_through_a_failover_gets_the_owners_result_instead_of_failing(s
     other = Engine(
         RedisStore(master_client(), "idem"), sealer_for(get_settings()), flights=Flights()
     )
-    flow = CallFlow(Door.RUN, engine=other)
+    flow = RunFlow(Door.RUN, engine=other)
     waited: list[Any] = []
-    options = NONE.call()
+    options = NONE.run()
 
     def waiter_action() -> str:
         ran.append("waiter")
@@ -165,6 +166,27 @@ def test_a_waiter_through_a_failover_gets_the_owners_result_instead_of_failing(s
     assert ran == ["owner"]
     assert owner_result == ["owner's"]
     assert waited == ["owner's"]
+
+
+def test_an_async_call_after_a_failover_lands_on_the_new_primary(sentinel):
+    # The asyncio store keeps the connection it used; after the failover that connection
+    # still points at the demoted primary, which refuses the claim's write. The store
+    # must drop it and send again through the Sentinel, not answer 503.
+    store = RedisStore(master_client(), "afailover")
+
+    async def claim() -> bool:
+        slot = store.slot(uuid.uuid4().bytes[:12])
+        running = b"R-\0\0" + uuid.uuid4().bytes[:12] + b"meta"
+        return (await store.aio().claim(slot, running, 30_000)).claimed
+
+    async def scenario() -> list[bool]:
+        before = await asyncio.gather(*(claim() for _ in range(8)))  # several kept
+        sentinel.failover()
+        return before + [await claim() for _ in range(3)]
+
+    assert asyncio.run(scenario()) == [True] * 11
+    assert len(sentinel.master_for().keys("afailover:*")) == 11
+    store.close()
 
 
 @dataclass

@@ -6,6 +6,13 @@ belongs to the loop that opened it). Its client is derived from the blocking one
 so thousands of coroutines queue for a handful of connections. Waiting for a concurrent
 owner goes through the blocking store's :class:`~.notifier.RedisNotifier`, whose thread
 resolves each waiter's future on its own loop.
+
+Checking a connection out of a ``redis.asyncio`` pool and back in costs more than the
+script call itself (a condition, a lock, a timeout, a check of the socket and metrics
+calls each way), so, as the blocking store does, calls keep the connections they used,
+up to :data:`_KEEP_IDLE` per loop, and go to the pool only when none is free. Only a
+connection whose reply was read is kept: a call cancelled or failed between its write
+and its read drops its connection, so no kept connection holds a stale reply.
 """
 
 from __future__ import annotations
@@ -24,6 +31,13 @@ from .store import RedisStore, _ms, _raw, claim_reply, demoted, get_command, tra
 
 _R = TypeVar("_R")
 
+#: Connections a loop's store keeps checked out of its pool between calls, at most: one
+#: per request a busy worker has at Redis at once. Kept only from a pool of at least
+#: :data:`_SPARE_FROM` connections, so the pool always has more to hand out than are kept
+#: and a coroutine queued at the pool is never left waiting behind idle kept ones.
+_KEEP_IDLE = 8
+_SPARE_FROM = 16
+
 
 class AsyncRedisStore:
     """Record operations for coroutines, on one event loop."""
@@ -33,10 +47,20 @@ class AsyncRedisStore:
         self._sync = sync_store
         self._channel = sync_store.channel.encode()
         self._pool: Any = None if is_cluster(client) else client.connection_pool
+        spare = getattr(self._pool, "max_connections", 0) or 0
+        self._keep = _KEEP_IDLE if spare >= _SPARE_FROM else 0
+        self._idle: list[Any] = []
 
     def slot(self, rid: bytes) -> Slot:
         """The slot of record ``rid`` (the same as the blocking store's)."""
         return self._sync.slot(rid)
+
+    async def _drop_idle(self) -> None:
+        """Close the kept connections and give them back to the pool."""
+        while self._idle:
+            conn = self._idle.pop()
+            await conn.disconnect(nowait=True)
+            await self._pool.release(conn)
 
     async def _guarded(self, func: Callable[[], Awaitable[_R]]) -> _R:
         for retry in (False, True):
@@ -45,15 +69,30 @@ class AsyncRedisStore:
             except redis.exceptions.RedisError as exc:
                 if retry or not demoted(exc):
                     raise translate(exc) from exc
+            # Kept and idle connections may still point at the demoted primary;
+            # reconnecting through the Sentinel finds the new one.
             pool = getattr(self.client, "connection_pool", None)
             if pool is not None:
+                await self._drop_idle()
                 await pool.disconnect(inuse_connections=False)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(self, packed: bytes) -> Any:
-        pool = self._pool
-        conn = await pool.get_connection(*CHECKOUT_ARGS)
+        """Write one encoded command and read its reply, on a kept connection if one is free."""
+        if self._idle:
+            try:
+                return await self._exchange(self._idle.pop(), packed)
+            except redis.exceptions.ConnectionError as exc:
+                if demoted(exc):
+                    raise
+            # A kept connection the server closed while it sat idle (a restart, its idle
+            # timeout): what the pool's check does on checkout, done after the fact. The
+            # other kept ones are likely closed too. Every script call may be sent again
+            # (see the blocking store).
+            await self._drop_idle()
+        return await self._exchange(await self._pool.get_connection(*CHECKOUT_ARGS), packed)
 
+    async def _exchange(self, conn: Any, packed: bytes) -> Any:
         async def exchange() -> Any:
             await conn.send_packed_command(packed)
             return await conn.read_response(disable_decoding=True)
@@ -62,13 +101,24 @@ class AsyncRedisStore:
             await conn.disconnect()
 
         try:
-            return await conn.retry.call_with_retry(exchange, failed)
-        except BaseException as exc:
-            if not isinstance(exc, redis.exceptions.ResponseError):
-                await conn.disconnect()
+            reply = await conn.retry.call_with_retry(exchange, failed)
+        except redis.exceptions.ResponseError:
+            await self._done(conn)  # an error reply: read, so the connection is in step
             raise
-        finally:
-            await pool.release(conn)
+        except BaseException:
+            # Cancelled or failed between the write and the read, its reply may still
+            # come: closed, the connection reconnects when the pool hands it out again.
+            await conn.disconnect(nowait=True)
+            await self._pool.release(conn)
+            raise
+        await self._done(conn)
+        return reply
+
+    async def _done(self, conn: Any) -> None:
+        if len(self._idle) < self._keep:
+            self._idle.append(conn)
+        else:
+            await self._pool.release(conn)
 
     async def _eval(self, script: Script, name: str, args: Sequence[bytes]) -> Any:
         key = name.encode()
