@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -433,16 +433,25 @@ def _first_request(port: int, path: str, key: str, body: bytes = b"{}") -> httpx
     )
 
 
+def held_first_request(
+    pool: ThreadPoolExecutor, gunicorn: int, control: redis.Redis
+) -> tuple[str, str, str, Future[httpx.Response]]:
+    """A request with a new key sent straight to the server, once its view runs, held at
+    its gate (a duplicate is told 409 in progress): (tag, key, path, its response)."""
+    tag, key = uuid.uuid4().hex, f"order-{uuid.uuid4()}"
+    path = f"/client/counted-reject/?tag={tag}&gate=1"
+    first = pool.submit(_first_request, gunicorn, path, key)
+    view_started(control, tag)
+    return tag, key, path, first
+
+
 @served
 def test_in_progress_409_is_waited_out_as_told_then_replayed(
     client: tuple[str, Send], gunicorn: int, control: redis.Redis
 ) -> None:
     _, send = client
-    tag, key = uuid.uuid4().hex, f"order-{uuid.uuid4()}"
-    path = f"/client/counted-reject/?tag={tag}&gate=1"
     with Proxy(gunicorn) as proxy, ThreadPoolExecutor(2) as pool:
-        first = pool.submit(_first_request, gunicorn, path, key)
-        view_started(control, tag)
+        tag, key, path, first = held_first_request(pool, gunicorn, control)
         call = pool.submit(send, proxy.url + path, retrying(), headers={"Idempotency-Key": key})
         # The duplicate was told 409: let the first request finish while it waits.
         proxy.wait_for(lambda seen: bool(seen) and seen[0].replied is not None)
@@ -463,11 +472,8 @@ def test_a_deadline_shorter_than_the_servers_retry_after_gives_up_with_the_key(
     client: tuple[str, Send], gunicorn: int, control: redis.Redis
 ) -> None:
     name, send = client
-    tag, key = uuid.uuid4().hex, f"order-{uuid.uuid4()}"
-    path = f"/client/counted-reject/?tag={tag}&gate=1"
     with Proxy(gunicorn) as proxy, ThreadPoolExecutor(1) as pool:
-        first = pool.submit(_first_request, gunicorn, path, key)
-        view_started(control, tag)
+        tag, key, path, first = held_first_request(pool, gunicorn, control)
         try:
             with pytest.raises(RetriesExhausted) as raised:
                 send(proxy.url + path, retrying(deadline=0.5), headers={"Idempotency-Key": key})
