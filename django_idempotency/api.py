@@ -5,21 +5,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .flows.call import CallFlow
+from .flows.run import RunFlow
 from .options import NONE, Overrides, named
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from .options import CallKeywords
+    from .options import RunKeywords
 
 T = TypeVar("T")
 
-_flow = CallFlow()
+_flow = RunFlow()
 _validated: dict[tuple[tuple[str, Any], ...], Overrides] = {}
 
 
-def call_options(options: CallKeywords | dict[str, Any], label: str) -> Overrides:
+def run_options(options: RunKeywords | dict[str, Any], label: str) -> Overrides:
     """``options`` validated as ``<label>(name=...)`` keywords (cached while hashable)."""
     if not options:
         return NONE
@@ -27,16 +27,16 @@ def call_options(options: CallKeywords | dict[str, Any], label: str) -> Override
         cache_key = tuple(sorted(options.items()))
         hash(cache_key)
     except TypeError:
-        return Overrides.validate(options, "call", named(label))
+        return Overrides.validate(options, "run", named(label))
     overrides = _validated.get(cache_key)
     if overrides is None:
-        overrides = Overrides.validate(options, "call", named(label))
+        overrides = Overrides.validate(options, "run", named(label))
         if len(_validated) < 1024:
             _validated[cache_key] = overrides
     return overrides
 
 
-def run(key: str | bytes, action: Callable[[], T], **options: Unpack[CallKeywords]) -> T:
+def run(key: str | bytes, action: Callable[[], T], **options: Unpack[RunKeywords]) -> T:
     """Run ``action()`` at most once per ``key`` across processes.
 
     The first caller runs the action and its return value (or exception) is stored for
@@ -64,14 +64,14 @@ def run(key: str | bytes, action: Callable[[], T], **options: Unpack[CallKeyword
     record fails verification, and :class:`~django_idempotency.exceptions.ResultNotStored`
     when the action ran but its outcome could not be stored.
     """
-    overrides = call_options(options, "run")
-    return _flow.run(key, action, overrides.call())
+    overrides = run_options(options, "run")
+    return _flow.run(key, action, overrides.run())
 
 
 async def arun(
-    key: str | bytes, action: Callable[[], Awaitable[T]], **options: Unpack[CallKeywords]
+    key: str | bytes, action: Callable[[], Awaitable[T]], **options: Unpack[RunKeywords]
 ) -> T:
     """Like :func:`run` for an ``action`` that returns an awaitable; same options."""
-    overrides = call_options(options, "arun")
+    overrides = run_options(options, "arun")
     overrides.refuse_durable_async("arun()")
-    return await _flow.arun(key, action, overrides.call())
+    return await _flow.arun(key, action, overrides.run())

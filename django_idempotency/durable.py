@@ -117,7 +117,7 @@ def _recovered(engine: Engine, claim: Claim, *, ttl: float) -> Found | None:
         # The row answers the next retry too; Redis only makes it faster.
         logger.warning(
             "idempotency key %r: replayed from its durable row, but Redis did not take it back",
-            claim.label[1],
+            claim.given[1],
             exc_info=True,
         )
     return Found(record)

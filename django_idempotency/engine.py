@@ -145,8 +145,9 @@ class Claim:
     slot: Slot
     kind: Kind
     door: Door
-    #: Scope and key as the caller gave them (for events), and as stored.
-    label: tuple[str | bytes, str | bytes]
+    #: Scope and key as the caller gave them (str or bytes: what events and logs
+    #: report), then as stored.
+    given: tuple[str | bytes, str | bytes]
     scope: bytes
     key: bytes
     fingerprint: bytes
@@ -155,6 +156,8 @@ class Claim:
     created_ms: int
     flight: Flight | None = None
     settled: bool = False
+    #: Whether its lost lease was reported: the keeper and a failed completion may both
+    #: find it lost, and it is reported once.
     reported_lost: bool = False
 
 
@@ -203,7 +206,7 @@ class Engine:
         try:
             record = self.sealer.open(who.slot.rid, raw)
         except IntegrityError as exc:
-            events.emit(Outcome.INTEGRITY_FAILED, who.door, *who.label, detail=str(exc))
+            events.emit(Outcome.INTEGRITY_FAILED, who.door, *who.given, detail=str(exc))
             raise RecordTampered(
                 "The stored response for this key failed its integrity check, so it is "
                 "neither replayed nor run again. Use a new key for a new request."
@@ -288,12 +291,18 @@ class Engine:
         return attempt.waiting_since
 
     def _claimed(self, attempt: Attempt, created: int) -> Claim:
-        lease = Lease(self.store, attempt.slot, attempt.token, attempt.lease_ms)
+        lease = Lease(
+            self.store,
+            attempt.slot,
+            attempt.token,
+            attempt.lease_ms,
+            on_lost=lambda: self.lease_lost(claim),
+        )
         claim = Claim(
             slot=attempt.slot,
             kind=attempt.kind,
             door=attempt.door,
-            label=attempt.label,
+            given=attempt.given,
             scope=attempt.scope,
             key=attempt.key,
             fingerprint=attempt.fingerprint,
@@ -301,7 +310,6 @@ class Engine:
             lease=lease,
             created_ms=created,
         )
-        lease.on_lost = lambda _lease: self.lease_lost(claim)
         self.keeper.hold(lease)
         return claim
 
@@ -532,7 +540,7 @@ class Engine:
             yield from self._patient(call, self._until(claim))
         except StoreError:
             # The lease expires on its own; until then retries wait or get 409.
-            logger.warning("could not release idempotency key %r", claim.label[1], exc_info=True)
+            logger.warning("could not release idempotency key %r", claim.given[1], exc_info=True)
         finally:
             self._land(claim, RETRY)
         return True
@@ -543,7 +551,7 @@ class Engine:
             if claim.reported_lost:
                 return
             claim.reported_lost = True
-        events.emit(Outcome.LEASE_LOST, claim.door, *claim.label)
+        events.emit(Outcome.LEASE_LOST, claim.door, *claim.given)
 
     def close(self) -> None:
         """Release what the store holds (its notifier thread, the connections it keeps)."""
@@ -562,10 +570,10 @@ class Attempt:
         "door",
         "engine",
         "fingerprint",
+        "given",
         "hold_ms",
         "key",
         "kind",
-        "label",
         "lease_ms",
         "scope",
         "slot",
@@ -588,7 +596,7 @@ class Attempt:
         self.engine = engine
         self.kind = kind
         self.door = door
-        self.label = (scope, key)
+        self.given = (scope, key)
         self.scope = text_bytes(scope)
         self.key = text_bytes(key)
         self.fingerprint = fingerprint

@@ -25,16 +25,14 @@ logger = logging.getLogger("django_idempotency")
 
 
 class Lease:
-    """The claim on one record, held while its action runs."""
+    """The claim on one record, held while its action runs.
+
+    ``on_lost`` is called, from the keeper's thread, when a renewal finds the record no
+    longer held by ``token``: another caller may run the action again. It reports that.
+    """
 
     def __init__(
-        self,
-        store: Store,
-        slot: Slot,
-        token: bytes,
-        lease_ms: int,
-        *,
-        on_lost: Callable[[Lease], None] | None = None,
+        self, store: Store, slot: Slot, token: bytes, lease_ms: int, on_lost: Callable[[], None]
     ) -> None:
         self.store = store
         self.slot = slot
@@ -128,13 +126,7 @@ class LeaseKeeper:
 
     def _lose(self, lease: Lease) -> None:
         self.drop(lease)
-        if lease.on_lost is not None:
-            lease.on_lost(lease)  # the engine reports it, once, as lease_lost
-        else:
-            logger.error(
-                "idempotency lease lost for %s: another caller may run the action again",
-                lease.slot.name,
-            )
+        lease.on_lost()
 
 
 keeper = LeaseKeeper()

@@ -9,7 +9,7 @@ call is made, never after a view ran.
 
 A door's per-view options are kept as :class:`Overrides`: the validated values it was
 given. The rest come from the settings, merged by :meth:`Overrides.http` or
-:meth:`Overrides.call` into a frozen :class:`HttpOptions` or :class:`CallOptions` at first
+:meth:`Overrides.run` into a frozen :class:`HttpOptions` or :class:`RunOptions` at first
 use: everything a request or call needs (the settings it alone reads included, such as
 the header's name or ``fail_open``), so the lifecycles never read the settings. The
 merged object is kept until the settings change (``override_settings`` keeps working).
@@ -229,8 +229,8 @@ class Spec:
     setting_kinds: frozenset[str] | None = None
 
 
-_HTTP, _CALL = "http", "call"
-_BOTH = frozenset({_HTTP, _CALL})
+_HTTP, _RUN = "http", "run"
+_BOTH = frozenset({_HTTP, _RUN})
 
 #: Every per-view and per-call option. ``None`` for a setting means a fixed default.
 SPECS: dict[str, Spec] = {
@@ -247,14 +247,14 @@ SPECS: dict[str, Spec] = {
     "fingerprint": Spec(importable, "FINGERPRINT", frozenset({_HTTP})),
     "store_responses": Spec(store_responses, "STORE_RESPONSES", frozenset({_HTTP})),
     "outcome_unknown": Spec(outcome_unknown, "OUTCOME_UNKNOWN", _BOTH),
-    "namespace": Spec(namespace, None, frozenset({_CALL})),
-    "value_serializer": Spec(serializer, "VALUE_SERIALIZER", frozenset({_CALL})),
-    "error_serializer": Spec(serializer, "ERROR_SERIALIZER", frozenset({_CALL})),
-    "should_ignore_error": Spec(optional_callable, None, frozenset({_CALL})),
-    "on_action_success": Spec(optional_callable, None, frozenset({_CALL})),
-    "on_action_error": Spec(optional_callable, None, frozenset({_CALL})),
-    "on_success_replay": Spec(optional_callable, None, frozenset({_CALL})),
-    "on_error_replay": Spec(optional_callable, None, frozenset({_CALL})),
+    "namespace": Spec(namespace, None, frozenset({_RUN})),
+    "value_serializer": Spec(serializer, "VALUE_SERIALIZER", frozenset({_RUN})),
+    "error_serializer": Spec(serializer, "ERROR_SERIALIZER", frozenset({_RUN})),
+    "should_ignore_error": Spec(optional_callable, None, frozenset({_RUN})),
+    "on_action_success": Spec(optional_callable, None, frozenset({_RUN})),
+    "on_action_error": Spec(optional_callable, None, frozenset({_RUN})),
+    "on_success_replay": Spec(optional_callable, None, frozenset({_RUN})),
+    "on_error_replay": Spec(optional_callable, None, frozenset({_RUN})),
 }
 
 
@@ -287,7 +287,7 @@ class HttpOptions:
 
 
 @dataclass(frozen=True)
-class CallOptions:
+class RunOptions:
     """What ``run()`` (and the job doors) apply to one call."""
 
     ttl: float
@@ -327,7 +327,7 @@ SETTINGS_ONLY: dict[str, Callable[[IdempotencySettings], Any]] = {
 Duration = int | float | timedelta
 
 
-class CallKeywords(TypedDict, total=False):
+class RunKeywords(TypedDict, total=False):
     """The keyword options of ``run()``/``arun()`` (``None``: the setting's value)."""
 
     namespace: str
@@ -370,19 +370,19 @@ def settings_changed() -> None:
 class Overrides:
     """A door's validated options; the rest is filled from the settings at first use."""
 
-    __slots__ = ("_call", "_http", "values")
+    __slots__ = ("_http", "_run", "values")
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.values = dict(values)
         # (the settings generation merged under, the merged options)
         self._http: tuple[int, HttpOptions] | None = None
-        self._call: tuple[int, CallOptions] | None = None
+        self._run: tuple[int, RunOptions] | None = None
 
     @classmethod
     def validate(
         cls, given: Mapping[str, Any], kind: str, where: Where, *, skip_none: bool = True
     ) -> Overrides:
-        """Check every option in ``given`` for a door of ``kind`` (``"http"``/``"call"``).
+        """Check every option in ``given`` for a door of ``kind`` (``"http"``/``"run"``).
 
         ``None`` values mean "the setting's default" unless ``skip_none`` is false.
         """
@@ -404,7 +404,7 @@ class Overrides:
         generation = _generation
         settings = get_settings()
         values: dict[str, Any] = {}
-        kind = _HTTP if target is HttpOptions else _CALL
+        kind = _HTTP if target is HttpOptions else _RUN
         for f in fields(target):
             if f.name in self.values:
                 values[f.name] = self.values[f.name]
@@ -425,11 +425,11 @@ class Overrides:
             merged = self._http = self._merged(HttpOptions)
         return merged[1]
 
-    def call(self) -> CallOptions:
+    def run(self) -> RunOptions:
         """What a ``run()`` call applies, under the current settings."""
-        merged = self._call
+        merged = self._run
         if merged is None or merged[0] != _generation:
-            merged = self._call = self._merged(CallOptions)
+            merged = self._run = self._merged(RunOptions)
         return merged[1]
 
     def refuse_durable_async(self, where: str) -> None:

@@ -224,18 +224,18 @@ def not_taken_by(kind: str) -> list[str]:
 def test_the_audit_covers_every_option_and_every_option_is_applied():
     from dataclasses import fields
 
-    from django_idempotency.options import SETTINGS_ONLY, SPECS, CallOptions, HttpOptions
+    from django_idempotency.options import SETTINGS_ONLY, SPECS, HttpOptions, RunOptions
 
     assert set(EVERY_BAD) == set(SPECS)
     # Each option a door takes is a field of what that door applies: none is accepted
     # and dropped on the way to the request or call.
-    applied = {"http": {f.name for f in fields(HttpOptions)}, "call": set()}
-    applied["call"] = {f.name for f in fields(CallOptions)}
+    applied = {"http": {f.name for f in fields(HttpOptions)}, "run": set()}
+    applied["run"] = {f.name for f in fields(RunOptions)}
     for name, spec in SPECS.items():
         for kind in spec.kinds:
             assert name in applied[kind], (name, kind)
     # The other fields come from the settings alone, and no door takes them as options.
-    assert applied["http"] | applied["call"] == set(SPECS) | set(SETTINGS_ONLY)
+    assert applied["http"] | applied["run"] == set(SPECS) | set(SETTINGS_ONLY)
     assert not set(SPECS) & set(SETTINGS_ONLY)
 
 
@@ -262,7 +262,7 @@ def test_an_option_the_http_doors_do_not_use_is_refused_not_ignored(name):
             idempotency_options = {name: print}
 
 
-@pytest.mark.parametrize("name", taken_by("call"))
+@pytest.mark.parametrize("name", taken_by("run"))
 def test_every_call_option_is_checked_by_run_arun_and_the_job_doors(name, redis_client):
     value, what = EVERY_BAD[name]
     ran: list[int] = []
@@ -282,7 +282,7 @@ def test_every_call_option_is_checked_by_run_arun_and_the_job_doors(name, redis_
     assert redis_client.dbsize() == 0
 
 
-@pytest.mark.parametrize("name", not_taken_by("call"))
+@pytest.mark.parametrize("name", not_taken_by("run"))
 def test_an_option_run_and_the_job_doors_do_not_use_is_refused_not_ignored(name, redis_client):
     given: dict[str, Any] = {name: print}
     with pytest.raises(InvalidOption, match=rf"run\({name}=\.\.\.\) is not an option"):
@@ -301,7 +301,7 @@ def test_the_django_tasks_door_checks_every_option_when_decorating(name):
     from django_idempotency.tasks import idempotent
 
     value, what = EVERY_BAD[name]
-    expected = what if name in taken_by("call") else "is not an option"
+    expected = what if name in taken_by("run") else "is not an option"
     with pytest.raises(InvalidOption, match=rf"{name}=\.\.\..*{expected}"):
         idempotent(**{name: value})
 
@@ -358,7 +358,7 @@ def test_merged_options_follow_a_settings_change_after_their_first_use(settings)
     first = overrides.http()
     assert overrides.http() is first  # merged once, not per request
     assert (first.ttl, first.header_meta_key, first.fail_open) == (60, "HTTP_X_REQUEST_KEY", True)
-    assert overrides.call().fail_open
+    assert overrides.run().fail_open
     settings.IDEMPOTENCY = {"REPLAY_HEADER": "X-Replayed", "TTL": 5}
     again = overrides.http()
     assert (again.ttl, again.header_meta_key, again.fail_open) == (
@@ -367,4 +367,4 @@ def test_merged_options_follow_a_settings_change_after_their_first_use(settings)
         False,
     )
     assert again.replay_header == "X-Replayed"
-    assert not overrides.call().fail_open
+    assert not overrides.run().fail_open

@@ -27,7 +27,7 @@ from django_idempotency.conf import get_settings
 from django_idempotency.engine import Engine
 from django_idempotency.events import Door
 from django_idempotency.flights import Flights
-from django_idempotency.flows.call import CallFlow
+from django_idempotency.flows.run import RunFlow
 from django_idempotency.runtime import sealer_for
 from django_idempotency.stores.redis import RedisStore
 
@@ -425,7 +425,7 @@ def test_keeper_sleeps_through_sequential_leases_and_wakes_for_a_shorter_one():
     slot = RedisStore(redis.Redis(), "t").slot(b"\0" * 12)
 
     def hold_and_drop(lease_ms: int) -> None:
-        lease = keeper.hold(Lease(None, slot, b"t" * 12, lease_ms))  # type: ignore[arg-type]
+        lease = keeper.hold(Lease(None, slot, b"t" * 12, lease_ms, lambda: None))  # type: ignore[arg-type]
         keeper.drop(lease)
 
     hold_and_drop(30_000)  # starts the thread
@@ -459,12 +459,12 @@ class Waiter:
         CountingStore.sent = 0
         self.store = CountingStore(client, "idem")
         self.engine = Engine(self.store, sealer_for(get_settings()), flights=Flights())
-        self.flow = CallFlow(Door.RUN, engine=self.engine)
+        self.flow = RunFlow(Door.RUN, engine=self.engine)
 
     def run(self, key: str, action: Any, **options: Any) -> Any:
-        from django_idempotency.api import call_options
+        from django_idempotency.api import run_options
 
-        return self.flow.run(key, action, call_options(options, "run").call())
+        return self.flow.run(key, action, run_options(options, "run").run())
 
     def close(self) -> None:
         self.engine.close()

@@ -25,7 +25,7 @@ from django_idempotency.engine import Engine
 from django_idempotency.events import Door
 from django_idempotency.exceptions import RecordTampered
 from django_idempotency.flights import Flights
-from django_idempotency.flows.call import CallFlow
+from django_idempotency.flows.run import RunFlow
 from django_idempotency.inventory import Inventory
 from django_idempotency.records import TOKEN_SLICE, WAITER_FLAG_OFFSET, Kind, Record, State
 from django_idempotency.runtime import build_engine, sealer_for
@@ -203,7 +203,7 @@ def test_a_waiting_coroutine_is_woken_by_the_release(engine, store):
 
 
 def test_concurrent_duplicate_calls_run_once_on_either_store(engine):
-    flow = CallFlow(Door.RUN, engine=engine)
+    flow = RunFlow(Door.RUN, engine=engine)
     options = _options()
     ran: list[int] = []
     barrier = threading.Barrier(16)
@@ -227,7 +227,7 @@ def test_concurrent_duplicate_calls_run_once_on_either_store(engine):
 
 
 def test_concurrent_duplicate_coroutines_run_once_on_either_store(engine):
-    flow = CallFlow(Door.RUN, engine=engine)
+    flow = RunFlow(Door.RUN, engine=engine)
     options = _options()
     ran: list[int] = []
 
@@ -243,7 +243,7 @@ def test_concurrent_duplicate_coroutines_run_once_on_either_store(engine):
 
 
 def test_the_inventory_lists_and_purges_what_the_store_holds(engine):
-    flow = CallFlow(Door.RUN, engine=engine)
+    flow = RunFlow(Door.RUN, engine=engine)
     for i in range(3):
         flow.run(f"listed-{i}", functools.partial(int, i), _options())
     inventory = Inventory(engine)
@@ -258,12 +258,12 @@ def test_the_store_setting_picks_the_in_memory_store(settings):
     engine = build_engine(build(settings.IDEMPOTENCY))
     try:
         assert isinstance(engine.store, MemoryStore)
-        assert CallFlow(Door.RUN, engine=engine).run("k", lambda: 7, _options()) == 7
+        assert RunFlow(Door.RUN, engine=engine).run("k", lambda: 7, _options()) == 7
     finally:
         engine.close()
 
 
 def _options() -> Any:
-    from django_idempotency.api import call_options
+    from django_idempotency.api import run_options
 
-    return call_options({"lock_ttl": 5, "wait_timeout": 10}, "run").call()
+    return run_options({"lock_ttl": 5, "wait_timeout": 10}, "run").run()

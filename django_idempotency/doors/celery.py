@@ -47,7 +47,7 @@ from celery.exceptions import Ignore, Reject, Retry
 
 from ..events import Door
 from ..exceptions import IdempotencyTimeout
-from ..flows.call import CallFlow
+from ..flows.run import RunFlow
 from ..options import NONE, InvalidOption, Overrides, attributes
 
 __all__ = ["IdempotentTask"]
@@ -56,7 +56,7 @@ __all__ = ["IdempotentTask"]
 NOT_OUTCOMES: tuple[type[BaseException], ...] = (Retry, Ignore, Reject)
 
 _PREFIX = "idempotency_"
-_flow = CallFlow(Door.CELERY, not_outcomes=NOT_OUTCOMES)
+_flow = RunFlow(Door.CELERY, not_outcomes=NOT_OUTCOMES)
 
 
 class IdempotentTask(Task):  # type: ignore[misc,unused-ignore]  # Celery ships no type hints
@@ -81,7 +81,7 @@ class IdempotentTask(Task):  # type: ignore[misc,unused-ignore]  # Celery ships 
             for name, value in vars(klass).items()
             if name.startswith(_PREFIX) and name != "idempotency_key"
         }
-        cls._idempotency_overrides = Overrides.validate(given, "call", where)
+        cls._idempotency_overrides = Overrides.validate(given, "run", where)
         key = vars(cls).get("idempotency_key")
         if key is not None:
             if isinstance(key, staticmethod):
@@ -111,7 +111,7 @@ class IdempotentTask(Task):  # type: ignore[misc,unused-ignore]  # Celery ships 
         key = self._job_key(args, kwargs)
         if key is None:  # called directly, no task id: nothing stable to key on
             return super().__call__(*args, **kwargs)
-        options = self._task_overrides().call()
+        options = self._task_overrides().run()
         body = super().__call__
         try:
             return _flow.run(key, lambda: body(*args, **kwargs), options)

@@ -38,14 +38,14 @@ import django
 from django.core.exceptions import ImproperlyConfigured
 
 from ..events import Door
-from ..flows.call import CallFlow
+from ..flows.run import RunFlow
 from ..options import InvalidOption, Overrides, named
 
 __all__ = ["idempotent"]
 
 T = TypeVar("T")
 
-_flow = CallFlow(Door.TASKS)
+_flow = RunFlow(Door.TASKS)
 _WHERE = named("idempotent")
 
 
@@ -75,7 +75,7 @@ def idempotent(
         raise InvalidOption(
             f"{_WHERE('key')} must be a callable (*args, **kwargs) -> str, not {type(key).__name__}"
         )
-    overrides = Overrides.validate(options, "call", _WHERE)
+    overrides = Overrides.validate(options, "run", _WHERE)
 
     def wrap(task: Any) -> Any:
         if not isinstance(task, tasks.Task):
@@ -126,7 +126,7 @@ def _guarded(
             k = job_key(context, args, kwargs)
             if k is None:
                 return await func(*call_args(context, args), **kwargs)
-            options = overrides.call()
+            options = overrides.run()
             return await _flow.arun(k, lambda: func(*call_args(context, args), **kwargs), options)
 
         return _taking_context(arun_once, func, takes_context)
@@ -137,7 +137,7 @@ def _guarded(
         k = job_key(context, args, kwargs)
         if k is None:
             return func(*call_args(context, args), **kwargs)
-        options = overrides.call()
+        options = overrides.run()
         return _flow.run(k, lambda: func(*call_args(context, args), **kwargs), options)
 
     return _taking_context(run_once, func, takes_context)

@@ -1,4 +1,4 @@
-"""The ``run()`` lifecycle: one guard, :class:`CallFlow`, for functions, coroutines and jobs.
+"""The ``run()`` lifecycle: one guard, :class:`RunFlow`, for functions, coroutines and jobs.
 
 The first caller of a key runs the action; its return value (or exception) is stored
 and every concurrent or later caller gets it back, or the same exception re-raised.
@@ -20,7 +20,7 @@ from .. import durable, events
 from ..engine import Claim, Engine, Found
 from ..events import Door, Outcome, emit
 from ..exceptions import NotReplayable, ResultNotStored
-from ..options import CallOptions
+from ..options import RunOptions
 from ..records import Kind, State
 from ..runtime import get_engine
 from ..steps import Flow, adrive, drive
@@ -29,7 +29,7 @@ from .refusals import refusal
 T = TypeVar("T")
 
 
-class CallFlow:
+class RunFlow:
     """The ``run()`` lifecycle for one door (``run`` itself, Celery, Django Tasks)."""
 
     def __init__(
@@ -55,7 +55,7 @@ class CallFlow:
             raise TypeError("run() needs a non-empty str or bytes key")
 
     def begin(
-        self, key: str | bytes, options: CallOptions, started: float | None = None
+        self, key: str | bytes, options: RunOptions, started: float | None = None
     ) -> Claim | Found | None:
         """A claim (run the action), a stored outcome, or ``None`` (fail-open: run unprotected).
 
@@ -65,13 +65,13 @@ class CallFlow:
         return drive(self.engine.context, self._begin(key, options, started))
 
     async def abegin(
-        self, key: str | bytes, options: CallOptions, started: float | None = None
+        self, key: str | bytes, options: RunOptions, started: float | None = None
     ) -> Claim | Found | None:
         """:meth:`begin` for coroutines."""
         return await adrive(self.engine.context, self._begin(key, options, started))
 
     def _begin(
-        self, key: str | bytes, options: CallOptions, started: float | None
+        self, key: str | bytes, options: RunOptions, started: float | None
     ) -> Flow[Claim | Found | None]:
         self._check_key(key)
         started = time.monotonic() if started is None else started
@@ -100,7 +100,7 @@ class CallFlow:
             return None
 
     def _refused(
-        self, key: str | bytes, options: CallOptions, exc: Exception, started: float
+        self, key: str | bytes, options: RunOptions, exc: Exception, started: float
     ) -> None:
         """Report a refused claim and raise the caller's exception; returns for fail-open."""
         refused = refusal(exc, fail_open=options.fail_open, expose=True)
@@ -120,7 +120,7 @@ class CallFlow:
         raise refused.error from exc
 
     def replay(
-        self, key: str | bytes, found: Found, options: CallOptions, started: float | None = None
+        self, key: str | bytes, found: Found, options: RunOptions, started: float | None = None
     ) -> Any:
         """The stored value, or the stored error raised again."""
         record, ns = found.record, options.namespace
@@ -150,19 +150,19 @@ class CallFlow:
 
     # -- after the action -----------------------------------------------------------------
 
-    def _is_outcome(self, exc: BaseException, options: CallOptions) -> bool:
+    def _is_outcome(self, exc: BaseException, options: RunOptions) -> bool:
         if not isinstance(exc, Exception) or isinstance(exc, self.not_outcomes):
             return False
         return options.should_ignore_error is None or not options.should_ignore_error(exc)
 
-    def _error_plan(self, exc: BaseException, options: CallOptions) -> tuple[State, bytes] | None:
+    def _error_plan(self, exc: BaseException, options: RunOptions) -> tuple[State, bytes] | None:
         return (
             (State.ERROR, options.error_serializer.dumps(exc))
             if self._is_outcome(exc, options)
             else None
         )
 
-    def _value_plan(self, value: Any, options: CallOptions) -> tuple[State, bytes, str | None]:
+    def _value_plan(self, value: Any, options: RunOptions) -> tuple[State, bytes, str | None]:
         try:
             return State.DONE, options.value_serializer.dumps(value), None
         except (TypeError, ValueError) as exc:
@@ -171,14 +171,14 @@ class CallFlow:
             return State.UNREPLAYABLE, reason.encode(), reason
 
     def _stored(
-        self, key: str | bytes, options: CallOptions, state: State, started: float | None
+        self, key: str | bytes, options: RunOptions, state: State, started: float | None
     ) -> None:
         emit(
             Outcome.EXECUTED, self.door, options.namespace, key, started=started, state=state.value
         )
 
     def _not_stored(
-        self, key: str | bytes, options: CallOptions, exc: ResultNotStored, started: float | None
+        self, key: str | bytes, options: RunOptions, exc: ResultNotStored, started: float | None
     ) -> None:
         emit(
             Outcome.NOT_STORED, self.door, options.namespace, key, started=started, detail=str(exc)
@@ -188,7 +188,7 @@ class CallFlow:
         self,
         key: str | bytes,
         claim: Claim | None,
-        options: CallOptions,
+        options: RunOptions,
         exc: BaseException,
         started: float | None = None,
     ) -> None:
@@ -199,7 +199,7 @@ class CallFlow:
         self,
         key: str | bytes,
         claim: Claim | None,
-        options: CallOptions,
+        options: RunOptions,
         exc: BaseException,
         started: float | None = None,
     ) -> None:
@@ -210,7 +210,7 @@ class CallFlow:
         self,
         key: str | bytes,
         claim: Claim | None,
-        options: CallOptions,
+        options: RunOptions,
         exc: BaseException,
         started: float | None,
     ) -> Flow[None]:
@@ -236,7 +236,7 @@ class CallFlow:
         self,
         key: str | bytes,
         claim: Claim | None,
-        options: CallOptions,
+        options: RunOptions,
         value: T,
         started: float | None = None,
         plan: tuple[State, bytes, str | None] | None = None,
@@ -253,7 +253,7 @@ class CallFlow:
         self,
         key: str | bytes,
         claim: Claim | None,
-        options: CallOptions,
+        options: RunOptions,
         value: T,
         started: float | None = None,
     ) -> T:
@@ -265,7 +265,7 @@ class CallFlow:
         self,
         key: str | bytes,
         claim: Claim | None,
-        options: CallOptions,
+        options: RunOptions,
         value: T,
         started: float | None,
         plan: tuple[State, bytes, str | None] | None,
@@ -288,12 +288,12 @@ class CallFlow:
 
     # -- a whole call ---------------------------------------------------------------------
 
-    def run(self, key: str | bytes, action: Callable[[], T], options: CallOptions) -> T:
+    def run(self, key: str | bytes, action: Callable[[], T], options: RunOptions) -> T:
         """Run ``action()`` at most once per key; see :func:`django_idempotency.run`."""
         with events.traced(self.door):
             return self._run(key, action, options)
 
-    def _run(self, key: str | bytes, action: Callable[[], T], options: CallOptions) -> T:
+    def _run(self, key: str | bytes, action: Callable[[], T], options: RunOptions) -> T:
         started = time.monotonic()
         if options.durable:
             durable.refuse_open_transaction()
@@ -324,14 +324,14 @@ class CallFlow:
         return self.succeeded(key, got, options, value, started, plan)
 
     async def arun(
-        self, key: str | bytes, action: Callable[[], Awaitable[T]], options: CallOptions
+        self, key: str | bytes, action: Callable[[], Awaitable[T]], options: RunOptions
     ) -> T:
         """Await ``action()`` at most once per key."""
         with events.traced(self.door):
             return await self._arun(key, action, options)
 
     async def _arun(
-        self, key: str | bytes, action: Callable[[], Awaitable[T]], options: CallOptions
+        self, key: str | bytes, action: Callable[[], Awaitable[T]], options: RunOptions
     ) -> T:
         started = time.monotonic()
         got = await self.abegin(key, options, started)
