@@ -1,23 +1,13 @@
 """Staff-only "Idempotency keys" pages in the Django admin: list, detail, purge.
 
-Records stay in Redis; :class:`~django_idempotency.models.IdempotencyKey` is an
-unmanaged, table-less model that only gives the admin an entry and permissions:
-
-* ``django_idempotency.view_idempotencykey`` to list and open records,
-* ``django_idempotency.delete_idempotencykey`` to purge them.
-
-Non-staff users are sent to the admin login (the admin site's own check); staff
-without the permission get 403. Lists are pages of SCAN batches (see
-:meth:`Inventory.page`), so a page costs the same on a hundred keys or millions.
-Purging always goes through a confirmation page, and running records are kept
-unless the confirmation's "also running records" box is ticked.
-
-Above the list's first page, a dashboard counts the records matching the list's
-filters (so it describes what "Purge all matching" would act on): by state, by door
-(every record carries the door it came through; records written before doors were
-recorded count as ``unknown``), by age as an inline SVG bar chart, and the ten scopes
-with the most records. It is one more scan of the whole keyspace, the same bounded
-memory scan as ``idempotency_inspect stats`` (:meth:`Inventory.dashboard`); set
+Records stay in the store; :class:`~django_idempotency.models.IdempotencyKey` is an
+unmanaged, table-less model that only gives the admin an entry and its permissions
+(``view_idempotencykey`` to list and open records, ``delete_idempotencykey`` to purge).
+Lists are pages of scan batches (:meth:`Inventory.page`), so a page costs the same on a
+hundred keys or millions. Purging always goes through a confirmation page, and running
+records are kept unless its "also running records" box is ticked. The first page's
+dashboard (counts by state, door, age and the top scopes of the records the filters
+select) is one more scan of the whole keyspace in bounded memory; set
 ``show_dashboard = False`` on a subclass where that costs too much.
 """
 

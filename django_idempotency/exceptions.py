@@ -19,10 +19,12 @@ class IdempotencyError(Exception):
     #: Seconds a client should wait before retrying (sent as ``Retry-After``), if any.
     retry_after: int | None = None
 
-    def __init__(self, detail: str = "", **extra: Any) -> None:
+    def __init__(self, detail: str = "", *, retry_after: int | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.extra = extra
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class InvalidKey(IdempotencyError):
@@ -55,10 +57,7 @@ class RequestInProgress(IdempotencyError):
     status = 409
     title = "A request with this Idempotency-Key is in progress"
     type_slug = "in-progress"
-
-    def __init__(self, detail: str = "", *, retry_after: int = 1, **extra: Any) -> None:
-        super().__init__(detail, **extra)
-        self.retry_after = retry_after
+    retry_after = 1
 
 
 class IdempotencyTimeout(RequestInProgress):
@@ -99,10 +98,7 @@ class IdempotencyUnavailable(IdempotencyError):
     status = 503
     title = "Idempotency store unavailable"
     type_slug = "unavailable"
-
-    def __init__(self, detail: str = "", *, retry_after: int = 1, **extra: Any) -> None:
-        super().__init__(detail, **extra)
-        self.retry_after = retry_after
+    retry_after = 1
 
 
 class ResultNotStored(IdempotencyError):

@@ -111,12 +111,8 @@ DOOR_CODES = {
 }
 if set(DOOR_CODES) != set(Door):  # pragma: no cover - a new door without a code
     raise ImportError(f"records.DOOR_CODES needs a code for {set(Door) - set(DOOR_CODES)}")
-_DOOR_BITS = {door: code << 5 for door, code in DOOR_CODES.items()}
-_BITS_DOOR = {b: d for d, b in _DOOR_BITS.items()}
-
-
-def _door_bits(door: Door | None) -> int:
-    return 0 if door is None else _DOOR_BITS[door]
+_DOOR_BITS: dict[Door | None, int] = {None: 0, **{d: code << 5 for d, code in DOOR_CODES.items()}}
+_BITS_DOOR = {code << 5: d for d, code in DOOR_CODES.items()}
 
 
 _KIND_CODE = {Kind.HTTP: b"h", Kind.CALL: b"r"}
@@ -384,7 +380,7 @@ class Sealer:
         With ``hold_ms`` (the ``refuse`` policy) the store keeps it that long after its
         lease runs out, and a claim then finds it abandoned instead of running again.
         """
-        flags = _KIND_BITS[kind] | _door_bits(door)
+        flags = _KIND_BITS[kind] | _DOOR_BITS[door]
         tail = b""
         if hold_ms is not None:
             flags |= REFUSE_FLAG
@@ -404,7 +400,7 @@ class Sealer:
     def seal(self, rid: bytes, record: Record) -> bytes:
         """A final record (done, error or unreplayable) as stored bytes."""
         payload = record.payload
-        flags = _KIND_BITS[record.kind] | _door_bits(record.door)
+        flags = _KIND_BITS[record.kind] | _DOOR_BITS[record.door]
         extra = b""
         if self._compress_min is not None and len(payload) >= self._compress_min:
             packed = self._compressor.compress(payload)

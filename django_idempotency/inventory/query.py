@@ -12,6 +12,7 @@ from typing import Any
 
 from ..events import Door
 from ..records import STATES, Kind, State
+from .display import iso_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,8 @@ class Detail:
         return text
 
     def as_dict(self, now: int, preview_bytes: int) -> dict[str, Any]:
-        """Every field, with a text preview of the body (``null`` when binary)."""
+        """Every field, with a text preview of the body (``null`` when binary) and the
+        creation and finish times as ISO 8601."""
         doc = self.entry.as_dict(now)
         lease = self.entry.lease_ms
         doc.update(
@@ -148,6 +150,8 @@ class Detail:
             body_bytes=len(self.body),
             body_preview=self.body_text(preview_bytes),
             body_truncated=len(self.body) > preview_bytes,
+            created_at=iso_ms(self.entry.created_ms),
+            finished_at=iso_ms(self.entry.finished_ms),
         )
         return doc
 

@@ -1,19 +1,10 @@
 """``manage.py idempotency_inspect``: list, show, count and purge stored records.
 
-Subcommands::
-
-    list   [filters] [--limit N] [--json]
-    show   KEY [--scope S] [--kind http|run] [--body-bytes N] [--json]
-    stats  [filters] [--sample N] [--json]
-    purge  (KEY... [--scope S] | --all | filters) [--dry-run] [--yes] [--force]
-
-Filters: ``--state`` (repeatable), ``--scope``, ``--key-glob``, ``--kind`` (also
-spelled ``--door``),
-``--older-than``. Every scan is a SCAN (never KEYS) that streams, so memory stays
-bounded on millions of records; see :mod:`django_idempotency.inventory`.
-
-Exit codes: 0 done; 1 unknown key, or options that do not go together; 2 usage error
-(argparse); 3 Redis unreachable or failing.
+Subcommands ``list``, ``show``, ``stats`` and ``purge``; the parsers below are their
+reference (``--help``, and the docs' commands page is built from them). Every scan
+streams, one batch at a time (see :mod:`django_idempotency.inventory`). Exit codes: 0
+done; 1 unknown key, or options that do not go together; 2 usage error (argparse); 3
+Redis unreachable or failing.
 """
 
 from __future__ import annotations
@@ -102,7 +93,7 @@ class Command(BaseCommand):
             help="The scope (user:<pk>, anonymous, a run() namespace). Without it every "
             "scope is searched with a SCAN.",
         )
-        self._add_kind(p, "http or run() records (default: both).")
+        p.add_argument("--kind", choices=_KINDS, help="http or run() records (default: both).")
         p.add_argument(
             "--body-bytes", type=_positive, default=2048, help="Body preview size (2048)."
         )
@@ -157,7 +148,7 @@ class Command(BaseCommand):
         )
         p.add_argument("--scope", help="Only this scope (exact), e.g. user:42 or anonymous.")
         p.add_argument("--key-glob", help="Only keys matching this glob, e.g. 'order-*'.")
-        self._add_kind(p, "Only http or run() records.")
+        p.add_argument("--kind", choices=_KINDS, help="Only http or run() records.")
         p.add_argument("--door", choices=_DOORS, help="Only records that came through this door.")
         p.add_argument(
             "--older-than", type=_duration, help="Only records created longer ago (90s, 1h, 2d)."
@@ -165,10 +156,6 @@ class Command(BaseCommand):
         p.add_argument(
             "--scan-count", type=_positive, default=1000, help="SCAN COUNT per round trip (1000)."
         )
-
-    @staticmethod
-    def _add_kind(p: ArgumentParser, help: str) -> None:
-        p.add_argument("--kind", choices=_KINDS, help=help)
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -293,14 +280,7 @@ class Command(BaseCommand):
             raise CommandError(self._not_found(key, scope), returncode=1)
         now = now_ms()
         if options["json"]:
-            docs = []
-            for detail in details:
-                doc = detail.as_dict(now, preview)
-                doc.update(
-                    created_at=iso_ms(detail.entry.created_ms),
-                    finished_at=iso_ms(detail.entry.finished_ms),
-                )
-                docs.append(doc)
+            docs = [detail.as_dict(now, preview) for detail in details]
             self.stdout.write(json.dumps(docs, indent=2))
             return
         for i, detail in enumerate(details):
@@ -416,22 +396,18 @@ class Command(BaseCommand):
             raise CommandError(f"Purging running records needs --force: {RUNNING_WHY}.")
 
         missing: list[str] = []
-        if keys:
-            entries: list[Entry] = []
-            for key in keys:
-                found = self._find(inventory, key, options)
-                if not found:
-                    missing.append(key)
-                    self.stderr.write(self._not_found(key, options.get("scope")))
-                entries += [d.entry for d in found]
+        entries: list[Entry] = []
+        for key in keys:
+            found = self._find(inventory, key, options)
+            if not found:
+                missing.append(key)
+                self.stderr.write(self._not_found(key, options.get("scope")))
+            entries += [d.entry for d in found]
 
-            def run(dry: bool) -> PurgeResult:
+        def run(dry: bool) -> PurgeResult:
+            if keys:
                 return inventory.purge_entries(entries, force=force, dry_run=dry)
-
-        else:
-
-            def run(dry: bool) -> PurgeResult:
-                return inventory.purge(filters, force=force, dry_run=dry, progress=self._progress())
+            return inventory.purge(filters, force=force, dry_run=dry, progress=self._progress())
 
         if dry_run or options["interactive"]:
             planned = run(True)
