@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import connections, transaction
+from django.db import transaction
 
 from .engine import Attempt, Claim, Engine, Found, ms
 from .events import Door
@@ -51,16 +51,6 @@ class RowNotWritten(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def open_transactions() -> list[str]:
-    """Database aliases inside an atomic block opened by the app (not by a TestCase)."""
-    return [
-        conn.alias
-        for conn in connections.all(initialized_only=True)
-        if conn.in_atomic_block
-        and not all(getattr(block, "_from_testcase", False) for block in conn.atomic_blocks)
-    ]
 
 
 # -- before the work ----------------------------------------------------------------------
@@ -156,6 +146,8 @@ def own_transaction() -> transaction.Atomic:
 
 def refuse_open_transaction() -> None:
     """``run(durable=True)`` runs its action in a transaction of its own: not inside one."""
+    from .flows.http import open_transactions
+
     if open_transactions():
         raise transaction.TransactionManagementError(
             "run(durable=True) runs the action in a transaction of its own, so that the "

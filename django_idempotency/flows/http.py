@@ -26,7 +26,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.http import HttpResponse, HttpResponseBase
 
 from .. import durable, events
@@ -125,6 +125,16 @@ def stored_fingerprint(value: str | bytes) -> bytes:
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
     # The record keeps a fingerprint of at most 255 bytes; a long one is digested.
     return raw if len(raw) <= 32 else hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def open_transactions() -> list[str]:
+    """Database aliases inside an atomic block opened by the app (not by a TestCase)."""
+    return [
+        conn.alias
+        for conn in connections.all(initialized_only=True)
+        if conn.in_atomic_block
+        and not all(getattr(block, "_from_testcase", False) for block in conn.atomic_blocks)
+    ]
 
 
 def replay_response(record: Record, replay_header: str) -> HttpResponse:
@@ -347,7 +357,7 @@ class HttpFlow:
         outermost atomic block has committed or rolled back: without a commit by then,
         the key is released. Asyncio views never run inside an atomic block.
         """
-        aliases = durable.open_transactions()
+        aliases = open_transactions()
         if not aliases:
             return False
         kept_as_row = self.is_durable(ticket.options)
@@ -381,7 +391,7 @@ class HttpFlow:
         the DRF mixin, called before and after the view, enters it after the claim and
         leaves it after :meth:`finish` (commit) or on an error (rollback).
         """
-        if not self.is_durable(ticket.options) or durable.open_transactions():
+        if not self.is_durable(ticket.options) or open_transactions():
             return None
         return durable.own_transaction()
 
