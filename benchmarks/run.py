@@ -62,7 +62,7 @@ from benchmarks.harness import (  # noqa: E402
     raise_fd_limit,
     version,
 )
-from django_idempotency.testing import RedisServer, find_redis_server  # noqa: E402
+from tests.support.redis_server import RedisServer, find_redis_server  # noqa: E402
 
 DEBIAN_REDIS = "/usr/bin/redis-server"
 SEAL_TARGET_US = 10.0

@@ -17,10 +17,13 @@ from typing import Any
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
-from django_idempotency.testing import RedisServer
-
 from .support import topologies
 from .support.postgres import PostgresServer, unavailable_reason
+from .support.redis_server import RedisServer, pin_build
+
+# A build word in $IDEMPOTENCY_REDIS_SERVER becomes its binary's path, so the processes
+# tests start (the example project's embedded Redis) run the build the suite runs on.
+pin_build()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

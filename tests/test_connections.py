@@ -20,7 +20,8 @@ from redis.retry import Retry
 from django_idempotency.stores.base import ClaimReply
 from django_idempotency.stores.redis.connection import CHECKOUT_ARGS
 from django_idempotency.stores.redis.store import RedisStore
-from django_idempotency.testing import RedisServer
+
+from .support.redis_server import RedisServer
 
 
 def running(token: bytes) -> bytes:

@@ -19,9 +19,9 @@ from django.test import Client
 
 from django_idempotency import IdempotencyUnavailable, ResultNotStored, checks, run
 from django_idempotency.http import PROBLEM_CONTENT_TYPE
-from django_idempotency.testing import RedisServer
 
 from .support import views
+from .support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.core]
 

