@@ -40,7 +40,7 @@ from ..records import (
     held_ms,
     peek,
 )
-from ..stores.base import parse_record_id
+from ..stores.base import Batch, parse_record_id
 from .dashboard import SCOPE_COUNTERS, AgeBucket, Dashboard, TopScopes, age_buckets
 from .display import RUNNING_WHY, human_bytes, human_duration, iso_ms, parse_duration, printable
 from .query import Detail, Entry, Filters, PurgeResult, Stats
@@ -162,10 +162,14 @@ class Inventory:
 
     # -- reading ------------------------------------------------------------------------
 
-    def _batches(self) -> Iterator[tuple[Any, int, list[Entry], int]]:
+    def _selected(self, filters: Filters) -> Iterator[tuple[Batch, list[Entry], int, int]]:
+        """Each scan batch, the entries in it ``filters`` select, how many of its keys are
+        not records, and when (epoch ms) the entries were judged."""
         for batch, _ in self.scanner.page(None, self.count, self._complete):
             entries, unreadable = self._entries(batch.heads)
-            yield batch.node, batch.scanned, entries, unreadable + batch.foreign
+            now = now_ms()
+            selected = [e for e in entries if filters.matches(e, now)]
+            yield batch, selected, unreadable + batch.foreign, now
 
     def scan(
         self, filters: Filters = EVERYTHING, progress: Progress | None = None
@@ -175,14 +179,12 @@ class Inventory:
         ``progress(scanned, matched)`` is called after each batch.
         """
         matched = 0
-        for _, scanned, entries, _ in self._batches():
-            now = now_ms()
-            for entry in entries:
-                if filters.matches(entry, now):
-                    matched += 1
-                    yield entry
+        for batch, selected, _, _ in self._selected(filters):
+            for entry in selected:
+                matched += 1
+                yield entry
             if progress is not None:
-                progress(scanned, matched)
+                progress(batch.scanned, matched)
 
     def page(
         self,
@@ -273,11 +275,9 @@ class Inventory:
         called for every selected record, for counts of its own (see :meth:`dashboard`).
         """
         stats = Stats()
-        for node, scanned, entries, unreadable in self._batches():
-            stats.scanned = scanned
+        for batch, selected, unreadable, now in self._selected(filters):
+            stats.scanned = batch.scanned
             stats.unreadable += unreadable
-            now = now_ms()
-            selected = [e for e in entries if filters.matches(e, now)]
             for entry in selected:
                 stats.count(entry)
                 if each is not None:
@@ -286,7 +286,7 @@ class Inventory:
                 progress(stats.scanned, stats.total)
             wanted = selected[: max(sample - stats.memory_sampled, 0)]
             if wanted:
-                usage = self.scanner.memory_usage(node, [e.name for e in wanted])
+                usage = self.scanner.memory_usage(batch.node, [e.name for e in wanted])
                 stats.memory_sampled += len(usage)
                 stats.memory_sample_bytes += sum(usage)
         return stats
@@ -324,16 +324,14 @@ class Inventory:
         With ``dry_run`` nothing is deleted and ``deleted`` counts what would be.
         """
         result = PurgeResult()
-        for _, scanned, entries, _ in self._batches():
-            now = now_ms()
+        for batch, selected, _, now in self._selected(filters):
 
             def still_matches(entry: Entry, now: int = now) -> bool:
                 return filters.matches(entry, now)
 
-            selected = [e for e in entries if still_matches(e)]
             self._purge_entries(selected, still_matches, force, dry_run, result)
             if progress is not None:
-                progress(scanned, result.matched)
+                progress(batch.scanned, result.matched)
         return result
 
     def purge_entries(

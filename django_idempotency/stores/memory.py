@@ -29,6 +29,10 @@ from .base import Batch, ClaimReply, RawHead, Slot, record_name
 if TYPE_CHECKING:
     from ..conf import IdempotencySettings
 
+#: Whether a record's first bytes hold all that listing it needs.
+Complete = Callable[[bytes], bool]
+#: Whether a record (name, first bytes), read again just before deleting it, may go.
+Wanted = Callable[[str, bytes], bool]
 _WAITING = ord("w")
 #: How many completions are remembered for a waiter that registers after one.
 _HEARD_MAX = 100_000
@@ -314,14 +318,14 @@ class MemoryScanner:
         ]
 
     def heads(
-        self, node: Any, names: Sequence[bytes], complete: Callable[[bytes], bool]
+        self, node: Any, names: Sequence[bytes], complete: Complete
     ) -> tuple[list[RawHead], int]:
         """The records named (whole: they are in memory), and 0 foreign keys."""
         wanted = {n.decode() for n in names}
         return [h for h in self._snapshot() if h.name in wanted], 0
 
     def page(
-        self, cursor: str | None, count: int, complete: Callable[[bytes], bool]
+        self, cursor: str | None, count: int, complete: Complete
     ) -> Iterator[tuple[Batch, str | None]]:
         """``count`` records at a time from ``cursor`` (an offset, in insertion order)."""
         try:
@@ -355,11 +359,7 @@ class MemoryScanner:
             yield self.store, list(names)
 
     def delete_checked(
-        self,
-        node: Any,
-        names: list[str],
-        still_wanted: Callable[[str, bytes], bool],
-        complete: Callable[[bytes], bool],
+        self, node: Any, names: list[str], still_wanted: Wanted, complete: Complete
     ) -> tuple[int, int]:
         """Delete those of ``names`` that ``still_wanted(name, record)`` accepts, atomically.
 

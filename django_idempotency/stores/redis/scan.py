@@ -29,6 +29,10 @@ from ..base import Batch, RawHead, StoreError
 from .connection import CHECKOUT_ARGS
 from .store import RedisStore, record_pattern, translate
 
+#: Whether a record's first bytes hold all that listing it needs.
+Complete = Callable[[bytes], bool]
+#: Whether a record (name, first bytes), read again just before deleting it, may go.
+Wanted = Callable[[str, bytes], bool]
 #: Bytes read per record for listing: header, fingerprint, meta and the payload's start.
 HEAD_BYTES = 600
 #: Re-read size for the rare record whose meta is longer than :data:`HEAD_BYTES`.
@@ -117,7 +121,7 @@ class RedisScanner:
     # -- reading ------------------------------------------------------------------------
 
     def heads(
-        self, node: Any, names: Sequence[bytes], complete: Callable[[bytes], bool]
+        self, node: Any, names: Sequence[bytes], complete: Complete
     ) -> tuple[list[RawHead], int]:
         """The start, TTL and size of each record in one or two round trips.
 
@@ -163,7 +167,7 @@ class RedisScanner:
         return found, foreign
 
     def page(
-        self, cursor: str | None, count: int, complete: Callable[[bytes], bool]
+        self, cursor: str | None, count: int, complete: Complete
     ) -> Iterator[tuple[Batch, str | None]]:
         """SCAN batches from ``cursor`` (``None``: the start) on, node after node, each
         with the cursor after it: ``"<node index>-<SCAN cursor>"``, ``None`` at the end."""
@@ -224,11 +228,7 @@ class RedisScanner:
             yield self.node_for(keys[0]), keys
 
     def delete_checked(
-        self,
-        node: Any,
-        names: list[str],
-        still_wanted: Callable[[str, bytes], bool],
-        complete: Callable[[bytes], bool],
+        self, node: Any, names: list[str], still_wanted: Wanted, complete: Complete
     ) -> tuple[int, int]:
         """Delete those of ``names`` that ``still_wanted(name, head)`` accepts on a fresh read.
 
@@ -258,11 +258,7 @@ class RedisScanner:
         return deleted, changed
 
     def _delete_once(
-        self,
-        node: Any,
-        names: list[str],
-        still_wanted: Callable[[str, bytes], bool],
-        complete: Callable[[bytes], bool],
+        self, node: Any, names: list[str], still_wanted: Wanted, complete: Complete
     ) -> tuple[int, int]:
         with node.pipeline(transaction=True) as pipe:
             pipe.watch(*names)
