@@ -4,18 +4,26 @@
 
     REDIS_URL=redis://127.0.0.1:6379/0 python benchmarks/edge.py
 
-Two servers, each with one worker and 8 connections in flight: uvicorn serving an async
-view, gunicorn's sync worker serving a sync one. On each, three stacks of the same
-project are measured interleaved, first-time (a fresh key per request) and replay (one
+Three servers, each with one worker and 8 connections in flight: uvicorn serving an async
+view, gunicorn's sync worker (a connection per request) and its gthread worker (8
+threads, keep-alive) serving a sync one. On each, three stacks of the same project are
+measured interleaved, first-time (a fresh key per request) and replay (one
 key): the floor (a middleware doing only the Redis work any idempotency layer must do:
 ``SET NX`` then ``SET`` or ``GET``, on redis.asyncio under ASGI), our middleware inside
 Django (``IdempotencyMiddleware`` with a headers scope), and the same wrapped by
 ``django_idempotency.edge``. Ratios are taken within a round against that round's
 floor, then the median over the rounds.
+
+``--variant NAME=PATH`` adds the two stacks of another checkout's ``django_idempotency``
+(a ``git worktree`` of the current head, say) to every round, as rows marked
+``[NAME]``, against the same floor: a same-run A/B::
+
+    REDIS_URL=... python benchmarks/edge.py --variant base=/tmp/base
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Mapping
@@ -27,6 +35,7 @@ if __package__ in (None, ""):
 
 from benchmarks import load  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
+    Code,
     code_paths,
     cpu_seconds,
     env_for,
@@ -42,10 +51,18 @@ ROUNDS, SECONDS = (1, 1.0) if QUICK else (5, 3.0)
 CONNECTIONS = 8
 BODY = b'{"amount": 100, "currency": "EUR", "customer": "cus_123"}'
 
-#: ``(label, harness kind, server arguments, URL, floor stack)``.
+#: ``(label, name, harness kind, server arguments, URL, floor stack)``.
 SERVERS = (
-    ("uvicorn, async view", "asgi", ("--workers", "1"), "/aplain/", "afloor"),
-    ("gunicorn sync", "wsgi", ("-w", "1", "-k", "sync"), "/plain/", "floor"),
+    ("uvicorn, async view", "asgi", "asgi", ("--workers", "1"), "/aplain/", "afloor"),
+    ("gunicorn sync", "wsgi", "wsgi", ("-w", "1", "-k", "sync"), "/plain/", "floor"),
+    (
+        "gunicorn gthread, keep-alive",
+        "gthread",
+        "wsgi",
+        ("-w", "1", "-k", "gthread", "--threads", str(CONNECTIONS)),
+        "/plain/",
+        "floor",
+    ),
 )
 #: ``(row, stack, BENCH_EDGE)``.
 ROWS = (
@@ -54,7 +71,7 @@ ROWS = (
     ("edge", "edge", "1"),
 )
 #: Edge replay throughput wanted, as a multiple of the floor's replay.
-TARGETS = {"asgi": 4.5, "wsgi": 2.0}
+TARGETS = {"asgi": 4.5, "wsgi": 2.0, "gthread": 2.0}
 
 
 @headers_scope
@@ -64,100 +81,132 @@ def anonymous_scope(headers: Mapping[str, str]) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=PATH")
+    args = parser.parse_args()
     redis_url = os.environ["REDIS_URL"]
-    code = code_paths([])[0]
+    codes = code_paths(args.variant)
     generator = load.generator_name(os.environ.get("BENCH_GENERATOR", "auto"))
+    # The floor is the same for every checkout: measured once, on the first.
+    rows = [(ROWS[0][0], codes[0], ROWS[0])] + [
+        (row[0] + code.suffix, code, row) for code in codes for row in ROWS[1:]
+    ]
     specs = {}
-    for _, kind, args, _, floor in SERVERS:
-        for row, stack, edge in ROWS:
-            env = env_for(code, redis_url, floor if stack == "floor" else stack, BENCH_EDGE=edge)
-            specs[f"{kind}/{row}"] = (code, env, kind, args)
+    for _, name, kind, server_args, _, floor in SERVERS:
+        for label, code, (_, stack, edge) in rows:
+            stack = floor if stack == "floor" else stack
+            env = env_for(code, redis_url, stack, BENCH_EDGE=edge)
+            specs[f"{name}/{label}"] = (code, env, kind, server_args)
     results: dict[tuple[str, str, str], list[load.Load]] = {}
     cpu: dict[tuple[str, str, str], list[float]] = {}
     with servers(specs) as running:
-        for name, server in running.items():
-            kind = name.partition("/")[0]
-            url = next(s[3] for s in SERVERS if s[1] == kind)
+        for key, server in running.items():
+            name = key.partition("/")[0]
+            url = next(s[4] for s in SERVERS if s[1] == name)
             load.drive(generator, server.port, url, BODY, load.SAME, 0.5, 2)
         for r in range(ROUNDS):
             for path_kind, keys in (("first-time", load.FRESH), ("replay", load.SAME)):
-                for _, kind, _, url, _ in SERVERS:
-                    shift = r % len(ROWS)
-                    for row, _, _ in ROWS[shift:] + ROWS[:shift]:
-                        server = running[f"{kind}/{row}"]
+                for _, name, _, _, url, _ in SERVERS:
+                    shift = r % len(rows)
+                    for label, _, _ in rows[shift:] + rows[:shift]:
+                        server = running[f"{name}/{label}"]
                         workers = server.workers()
                         before = cpu_seconds(workers)
                         got = load.drive(
                             generator, server.port, url, BODY, keys, SECONDS, CONNECTIONS
                         )
                         used = (cpu_seconds(workers) - before) / max(got.requests, 1) * 1e6
-                        results.setdefault((kind, path_kind, row), []).append(got)
-                        cpu.setdefault((kind, path_kind, row), []).append(used)
+                        results.setdefault((name, path_kind, label), []).append(got)
+                        cpu.setdefault((name, path_kind, label), []).append(used)
                         log(
-                            f"edge: round {r + 1}/{ROUNDS} {kind} {path_kind:10} {row:24} "
+                            f"edge: round {r + 1}/{ROUNDS} {name} {path_kind:10} {label:24} "
                             f"{got.rps:7.0f} req/s p50 {got.p50_ms:6.2f} ms"
                             + (f"  ERRORS {got.errors}" if got.errors else "")
                         )
-    print(report(results, cpu, generator))
+    print(report(results, cpu, generator, [label for label, _, _ in rows], codes))
 
 
-def ratio(results: dict[tuple[str, str, str], list[load.Load]], key: tuple[str, str, str]) -> float:
-    """Median over the rounds of this row's req/s over the same round's floor."""
-    kind, path_kind, _ = key
-    floors = results[(kind, path_kind, ROWS[0][0])]
-    return med([a.rps / b.rps for a, b in zip(results[key], floors, strict=True) if b.rps])
+def per_round(
+    results: dict[tuple[str, str, str], list[load.Load]],
+    key: tuple[str, str, str],
+    against: str = ROWS[0][0],
+) -> list[float]:
+    """This row's req/s over row ``against``'s (the floor by default), round by round."""
+    name, path_kind, _ = key
+    base = results[(name, path_kind, against)]
+    return [a.rps / b.rps for a, b in zip(results[key], base, strict=True) if b.rps]
+
+
+def spread(values: list[float]) -> str:
+    """Median and range of per-round ratios: ``1.02 (0.97-1.08)``."""
+    return f"{med(values):.2f} ({min(values):.2f}-{max(values):.2f})" if values else "nan"
 
 
 def report(
     results: dict[tuple[str, str, str], list[load.Load]],
     cpu: dict[tuple[str, str, str], list[float]],
     generator: str,
+    rows: list[str],
+    codes: list[Code],
 ) -> str:
     lines = [
         "## Edge replays",
         "",
         f"{ROUNDS} interleaved rounds of {SECONDS:g} s per phase, {CONNECTIONS} connections, "
-        f"1 worker, load generator: {generator}.",
+        f"1 worker, load generator: {generator}. x floor: the median over the rounds of "
+        "req/s over the same round's floor, with the range over the rounds.",
         "",
         "The load generator shares the machine with the servers and Redis: where it is the "
         "bottleneck, req/s ratios understate the difference, and the worker's CPU time per "
         "request (from /proc) shows it.",
         "",
-        "| server | path | stack | req/s | x floor | worker CPU µs/req | x floor by CPU "
+        "| server | path | stack | req/s | x floor (range) | worker CPU µs/req | x floor by CPU "
         "| p50 ms | p99 ms | errors |",
         "|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for label, kind, _, _, _ in SERVERS:
+    for label, name, *_ in SERVERS:
         for path_kind in ("first-time", "replay"):
-            for row, _, _ in ROWS:
-                got = results[(kind, path_kind, row)]
-                used = med(cpu[(kind, path_kind, row)])
-                floor_cpu = med(cpu[(kind, path_kind, ROWS[0][0])])
+            floor_cpu = med(cpu[(name, path_kind, ROWS[0][0])])
+            for row in rows:
+                got = results[(name, path_kind, row)]
+                used = med(cpu[(name, path_kind, row)])
                 lines.append(
                     f"| {label} | {path_kind} | {row} | {med([x.rps for x in got]):.0f} "
-                    f"| {ratio(results, (kind, path_kind, row)):.2f} "
+                    f"| {spread(per_round(results, (name, path_kind, row)))} "
                     f"| {used:.0f} | {floor_cpu / used if used else float('nan'):.2f} "
                     f"| {med([x.p50_ms for x in got]):.2f} | {med([x.p99_ms for x in got]):.2f} "
                     f"| {sum(x.errors for x in got)} |"
                 )
     lines.append("")
-    for label, kind, _, _, _ in SERVERS:
-        edge = ratio(results, (kind, "replay", "edge"))
-        inside = ratio(results, (kind, "replay", ROWS[1][0]))
-        first = [
-            a.rps / b.rps
-            for a, b in zip(
-                results[(kind, "first-time", "edge")],
-                results[(kind, "first-time", ROWS[1][0])],
-                strict=True,
-            )
-            if b.rps
-        ]
+    inside = ROWS[1][0]
+    for label, name, *_ in SERVERS:
+        edge = med(per_round(results, (name, "replay", "edge")))
+        first = per_round(results, (name, "first-time", "edge"), inside)
         lines.append(
-            f"  - {label}: edge replay {edge:.2f} x floor (target >= {TARGETS[kind]:g}: "
-            f"{mark(edge >= TARGETS[kind])}; in Django {inside:.2f} x floor); first-time "
-            f"through the edge {med(first):.2f} x first-time in Django"
+            f"  - {label}: edge replay {edge:.2f} x floor (target >= {TARGETS[name]:g}: "
+            f"{mark(edge >= TARGETS[name])}; in Django "
+            f"{spread(per_round(results, (name, 'replay', inside)))} x floor); first-time "
+            f"through the edge {spread(first)} x first-time in Django"
         )
+    for path_kind, want in (("first-time", 0.95), ("replay", 1.10)):
+        ratios = per_round(results, ("asgi", path_kind, inside))
+        lines.append(
+            f"  - uvicorn, async view: the middleware {path_kind} {spread(ratios)} x the async "
+            f"raw-Redis floor (target >= {want:.2f}: {mark(med(ratios) >= want)})"
+        )
+    for code in codes[1:]:
+        for label, name, *_ in SERVERS:
+            for path_kind in ("first-time", "replay"):
+                for row, _, _ in ROWS[1:]:
+                    ab = per_round(results, (name, path_kind, row), row + code.suffix)
+                    ours = cpu[(name, path_kind, row)]
+                    theirs = cpu[(name, path_kind, row + code.suffix)]
+                    by_cpu = [b / a for a, b in zip(ours, theirs, strict=True) if a]
+                    lines.append(
+                        f"  - A/B {label}, {path_kind}, {row}: this checkout over "
+                        f"[{code.label}], per round: req/s {spread(ab)}, worker CPU "
+                        f"(theirs/ours) {spread(by_cpu)}"
+                    )
     return "\n".join(lines)
 
 
