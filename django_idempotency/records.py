@@ -90,13 +90,13 @@ class Kind(Label):
     """Which lifecycle wrote a record: HTTP requests or ``run()`` calls (and jobs)."""
 
     HTTP = "http"
-    CALL = "run"
+    RUN = "run"
 
 
 STATES: tuple[State, ...] = tuple(State)
 _STATE_CHAR = {State.RUNNING: b"R", State.DONE: b"D", State.ERROR: b"E", State.UNREPLAYABLE: b"U"}
 _CHAR_STATE = {c[0]: s for s, c in _STATE_CHAR.items()}
-_KIND_BITS = {Kind.HTTP: 0, Kind.CALL: 8}
+_KIND_BITS = {Kind.HTTP: 0, Kind.RUN: 8}
 _BITS_KIND = {b: k for k, b in _KIND_BITS.items()}
 #: Each door's code in bits 5-7 of the flags (0: not recorded). Written out, never derived
 #: from the enum's order, so adding or reordering a door relabels no stored record.
@@ -115,7 +115,7 @@ _DOOR_BITS: dict[Door | None, int] = {None: 0, **{d: code << 5 for d, code in DO
 _BITS_DOOR = {code << 5: d for d, code in DOOR_CODES.items()}
 
 
-_KIND_CODE = {Kind.HTTP: b"h", Kind.CALL: b"r"}
+_KIND_CODE = {Kind.HTTP: b"h", Kind.RUN: b"r"}
 
 
 class IntegrityError(Exception):

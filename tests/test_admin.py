@@ -24,7 +24,7 @@ from pytest_django.live_server_helper import LiveServer
 
 from django_idempotency.engine import now_ms
 
-from .support.records import CALL, DONE, HTTP, RUNNING, sealed
+from .support.records import DONE, HTTP, RUN, RUNNING, sealed
 
 ROOT = Path(__file__).resolve().parent.parent
 LIST = "/admin/django_idempotency/idempotencykey/"
@@ -61,7 +61,7 @@ def records(redis_client) -> dict[str, str]:
         (DONE, HTTP, "user:1", "charge-001"),
         (DONE, HTTP, "user:2", "charge-002"),
         (RUNNING, HTTP, "user:1", "charge-003"),
-        (DONE, CALL, "billing", "invoice:7"),
+        (DONE, RUN, "billing", "invoice:7"),
     ):
         redis_key, data = sealed(state, kind, scope, key, created_ms=now - 90_000)
         redis_client.set(redis_key, data, px=600_000)

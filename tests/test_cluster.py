@@ -44,7 +44,7 @@ def test_the_app_talks_to_the_cluster_and_records_spread_over_every_primary(redi
 def test_a_records_key_is_its_own_hash_tag_whatever_the_client_key(redis_client):
     engine = get_engine()
     for key in ("a", "b:c", "*", "{brace}", "x}y{z"):
-        name = engine.slot(Kind.CALL, "scope", key).name
+        name = engine.slot(Kind.RUN, "scope", key).name
         tag = name[name.index("{") + 1 : name.index("}")]
         assert redis_client.keyslot(name) == redis_client.keyslot(tag)
 

@@ -38,7 +38,7 @@ from django_idempotency.runtime import get_engine
 
 from . import test_admin
 from .support import urls as project_urls
-from .support.records import CALL, DONE, HTTP, RUNNING, name_of, sealed
+from .support.records import DONE, HTTP, RUN, RUNNING, name_of, sealed
 from .test_admin import LIST, chromium, headless, styled_live_server, user_client
 
 __all__ = ["styled_live_server"]  # a fixture, imported from the admin tests to be used here
@@ -185,17 +185,17 @@ def traffic(redis_client: Any, admin_user: Any) -> dict[str, str]:
     names["drf-1"] = name_of(HTTP, f"user:{admin_user.pk}", "drf-1")
     for key in ("inv-1", "inv-2", "inv-3", "inv-4"):
         assert django_idempotency.run(key, lambda: {"sent": True}, namespace="billing")
-        names[key] = name_of(CALL, "billing", key)
+        names[key] = name_of(RUN, "billing", key)
 
     def bounce() -> None:
         raise LookupError("no such mailbox")
 
     with pytest.raises(LookupError):
         django_idempotency.run("mail-1", bounce, namespace="mail")
-    names["mail-1"] = name_of(CALL, "mail", "mail-1")
+    names["mail-1"] = name_of(RUN, "mail", "mail-1")
     now = now_ms()
     for key, door in (("job-1", Door.CELERY), ("job-2", Door.CELERY), ("job-3", Door.TASKS)):
-        name, data = sealed(DONE, CALL, "reports", key, created_ms=now, door=door)
+        name, data = sealed(DONE, RUN, "reports", key, created_ms=now, door=door)
         redis_client.set(name, data, px=86_400_000)
         names[key] = name
     name, data = sealed(RUNNING, HTTP, "anonymous", "mw-running", created_ms=now)
@@ -358,9 +358,9 @@ def test_more_scopes_than_counters_are_shown_as_lower_bounds(redis_client, admin
     now = now_ms()
     pipe = redis_client.pipeline(transaction=False)
     for i in range(SCOPE_COUNTERS + 200):
-        pipe.set(*sealed(DONE, CALL, f"tenant-{i:04}", "nightly", created_ms=now))
+        pipe.set(*sealed(DONE, RUN, f"tenant-{i:04}", "nightly", created_ms=now))
     for i in range(300):
-        pipe.set(*sealed(DONE, CALL, "tenant-big", f"export-{i}", created_ms=now))
+        pipe.set(*sealed(DONE, RUN, "tenant-big", f"export-{i}", created_ms=now))
     pipe.execute()
     board, page = dashboard(admin_client)
     assert board["total"] == SCOPE_COUNTERS + 500
@@ -481,10 +481,10 @@ def test_an_action_in_flight_is_counted_as_running(admin_client):
 def test_records_without_a_door_count_as_unknown(redis_client, admin_client):
     django_idempotency.run("new", lambda: 1, namespace="old-and-new")
     # As written before records carried their door.
-    name = name_of(CALL, "old-and-new", "old")
+    name = name_of(RUN, "old-and-new", "old")
     rid = base64.urlsafe_b64decode(name[name.rindex("{") + 1 : -1] + "==")
     record = Record(
-        State.DONE, Kind.CALL, b"old-and-new", b"old", b"", now_ms(), now_ms(), None, b"1"
+        State.DONE, Kind.RUN, b"old-and-new", b"old", b"", now_ms(), now_ms(), None, b"1"
     )
     redis_client.set(name, get_engine().sealer.seal(rid, record), px=60_000)
     _, page = dashboard(admin_client)

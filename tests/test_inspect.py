@@ -31,7 +31,7 @@ from django_idempotency.records import STATES, Sealer, peek
 from django_idempotency.runtime import get_engine, sealer_for
 from django_idempotency.testing import RedisServer
 
-from .support.records import CALL, DONE, ERROR, HTTP, RUNNING, UNREPLAYABLE, sealed
+from .support.records import DONE, ERROR, HTTP, RUN, RUNNING, UNREPLAYABLE, sealed
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The tests that need only a few records also run on a 3-primary Redis Cluster.
@@ -48,10 +48,10 @@ def plan(i: int) -> tuple[str, Any]:
     if i % 1000 == 0:
         return RUNNING, HTTP
     if i % 10 == 1:
-        return ERROR, CALL
+        return ERROR, RUN
     if i % 50 == 3:
         return UNREPLAYABLE, HTTP
-    return DONE, CALL if i % 5 == 0 else HTTP
+    return DONE, RUN if i % 5 == 0 else HTTP
 
 
 def write_records(client: Any, sealer: Sealer, count: int) -> Counter[str]:
@@ -346,8 +346,8 @@ def varied(redis_client) -> None:
         (DONE, HTTP, "user:1", "order-1", now - 7_200_000),
         (DONE, HTTP, "user:2", "order-2", now - 60_000),
         (RUNNING, HTTP, "user:1", "order-3", now),
-        (ERROR, CALL, "jobs", "order-1", now - 7_200_000),
-        (DONE, CALL, "jobs", "refund:*", now),
+        (ERROR, RUN, "jobs", "order-1", now - 7_200_000),
+        (DONE, RUN, "jobs", "refund:*", now),
     ]
     for state, door, scope, key, created in rows:
         redis_key, data = sealed(state, door, scope, key, created_ms=created)
@@ -514,10 +514,10 @@ def test_purge_rereads_a_batch_whose_watch_fired(redis_client):
     inventory = Inventory(get_engine())
     keys = []
     for i in range(4):
-        redis_key, data = sealed(DONE, CALL, "", f"k{i}", created_ms=now_ms())
+        redis_key, data = sealed(DONE, RUN, "", f"k{i}", created_ms=now_ms())
         redis_client.set(redis_key, data)
         keys.append(redis_key)
-    _, running = sealed(RUNNING, CALL, "", "k0", created_ms=now_ms())
+    _, running = sealed(RUNNING, RUN, "", "k0", created_ms=now_ms())
     calls = Counter[str]()
 
     def wanted(entry: Any) -> bool:

@@ -179,7 +179,7 @@ def test_timedelta_options_are_applied_by_every_door(redis_client, rf):
     assert 15_000 < redis_client.pttl(name_of(Kind.HTTP, "anonymous", "mixin")) <= 20_000
 
     run("timed", lambda: 1, ttl=timedelta(seconds=30))
-    assert 25_000 < redis_client.pttl(name_of(Kind.CALL, "", "timed")) <= 30_000
+    assert 25_000 < redis_client.pttl(name_of(Kind.RUN, "", "timed")) <= 30_000
 
 
 # -- the audit: every option of every door, refused when bad, refused where not taken ------

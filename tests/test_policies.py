@@ -393,7 +393,7 @@ def abandon(key: str, lease: float) -> None:
     claim = drive(
         engine.context,
         engine.acquiring(
-            Kind.CALL,
+            Kind.RUN,
             Door.RUN,
             "",
             key,

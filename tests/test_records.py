@@ -37,7 +37,7 @@ from django_idempotency.records import (
 from django_idempotency.stores.redis import key_name
 
 from .support import views
-from .support.records import CALL, opened
+from .support.records import RUN, opened
 
 DOORS = {"middleware": "/middleware/", "decorator": "/decorator/", "drf": "/drf/"}
 
@@ -303,9 +303,9 @@ def test_compressed_responses_replay_byte_identically_through_every_door(
 @pytest.mark.no_redis
 @pytest.mark.parametrize("zstd", [True, False])
 def test_each_compressor_reads_what_the_other_wrote(zstd):
-    rid = record_id(CALL, "", "k")
+    rid = record_id(RUN, "", "k")
     payload = views.typical_json(8000)
-    record = Record(State.DONE, CALL, b"", b"k", b"", 1, 2, None, payload)
+    record = Record(State.DONE, RUN, b"", b"k", b"", 1, 2, None, payload)
     written = Sealer(["s"], zstd=zstd).seal(rid, record)
     assert len(written) < len(payload) / 2
     assert Sealer(["s"], zstd=not zstd).open(rid, written).payload == payload
@@ -407,8 +407,8 @@ def _uuidish(key: str) -> bool:
 @pytest.mark.parametrize("secret", ["s", "x" * 100])
 def test_the_record_mac_is_truncated_hmac_sha256_over_id_and_bytes_but_the_flag(secret):
     # Records written by any release verify in any other only if this stays as it is.
-    rid = record_id(Kind.CALL, b"scope", b"key")
-    record = Record(State.DONE, Kind.CALL, b"scope", b"key", b"fp", 1, 2, None, b"{}")
+    rid = record_id(Kind.RUN, b"scope", b"key")
+    record = Record(State.DONE, Kind.RUN, b"scope", b"key", b"fp", 1, 2, None, b"{}")
     written = Sealer([secret]).seal(rid, record)
     key = derive_key(secret, b"mac")
     body = written[:-MAC_BYTES]
@@ -445,8 +445,8 @@ def test_a_replay_carries_the_stored_headers_and_no_others(stored):
 @pytest.mark.no_redis
 @pytest.mark.parametrize("door", list(Door))
 def test_the_door_is_stored_under_its_written_code_and_read_back(door):
-    sealer, rid = Sealer(["s"]), record_id(Kind.CALL, b"scope", b"key")
-    record = Record(State.DONE, Kind.CALL, b"scope", b"key", b"fp", 1, 2, None, b"{}", door=door)
+    sealer, rid = Sealer(["s"]), record_id(Kind.RUN, b"scope", b"key")
+    record = Record(State.DONE, Kind.RUN, b"scope", b"key", b"fp", 1, 2, None, b"{}", door=door)
     written = sealer.seal(rid, record)
     # Bits 5-7 of the flags byte hold the door's code from the table, whatever the
     # order of the Door enum; records written by earlier releases read the same.

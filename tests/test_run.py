@@ -32,7 +32,7 @@ from django_idempotency.runtime import sealer_for
 from django_idempotency.stores.redis import RedisStore
 
 from .support import workers
-from .support.records import CALL, name_of
+from .support.records import RUN, name_of
 from .support.servers import eventually
 
 pytestmark = [pytest.mark.matrix, pytest.mark.core]
@@ -204,7 +204,7 @@ def test_redis_keys_never_contain_the_client_key(redis_client):
 def test_record_expires_after_ttl_and_action_runs_again(redis_client):
     counter = Counter()
     run("short", counter.bump, ttl=0.3)
-    assert redis_client.pttl(name_of(CALL, "", "short")) <= 300
+    assert redis_client.pttl(name_of(RUN, "", "short")) <= 300
     time.sleep(0.45)
     assert run("short", counter.bump, ttl=0.3) == 2
 
@@ -230,7 +230,7 @@ def test_long_action_keeps_its_claim_through_renewal():
 
 @BOTH_TOPOLOGIES
 def test_late_finisher_whose_lease_was_lost_does_not_overwrite_new_owner(redis_client):
-    name = name_of(CALL, "", "fenced")
+    name = name_of(RUN, "", "fenced")
     newer: list[Any] = []
 
     def first_owner() -> str:
@@ -392,7 +392,7 @@ def test_keeper_reports_a_lost_lease_once_with_the_signal(redis_client, caplog):
         lost.append((kw["scope"], kw["key"]))
 
     signals.lease_lost.connect(receiver)
-    name = name_of(CALL, "ns", "stolen")
+    name = name_of(RUN, "ns", "stolen")
 
     def action() -> str:
         redis_client.delete(name)  # as if the lease had expired

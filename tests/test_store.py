@@ -9,7 +9,7 @@ def test_record_ids_are_unambiguous_over_door_scope_and_key():
     ids = {
         record_id(Kind.HTTP, "ab", "c"),
         record_id(Kind.HTTP, "a", "bc"),
-        record_id(Kind.CALL, "ab", "c"),
+        record_id(Kind.RUN, "ab", "c"),
         record_id(Kind.HTTP, b"ab", b"c\x00"),
     }
     assert len(ids) == 4

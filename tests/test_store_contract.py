@@ -65,11 +65,11 @@ def _slot(store: Store) -> Slot:
 
 
 def _running(engine: Engine, slot: Slot, token: bytes) -> bytes:
-    return engine.sealer.running(slot.rid, Kind.CALL, b"s", b"k", token, b"fp", 1, Door.RUN)
+    return engine.sealer.running(slot.rid, Kind.RUN, b"s", b"k", token, b"fp", 1, Door.RUN)
 
 
 def _final(engine: Engine, slot: Slot, payload: bytes = b"1") -> bytes:
-    record = Record(State.DONE, Kind.CALL, b"s", b"k", b"fp", 1, 2, None, payload, door=Door.RUN)
+    record = Record(State.DONE, Kind.RUN, b"s", b"k", b"fp", 1, 2, None, payload, door=Door.RUN)
     return engine.sealer.seal(slot.rid, record)
 
 
@@ -119,25 +119,25 @@ def test_a_read_finds_what_is_there_and_changes_nothing(engine, store):
 
 def test_looking_verifies_a_record_without_claiming_it(engine, store):
     key = str(uuid.uuid4())
-    slot = engine.slot(Kind.CALL, "s", key)
+    slot = engine.slot(Kind.RUN, "s", key)
 
     def look() -> Record | None:
-        return drive(engine.context, engine.looking(Kind.CALL, Door.RUN, "s", key))
+        return drive(engine.context, engine.looking(Kind.RUN, Door.RUN, "s", key))
 
     assert look() is None
     assert store.read(slot) is None  # nothing was claimed
-    running = engine.sealer.running(slot.rid, Kind.CALL, b"s", key.encode(), OWNER, b"fp", 1)
+    running = engine.sealer.running(slot.rid, Kind.RUN, b"s", key.encode(), OWNER, b"fp", 1)
     store.claim(slot, running, 5000)
-    final = Record(State.DONE, Kind.CALL, b"s", key.encode(), b"fp", 1, 2, None, b"v")
+    final = Record(State.DONE, Kind.RUN, b"s", key.encode(), b"fp", 1, 2, None, b"v")
     store.complete(slot, OWNER, engine.sealer.seal(slot.rid, final), 60_000)
     found = look()
     assert found is not None and found.payload == b"v"
     # A record sealed for another id (copied, planted) is refused, as a claim refuses it.
     other = str(uuid.uuid4())
-    copied = engine.slot(Kind.CALL, "s", other)
+    copied = engine.slot(Kind.RUN, "s", other)
     store.claim(copied, running, 5000)
     with pytest.raises(RecordTampered):
-        drive(engine.context, engine.looking(Kind.CALL, Door.RUN, "s", other))
+        drive(engine.context, engine.looking(Kind.RUN, Door.RUN, "s", other))
 
 
 def test_only_the_owner_releases_and_the_next_claim_then_runs(engine, store):

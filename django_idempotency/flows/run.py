@@ -77,7 +77,7 @@ class RunFlow:
         started = time.monotonic() if started is None else started
         engine = self.engine
         claim = engine.acquiring(
-            Kind.CALL,
+            Kind.RUN,
             self.door,
             options.namespace,
             key,
@@ -91,7 +91,7 @@ class RunFlow:
         # Durable calls are blocking ones: arun() refuses durable=True.
         if options.durable:
             claim = durable.claiming(
-                engine, claim, Kind.CALL, self.door, options.namespace, key, b"", ttl=options.ttl
+                engine, claim, Kind.RUN, self.door, options.namespace, key, b"", ttl=options.ttl
             )
         try:
             return (yield from claim)

@@ -235,7 +235,7 @@ class Inventory:
         Without: a scan of every record for that key in any scope.
         """
         if scope is not None:
-            for k in [Kind(kind)] if kind else [Kind.HTTP, Kind.CALL]:
+            for k in [Kind(kind)] if kind else [Kind.HTTP, Kind.RUN]:
                 detail = self.get(self.engine.slot(k, scope, key).name)
                 if detail is not None:
                     yield detail

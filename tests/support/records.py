@@ -19,7 +19,7 @@ from django_idempotency.runtime import get_engine, sealer_for
 from django_idempotency.stores.redis import key_name
 
 DONE, ERROR, RUNNING, UNREPLAYABLE = State.DONE, State.ERROR, State.RUNNING, State.UNREPLAYABLE
-HTTP, CALL = Kind.HTTP, Kind.CALL
+HTTP, RUN = Kind.HTTP, Kind.RUN
 #: The owner token of running records written here.
 TOKEN = bytes.fromhex("0123456789abcdef01234567")
 
