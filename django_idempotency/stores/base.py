@@ -178,27 +178,3 @@ class Notifier(Protocol):
 
     async def await_outcome(self, slot: Slot, position: tuple[int, int], timeout: float) -> bool:
         """The same for a coroutine: it holds neither a thread nor a connection."""
-
-
-class RowStore(Protocol):
-    """Durable mode's second memory: final records in the application's own database.
-
-    A row is written inside the database transaction of the work it records, so it
-    exists exactly when that work committed; the engine reads it when Redis has no
-    record of a key (after a crash between commit and the Redis store, or a Redis that
-    lost its data). Rows hold the same sealed bytes as Redis (MAC'd, maybe compressed
-    and encrypted) under the record id, and expire like records.
-    """
-
-    def write(self, rid: bytes, sealed: bytes, ttl_ms: int, using: str) -> None:
-        """Insert the row on database ``using``, inside its open transaction.
-
-        A committed, unexpired row for ``rid`` makes the insert fail (an
-        ``IntegrityError``), which rolls back the second run of the same work.
-        """
-
-    def read(self, rid: bytes) -> bytes | None:
-        """The committed, unexpired row for ``rid``, if any."""
-
-    def alias(self) -> str:
-        """The database alias rows are written to (Django's router decides)."""

@@ -44,7 +44,7 @@ def _now_ms() -> int:
 
 
 class DatabaseRows:
-    """The :class:`~django_idempotency.stores.base.RowStore` on Django's databases."""
+    """Durable mode's rows on Django's databases (read, insert, purge)."""
 
     def __init__(self) -> None:
         self._table: str | None = None
