@@ -218,20 +218,21 @@ class HttpFlow:
 
     def begin(self, request: Any) -> Begin:
         """Everything before the view runs."""
-        return drive(self.engine.context, self._begin(request))
+        engine = self.engine
+        return drive(engine.context, self._begin(request, engine))
 
     async def abegin(self, request: Any) -> Begin:
         """:meth:`begin` for the asyncio stack: no thread, no connection held while waiting."""
-        return await adrive(self.engine.context, self._begin(request))
+        engine = self.engine
+        return await adrive(engine.context, self._begin(request, engine))
 
-    def _begin(self, request: Any) -> Flow[Begin]:
+    def _begin(self, request: Any, engine: Engine) -> Flow[Begin]:
         prepared = self._prepare(request)
         if isinstance(prepared, Begin):
             return prepared
         o = prepared.options
         trace = events.open_trace(self.door)
         with events.active(trace):
-            engine = self.engine
             claim = engine.acquiring(
                 Kind.HTTP,
                 self.door,
@@ -375,7 +376,8 @@ class HttpFlow:
                 if not kept_as_row:
                     self.settle(ticket, response)
                     return
-                drive(self.engine.context, self._settling(ticket, lambda: plan))
+                engine = self.engine
+                drive(engine.context, self._settling(engine, ticket, lambda: plan))
 
         for alias in aliases:
             transaction.on_commit(functools.partial(committed, alias), using=alias)
@@ -411,15 +413,18 @@ class HttpFlow:
 
     def settle(self, ticket: Ticket, response: HttpResponseBase) -> None:
         """Store the response for replays, or release the key; once per ticket."""
-        drive(self.engine.context, self._settling(ticket, lambda: self._plan(ticket, response)))
+        engine = self.engine
+        drive(engine.context, self._settling(engine, ticket, lambda: self._plan(ticket, response)))
 
     async def asettle(self, ticket: Ticket, response: HttpResponseBase) -> None:
         """:meth:`settle` for the asyncio stack."""
-        settling = self._settling(ticket, lambda: self._plan(ticket, response))
-        await adrive(self.engine.context, settling)
-
-    def _settling(self, ticket: Ticket, plan: Callable[[], _Plan | None]) -> Flow[None]:
         engine = self.engine
+        settling = self._settling(engine, ticket, lambda: self._plan(ticket, response))
+        await adrive(engine.context, settling)
+
+    def _settling(
+        self, engine: Engine, ticket: Ticket, plan: Callable[[], _Plan | None]
+    ) -> Flow[None]:
         with events.active(ticket.trace, last=True):
             planned = plan()
             if planned is None:

@@ -62,20 +62,21 @@ class RunFlow:
         ``started`` is when the call began (``time.monotonic()``): events carry the
         duration from it.
         """
-        return drive(self.engine.context, self._begin(key, options, started))
+        engine = self.engine
+        return drive(engine.context, self._begin(engine, key, options, started))
 
     async def abegin(
         self, key: str | bytes, options: RunOptions, started: float | None = None
     ) -> Claim | Found | None:
         """:meth:`begin` for coroutines."""
-        return await adrive(self.engine.context, self._begin(key, options, started))
+        engine = self.engine
+        return await adrive(engine.context, self._begin(engine, key, options, started))
 
     def _begin(
-        self, key: str | bytes, options: RunOptions, started: float | None
+        self, engine: Engine, key: str | bytes, options: RunOptions, started: float | None
     ) -> Flow[Claim | Found | None]:
         self._check_key(key)
         started = time.monotonic() if started is None else started
-        engine = self.engine
         claim = engine.acquiring(
             Kind.RUN,
             self.door,
