@@ -11,3 +11,7 @@ if os.environ.get("BENCH_EDGE") == "1":
     from django_idempotency.edge import asgi_app
 
     application = asgi_app(application)
+elif os.environ.get("BENCH_EDGE") == "ceiling":
+    from benchmarks.ceiling import asgi_ceiling
+
+    application = asgi_ceiling(application)

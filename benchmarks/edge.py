@@ -6,11 +6,12 @@
 
 Three servers, each with one worker and 8 connections in flight: uvicorn serving an async
 view, gunicorn's sync worker (a connection per request) and its gthread worker (8
-threads, keep-alive) serving a sync one. On each, three stacks of the same project are
-measured interleaved, first-time (a fresh key per request) and replay (one
-key): the floor (a middleware doing only the Redis work any idempotency layer must do:
-``SET NX`` then ``SET`` or ``GET``, on redis.asyncio under ASGI), our middleware inside
-Django (``IdempotencyMiddleware`` with a headers scope), and the same wrapped by
+threads, keep-alive) serving a sync one. On each, four stacks of the same project are
+measured interleaved, first-time (a fresh key per request) and replay (one key): the
+floor (a middleware doing only the Redis work any idempotency layer must do: ``SET NX``
+then ``SET`` or ``GET``, on redis.asyncio under ASGI), the server alone answering at
+once (:mod:`benchmarks.ceiling`: no edge can beat it on that server), our middleware
+inside Django (``IdempotencyMiddleware`` with a headers scope), and the same wrapped by
 ``django_idempotency.edge``. Ratios are taken within a round against that round's
 floor, then the median over the rounds.
 
@@ -64,12 +65,15 @@ SERVERS = (
         "floor",
     ),
 )
-#: ``(row, stack, BENCH_EDGE)``.
+#: ``(row, stack, BENCH_EDGE)``: the floor, the ceiling (:mod:`benchmarks.ceiling`), then
+#: the rows each checkout gets.
 ROWS = (
     ("floor (raw Redis)", "floor", "0"),
+    ("server alone (ceiling)", "edge", "ceiling"),
     ("in Django (middleware)", "edge", "0"),
     ("edge", "edge", "1"),
 )
+SHARED = 2
 #: Edge replay throughput wanted, as a multiple of the floor's replay.
 TARGETS = {"asgi": 4.5, "wsgi": 2.0, "gthread": 2.0}
 
@@ -87,9 +91,9 @@ def main() -> None:
     redis_url = os.environ["REDIS_URL"]
     codes = code_paths(args.variant)
     generator = load.generator_name(os.environ.get("BENCH_GENERATOR", "auto"))
-    # The floor is the same for every checkout: measured once, on the first.
-    rows = [(ROWS[0][0], codes[0], ROWS[0])] + [
-        (row[0] + code.suffix, code, row) for code in codes for row in ROWS[1:]
+    # The floor and the ceiling are the same for every checkout: measured once.
+    rows = [(row[0], codes[0], row) for row in ROWS[:SHARED]] + [
+        (row[0] + code.suffix, code, row) for code in codes for row in ROWS[SHARED:]
     ]
     specs = {}
     for _, name, kind, server_args, _, floor in SERVERS:
@@ -178,13 +182,14 @@ def report(
                     f"| {sum(x.errors for x in got)} |"
                 )
     lines.append("")
-    inside = ROWS[1][0]
+    inside = ROWS[SHARED][0]
     for label, name, *_ in SERVERS:
         edge = med(per_round(results, (name, "replay", "edge")))
         first = per_round(results, (name, "first-time", "edge"), inside)
+        ceiling = per_round(results, (name, "replay", ROWS[1][0]))
         lines.append(
             f"  - {label}: edge replay {edge:.2f} x floor (target >= {TARGETS[name]:g}: "
-            f"{mark(edge >= TARGETS[name])}; in Django "
+            f"{mark(edge >= TARGETS[name])}; the server alone {spread(ceiling)}; in Django "
             f"{spread(per_round(results, (name, 'replay', inside)))} x floor); first-time "
             f"through the edge {spread(first)} x first-time in Django"
         )
@@ -197,7 +202,7 @@ def report(
     for code in codes[1:]:
         for label, name, *_ in SERVERS:
             for path_kind in ("first-time", "replay"):
-                for row, _, _ in ROWS[1:]:
+                for row, _, _ in ROWS[SHARED:]:
                     ab = per_round(results, (name, path_kind, row), row + code.suffix)
                     ours = cpu[(name, path_kind, row)]
                     theirs = cpu[(name, path_kind, row + code.suffix)]

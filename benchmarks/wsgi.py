@@ -11,3 +11,7 @@ if os.environ.get("BENCH_EDGE") == "1":
     from django_idempotency.edge import wsgi_app
 
     application = wsgi_app(application)
+elif os.environ.get("BENCH_EDGE") == "ceiling":
+    from benchmarks.ceiling import wsgi_ceiling
+
+    application = wsgi_ceiling(application)
