@@ -14,12 +14,14 @@ from __future__ import annotations
 import ast
 import re
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import override_settings
 from django.urls import path
 
+import django_idempotency
 from django_idempotency import checks
 from django_idempotency.conf import build
 
@@ -99,3 +101,22 @@ def test_the_development_section_names_the_two_project_commands():
         ["make", "demo"],
         ["make", "test"],
     ]
+
+
+@pytest.mark.no_redis
+def test_the_module_map_names_every_module_and_package():
+    built = README.split("## How it is built", 1)[1].split("\n## ", 1)[0]
+    (module_map,) = re.findall(r"^```\n(.*?)^```", built, flags=re.S | re.M)
+    # The left column of each line names modules; the right one says what they hold.
+    left = [re.split(r"\s{2,}", line.strip())[0] for line in module_map.splitlines()[1:]]
+    named = {name for names in left for name in re.findall(r"[a-z_]+(?:\.py|/)", names)}
+    package = Path(django_idempotency.__file__).parent
+    present = {
+        entry.name + ("/" if entry.is_dir() else "")
+        for entry in package.iterdir()
+        if (entry.suffix == ".py" or entry.is_dir())
+        and entry.name not in {"__init__.py", "__pycache__", "migrations"}
+    }
+    assert present, "the package has modules"
+    assert present <= named, f"not in the README's module map: {sorted(present - named)}"
+    assert named <= present, f"the map names modules that are gone: {sorted(named - present)}"
