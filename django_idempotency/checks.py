@@ -45,25 +45,17 @@ def check_redis(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
         return []
     cache = getattr(settings, "CACHES", {}).get(target)
     if cache is None:
-        return [
-            checks.Error(
-                f'IDEMPOTENCY["REDIS"] names the cache alias {target!r}, which is not in CACHES.',
-                hint='Add a django-redis cache under that alias, or set IDEMPOTENCY["REDIS"] '
-                "to a redis:// URL.",
-                id="django_idempotency.E002",
-            )
-        ]
-    if "django_redis" not in str(cache.get("BACKEND", "")):
-        return [
-            checks.Error(
-                f"CACHES[{target!r}] is not a django-redis cache "
-                f"(BACKEND is {cache.get('BACKEND')!r}).",
-                hint='Use "django_redis.cache.RedisCache", or set IDEMPOTENCY["REDIS"] to a '
-                "redis:// URL.",
-                id="django_idempotency.E002",
-            )
-        ]
-    return []
+        message = f'IDEMPOTENCY["REDIS"] names the cache alias {target!r}, which is not in CACHES.'
+        fix = "Add a django-redis cache under that alias"
+    elif "django_redis" not in str(cache.get("BACKEND", "")):
+        message = (
+            f"CACHES[{target!r}] is not a django-redis cache (BACKEND is {cache.get('BACKEND')!r})."
+        )
+        fix = 'Use "django_redis.cache.RedisCache"'
+    else:
+        return []
+    hint = f'{fix}, or set IDEMPOTENCY["REDIS"] to a redis:// URL.'
+    return [checks.Error(message, hint=hint, id="django_idempotency.E002")]
 
 
 def _scope_reads_headers_only() -> bool:
@@ -228,10 +220,9 @@ def check_cors(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessa
     from .conf import DEFAULTS, get_settings
 
     try:
-        names = get_settings().HEADER, get_settings().REPLAY_HEADER
-    except ImproperlyConfigured:
-        names = DEFAULTS["HEADER"], DEFAULTS["REPLAY_HEADER"]  # check_settings reports it
-    header, replayed = names
+        header, replayed = get_settings().HEADER, get_settings().REPLAY_HEADER
+    except ImproperlyConfigured:  # check_settings reports it
+        header, replayed = DEFAULTS["HEADER"], DEFAULTS["REPLAY_HEADER"]
     found: list[checks.CheckMessage] = []
     # Unset, CORS_ALLOW_HEADERS is django-cors-headers' default list, which lacks the key.
     allowed = _headers(getattr(settings, "CORS_ALLOW_HEADERS", ()))

@@ -33,12 +33,6 @@ def _name(key: str) -> str:
     return f'{SETTING_NAME}["{key}"]'
 
 
-def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise o.bad(where, "one of " + ", ".join(repr(c) for c in choices), value)
-    return str(value)
-
-
 # Observers made from a class or a dotted path, by that class: the app installs them at
 # startup and every settings build validates the same list, and both must get the
 # instance that receives the events, not a new one each time.
@@ -59,10 +53,7 @@ def _observers(value: Any, where: str) -> tuple[Any, ...]:
             observer = _made_observers[found]
         else:
             observer = found
-        missing = [
-            m for m in ("event", "store_op", "span") if not callable(getattr(observer, m, None))
-        ]
-        if missing:
+        if not all(callable(getattr(observer, m, None)) for m in ("event", "store_op", "span")):
             raise o.bad(at, "an observer (with event(), store_op() and span())", item)
         made.append(observer)
     return tuple(made)
@@ -95,7 +86,9 @@ def _prefix(value: Any, where: str) -> str:
 
 
 def _on_redis_error(value: Any, where: str) -> str:
-    return _choice(value, where, ("fail_closed", "fail_open"))
+    if value not in ("fail_closed", "fail_open"):
+        raise o.bad(where, "one of 'fail_closed', 'fail_open'", value)
+    return str(value)
 
 
 def _optional_positive_int(value: Any, where: str) -> int | None:

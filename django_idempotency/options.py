@@ -115,12 +115,16 @@ def namespace(value: Any, where: str) -> str:
     return value
 
 
+def _member(kind: type[Enum], value: Any, where: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        raise bad(where, "one of " + ", ".join(f'"{m.value}"' for m in kind), value) from None
+
+
 def conflict(value: Any, where: str) -> Conflict:
     """``"wait"`` or ``"reject"``."""
-    try:
-        return Conflict(value)
-    except ValueError:
-        raise bad(where, 'one of "wait", "reject"', value) from None
+    return Conflict(_member(Conflict, value, where))
 
 
 def importable(value: Any, where: str) -> Any:
@@ -182,10 +186,7 @@ def store_responses(value: Any, where: str) -> StorePolicy:
 
 def outcome_unknown(value: Any, where: str) -> OutcomeUnknownPolicy:
     """``"rerun"`` (run the action again) or ``"refuse"`` (409 until resolved)."""
-    try:
-        return OutcomeUnknownPolicy(value)
-    except ValueError:
-        raise bad(where, 'one of "rerun", "refuse"', value) from None
+    return OutcomeUnknownPolicy(_member(OutcomeUnknownPolicy, value, where))
 
 
 def methods(value: Any, where: str) -> frozenset[str]:
@@ -225,8 +226,10 @@ class Spec:
     check: Callable[[Any, str], Any]
     setting: str | None
     kinds: frozenset[str]
-    #: The doors whose default is the setting (the others default to ``False``/``None``).
+    #: The doors whose default is the setting; the others get :attr:`default`.
     setting_kinds: frozenset[str] | None = None
+    #: The default where no setting applies.
+    default: Any = None
 
 
 _HTTP, _RUN = "http", "run"
@@ -240,14 +243,14 @@ SPECS: dict[str, Spec] = {
     "conflict": Spec(conflict, "CONFLICT", _BOTH),
     # DURABLE is the HTTP doors' default only: a durable run() runs its action in a
     # transaction of its own, which must be asked for where the call is written.
-    "durable": Spec(boolean, "DURABLE", _BOTH, setting_kinds=frozenset({_HTTP})),
+    "durable": Spec(boolean, "DURABLE", _BOTH, frozenset({_HTTP}), default=False),
     "methods": Spec(methods, "METHODS", frozenset({_HTTP})),
     "required": Spec(boolean, "REQUIRED", frozenset({_HTTP})),
     "scope": Spec(importable, "SCOPE", frozenset({_HTTP})),
     "fingerprint": Spec(importable, "FINGERPRINT", frozenset({_HTTP})),
     "store_responses": Spec(store_responses, "STORE_RESPONSES", frozenset({_HTTP})),
     "outcome_unknown": Spec(outcome_unknown, "OUTCOME_UNKNOWN", _BOTH),
-    "namespace": Spec(namespace, None, frozenset({_RUN})),
+    "namespace": Spec(namespace, None, frozenset({_RUN}), default=""),
     "value_serializer": Spec(serializer, "VALUE_SERIALIZER", frozenset({_RUN})),
     "error_serializer": Spec(serializer, "ERROR_SERIALIZER", frozenset({_RUN})),
     "should_ignore_error": Spec(optional_callable, None, frozenset({_RUN})),
@@ -259,20 +262,26 @@ SPECS: dict[str, Spec] = {
 
 
 @dataclass(frozen=True)
-class HttpOptions:
-    """What an HTTP door applies to a request: settings merged with its overrides."""
-
+class _Common:
     ttl: float
     lock_ttl: float
     wait_timeout: float
     conflict: Conflict
     durable: bool
+    outcome_unknown: OutcomeUnknownPolicy
+    # From the settings alone (see SETTINGS_ONLY).
+    fail_open: bool
+
+
+@dataclass(frozen=True)
+class HttpOptions(_Common):
+    """What an HTTP door applies to a request: settings merged with its overrides."""
+
     methods: frozenset[str]
     required: bool
     scope: Callable[..., str]
     fingerprint: Callable[..., str | bytes]
     store_responses: StorePolicy
-    outcome_unknown: OutcomeUnknownPolicy
     # From the settings alone, the same for every HTTP door (see SETTINGS_ONLY).
     header: str
     header_meta_key: str
@@ -281,21 +290,14 @@ class HttpOptions:
     key_format: re.Pattern[str] | None
     max_body_bytes: int
     replay_header: str
-    fail_open: bool
     problem_type_base: str
     drf_exception_handler: bool
 
 
 @dataclass(frozen=True)
-class RunOptions:
+class RunOptions(_Common):
     """What ``run()`` (and the job doors) apply to one call."""
 
-    ttl: float
-    lock_ttl: float
-    wait_timeout: float
-    conflict: Conflict
-    durable: bool
-    outcome_unknown: OutcomeUnknownPolicy
     namespace: str
     value_serializer: ValueSerializer
     error_serializer: ErrorSerializer
@@ -304,8 +306,6 @@ class RunOptions:
     on_action_error: Callable[[Any, BaseException], None] | None
     on_success_replay: Callable[[Any, Any], None] | None
     on_error_replay: Callable[[Any, BaseException], None] | None
-    # From the settings alone (see SETTINGS_ONLY).
-    fail_open: bool
 
 
 #: The fields of the merged options that no door sets: each read from the settings.
@@ -344,17 +344,6 @@ class RunKeywords(TypedDict, total=False):
     on_action_error: Callable[[Any, BaseException], None] | None
     on_success_replay: Callable[[Any, Any], None] | None
     on_error_replay: Callable[[Any, BaseException], None] | None
-
-
-_FIXED_DEFAULTS: dict[str, Any] = {
-    "durable": False,
-    "namespace": "",
-    "should_ignore_error": None,
-    "on_action_success": None,
-    "on_action_error": None,
-    "on_success_replay": None,
-    "on_error_replay": None,
-}
 
 
 #: Bumped whenever the settings change: merged options of an older generation are stale.
@@ -415,7 +404,7 @@ class Overrides:
                 if spec.setting and (spec.setting_kinds is None or kind in spec.setting_kinds):
                     values[f.name] = getattr(settings, spec.setting)
                 else:
-                    values[f.name] = _FIXED_DEFAULTS[f.name]
+                    values[f.name] = spec.default
         return generation, target(**values)
 
     def http(self) -> HttpOptions:

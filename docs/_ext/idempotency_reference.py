@@ -199,7 +199,7 @@ class OptionsDirective(_Directive):
     """Every per-view and per-call option, from the options model."""
 
     def run(self) -> list[nodes.Node]:
-        from django_idempotency.options import _FIXED_DEFAULTS, SPECS
+        from django_idempotency.options import SPECS
 
         out: list[nodes.Node] = [
             _table(
@@ -208,7 +208,7 @@ class OptionsDirective(_Directive):
                     [
                         _code(name),
                         ", ".join(sorted(spec.kinds)),
-                        self._default(name, spec, _FIXED_DEFAULTS),
+                        self._default(spec),
                     ]
                     for name, spec in SPECS.items()
                 ),
@@ -217,7 +217,7 @@ class OptionsDirective(_Directive):
         for name, spec in SPECS.items():
             section = self.section(name, name)
             section += _para("Accepted values: ", *_inline(_first(spec.check)).children)
-            section += _para("Default: ", self._default(name, spec, _FIXED_DEFAULTS))
+            section += _para("Default: ", self._default(spec))
             items = nodes.bullet_list()
             for kind in sorted(spec.kinds):
                 item = nodes.list_item()
@@ -228,10 +228,10 @@ class OptionsDirective(_Directive):
         return out
 
     @staticmethod
-    def _default(name: str, spec: Any, fixed: dict[str, Any]) -> nodes.inline:
+    def _default(spec: Any) -> nodes.inline:
         said = nodes.inline()
         if spec.setting is None:
-            said += _code(repr(fixed[name]))
+            said += _code(repr(spec.default))
             return said
         from django_idempotency.conf import DEFAULTS
 
@@ -247,7 +247,7 @@ class OptionsDirective(_Directive):
         else:
             kinds = " and ".join(sorted(spec.setting_kinds))
             said += nodes.Text(f" setting for {kinds} doors, else ")
-            said += _code(repr(fixed[name]))
+            said += _code(repr(spec.default))
         return said
 
 
