@@ -1,10 +1,4 @@
-"""``assert_idempotent``: check an endpoint's idempotency promises from a Django test.
-
-It drives the battery of :mod:`django_idempotency.testing.promises` through Django's
-test ``Client`` (or DRF's ``APIClient``), in the test's own process: the first request,
-its retry, the same key with a changed body, a malformed key, and concurrent duplicates
-sent from real threads released together by a barrier.
-"""
+"""``assert_idempotent``: the promises battery, driven through Django's test client."""
 
 from __future__ import annotations
 
@@ -20,9 +14,18 @@ from django.db import connections
 from django.test.client import AsyncRequestFactory
 
 from ..conf import get_settings
-from .promises import Battery, HeadersFor, Reply, Request, Result, Sender, Transport, render
-
-FORM = "application/x-www-form-urlencoded"
+from .promises import (
+    FORM,
+    Battery,
+    HeadersFor,
+    Reply,
+    Request,
+    Result,
+    Sender,
+    Transport,
+    is_json,
+    render,
+)
 
 
 class PromiseBroken(AssertionError):
@@ -49,27 +52,11 @@ def assert_idempotent(
 ) -> list[Result]:
     """Check that ``method path`` keeps every idempotency promise; raise if one is broken.
 
-    ``client`` is a ``django.test.Client`` or DRF ``APIClient``, logged in or given
-    credentials as the endpoint needs. ``data`` is the request body: ``bytes`` or ``str``
-    as is, anything else JSON-encoded (``content_type="application/json"``, the default)
-    or form-encoded (``"application/x-www-form-urlencoded"``). ``headers`` go with every
-    request; pass a callable taking the body and returning them for requests signed over
-    their body (webhooks). ``executed()``, when given, returns how many side effects
-    happened so far (``Charge.objects.count``, a fake gateway's call count): each key
-    must add exactly one, a refused request none.
-
-    ``concurrency`` duplicates of one new key are sent from as many threads at once;
-    each thread's view uses its own database connection, which cannot see rows of a
-    test's open transaction, so a test using this needs ``TransactionTestCase`` (in
-    pytest-django: ``@pytest.mark.django_db(transaction=True)``), or ``concurrency=1``
-    to leave the concurrent checks out. ``conflict="reject"`` expects the duplicates that
-    arrive while the first runs to get 409 (a view with ``conflict="reject"``) instead
-    of waiting for its response.
-
-    The key and replay headers are the ones ``settings.IDEMPOTENCY`` names. Returns one
+    ``client`` is a ``django.test.Client`` or DRF ``APIClient``; ``data`` is sent as is
+    when ``bytes`` or ``str``, else JSON- or form-encoded by ``content_type``. Returns one
     :class:`~django_idempotency.testing.promises.Result` per promise; raises
-    :class:`PromiseBroken` (an ``AssertionError``) naming each broken promise and showing
-    the responses it saw.
+    :class:`PromiseBroken` (an ``AssertionError``) showing the responses that broke one.
+    The key and replay headers are the ones ``settings.IDEMPOTENCY`` names.
     """
     if isinstance(client, AsyncRequestFactory) or not callable(getattr(client, "generic", None)):
         raise TypeError(
@@ -112,10 +99,9 @@ def encode(data: Any, content_type: str) -> bytes:
         return data
     if isinstance(data, str):
         return data.encode()
-    media = content_type.split(";")[0].strip().lower()
-    if media == "application/json" or media.endswith("+json"):
+    if is_json(content_type):
         return json.dumps(data).encode()
-    if media == FORM:
+    if content_type.split(";")[0].strip().lower() == FORM:
         return urlencode(data, doseq=True).encode()
     raise TypeError(
         f"assert_idempotent() encodes data as JSON or {FORM}; for {content_type!r} "
@@ -126,12 +112,11 @@ def encode(data: Any, content_type: str) -> bytes:
 def client_transport(client: Any, path: str) -> Transport:
     """A transport sending to ``path`` through a copy of the test ``client`` per request.
 
-    Each request gets its own copy (sharing credentials and forced authentication), so
-    threads never share the client's per-request state, and cookies a response sets do
-    not follow into the next request: each is sent as a fresh client would send it.
-    A request sent from another thread than the caller's closes that thread's database
-    connections afterwards, as a server thread would: left open, they would outlive the
-    thread and keep the test database busy (PostgreSQL refuses to drop it).
+    A copy per request (sharing credentials) so threads never share the client's
+    per-request state and cookies a response sets do not follow into the next request.
+    Another thread's database connections are closed after its request, as a server
+    thread's would be: left open, they outlive the thread and PostgreSQL refuses to drop
+    the test database.
     """
     caller = threading.get_ident()
 

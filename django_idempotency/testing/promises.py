@@ -1,36 +1,11 @@
 """The promises an endpoint that takes ``Idempotency-Key`` keeps, checked by one battery.
 
 :class:`Battery` sends a short, fixed series of requests through a *transport* and judges
-each promise from the responses alone, so the same checks run in a user's test (through
-Django's test client: :func:`~django_idempotency.testing.assert_idempotent`) and against
-any live URL over HTTP (``idempotency-conformance``). A transport is a callable that
+each promise from the responses alone, so the same checks serve ``assert_idempotent``
+(Django's test client) and ``idempotency-conformance`` (any URL over HTTP). A transport
 opens a sender; a sender sends one :class:`Request` and returns its :class:`Reply`.
-Nothing here knows Django or a socket.
-
-The promises, in the order they are checked (each a :class:`Result` row):
-
-``first-request``
-    A new key runs the request: a 2xx or 3xx response, not marked as a replay.
-``replay``
-    A retry with the same key gets the same status, content type, ``Location`` and
-    body bytes, marked with the replay header (``Idempotent-Replayed: true``).
-``changed-body``
-    The same key with a different body is refused with 422 problem+json.
-``malformed-key``
-    A malformed key is refused with 400 problem+json.
-``exactly-once``
-    Concurrent duplicates (one new key, released together) run once: exactly one
-    response is not marked as a replay.
-``concurrent-duplicates``
-    The other duplicates wait for the first and replay its response (conflict mode
-    ``wait``), or, in mode ``reject``, each either replays it or gets 409 problem+json
-    with ``Retry-After``.
-``side-effects``
-    Counted by the caller's ``executed()``: once for the retried key, never for the
-    malformed key, once for the concurrent key. Not applicable without a counter.
-
-Keys name the check that sent them (``conformance-<check>-<random hex>``), so a
-server's logs show which request was which.
+Nothing here knows Django or a socket. The promises are described in the conformance
+tool's documentation, one row each.
 """
 
 from __future__ import annotations
@@ -53,6 +28,7 @@ CHANGED_MARKER = "idempotency_conformance"
 #: The most concurrent duplicates a battery sends.
 MAX_CONCURRENCY = 200
 CONFLICT_MODES = ("wait", "reject")
+FORM = "application/x-www-form-urlencoded"
 
 
 @dataclass(frozen=True)
@@ -95,16 +71,13 @@ class Reply:
 
     def differences(self, other: Reply) -> list[str]:
         """What differs from ``other``: status, content type, location, body (empty: nothing)."""
-        differs = []
-        if self.status != other.status:
-            differs.append("status")
-        if self.header("content-type") != other.header("content-type"):
-            differs.append("content type")
-        if self.header("location") != other.header("location"):
-            differs.append("location")
-        if self.body != other.body:
-            differs.append("body")
-        return differs
+        compared = {
+            "status": (self.status, other.status),
+            "content type": (self.header("content-type"), other.header("content-type")),
+            "location": (self.header("location"), other.header("location")),
+            "body": (self.body, other.body),
+        }
+        return [what for what, (mine, theirs) in compared.items() if mine != theirs]
 
 
 Sender = Callable[[Request], Reply]
@@ -192,6 +165,12 @@ def _redacted(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: "<redacted>" if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
 
 
+def is_json(content_type: str) -> bool:
+    """Whether ``content_type`` is JSON (``application/json`` or a ``+json`` type)."""
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
 def changed_body(body: bytes, content_type: str) -> bytes | None:
     """``body`` changed the way a client's mistake would change it, or ``None`` if empty.
 
@@ -201,8 +180,7 @@ def changed_body(body: bytes, content_type: str) -> bytes | None:
     if not body:
         return None
     marker = uuid.uuid4().hex
-    media = content_type.split(";")[0].strip().lower()
-    if media == "application/json" or media.endswith("+json"):
+    if is_json(content_type):
         try:
             data = json.loads(body)
         except ValueError:
@@ -211,7 +189,7 @@ def changed_body(body: bytes, content_type: str) -> bytes | None:
             return json.dumps({**data, CHANGED_MARKER: marker}).encode()
         if isinstance(data, list):
             return json.dumps([*data, marker]).encode()
-    if media == "application/x-www-form-urlencoded":
+    if content_type.split(";")[0].strip().lower() == FORM:
         fields = parse_qsl(body.decode("latin-1"), keep_blank_values=True)
         return urlencode([*fields, (CHANGED_MARKER, marker)]).encode("latin-1")
     return body + b"\n" + marker.encode()
@@ -274,9 +252,10 @@ class Battery:
         after_malformed = count()
         if first.failed:
             why = "the first request did not succeed; fix the request first"
-            rows = [first, replay, changed, malformed]
-            rows += [_not_applicable(name, why) for name in (EXACTLY_ONCE, DUPLICATES)]
-            return [*rows, _not_applicable(SIDE_EFFECTS, why)]
+            later = [
+                _not_applicable(name, why) for name in (EXACTLY_ONCE, DUPLICATES, SIDE_EFFECTS)
+            ]
+            return [first, replay, changed, malformed, *later]
         once, duplicates = self._concurrent(transport)
         executions = {
             "the retried key": (after_sequential - start, 1),
@@ -330,29 +309,16 @@ class Battery:
         if body is None:
             return _not_applicable(CHANGED, "the request has no body to change")
         changed = self._send(transport, "changed body", self.request(key, body))
-        evidence = (first, changed)
-        reply = changed.reply
-        if reply.error:
-            return _fail(CHANGED, reply.error, "transport-error", evidence)
-        if reply.status == 422 and reply.problem:
-            return _pass(CHANGED, "422 problem+json", evidence)
-        if reply.succeeded:
-            did = "replayed the first response" if reply.marked(self.replay_header) else "ran it"
-            detail = f"status {reply.status}: the server ignored the change and {did}"
-            return _fail(CHANGED, detail, "accepted-changed-body", evidence)
-        return _refusal(CHANGED, 422, changed, evidence)
+        did = (
+            "replayed the first response" if changed.reply.marked(self.replay_header) else "ran it"
+        )
+        accepted = f"the server ignored the change and {did}"
+        return _refused(CHANGED, 422, changed, (first, changed), accepted, "accepted-changed-body")
 
     def _malformed(self, transport: Transport) -> Result:
         bad = self._send(transport, "malformed key", self.request(MALFORMED_KEY))
-        reply = bad.reply
-        if reply.error:
-            return _fail(MALFORMED, reply.error, "transport-error", (bad,))
-        if reply.status == 400 and reply.problem:
-            return _pass(MALFORMED, "400 problem+json", (bad,))
-        if reply.succeeded:
-            detail = f"status {reply.status}: the key {MALFORMED_KEY} was accepted"
-            return _fail(MALFORMED, detail, "accepted-malformed-key", (bad,))
-        return _refusal(MALFORMED, 400, bad, (bad,))
+        accepted = f"the key {MALFORMED_KEY} was accepted"
+        return _refused(MALFORMED, 400, bad, (bad,), accepted, "accepted-malformed-key")
 
     def _burst(self, transport: Transport, request: Request) -> list[Exchange]:
         """Send ``request`` from ``concurrency`` threads at once (released by a barrier)."""
@@ -502,17 +468,27 @@ def _fail(
     return Result(name, title or TITLES[name], Verdict.FAIL, detail, reason, evidence)
 
 
-def _refusal(
-    name: str, expected: int, exchange: Exchange, evidence: tuple[Exchange, ...]
+def _refused(
+    name: str,
+    expected: int,
+    exchange: Exchange,
+    evidence: tuple[Exchange, ...],
+    accepted: str,
+    accepted_reason: str,
 ) -> Result:
-    """A refusal with the wrong status, or without a problem document."""
+    """Judge a request the server must refuse with ``expected`` problem+json."""
     reply = exchange.reply
+    if reply.error:
+        return _fail(name, reply.error, "transport-error", evidence)
+    if reply.status == expected and reply.problem:
+        return _pass(name, f"{expected} problem+json", evidence)
+    if reply.succeeded:
+        return _fail(name, f"status {reply.status}: {accepted}", accepted_reason, evidence)
     if reply.status == expected:
         media = reply.header("content-type") or "no content type"
         detail = f"status {expected}, but {media} is not problem+json"
         return _fail(name, detail, "not-a-problem", evidence)
-    detail = f"status {reply.status}, expected {expected}"
-    return _fail(name, detail, "wrong-status", evidence)
+    return _fail(name, f"status {reply.status}, expected {expected}", "wrong-status", evidence)
 
 
 def render(results: Sequence[Result], *, evidence: bool = True, width: int = 200) -> str:
