@@ -105,9 +105,6 @@ class Flights:
         finally:
             timer.cancel()
 
-    def __len__(self) -> int:
-        return len(self._flights)
-
     def reset(self) -> None:
         """Forget every flight (a forked child has none of its parent's)."""
         self._pid = os.getpid()

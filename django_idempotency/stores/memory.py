@@ -265,36 +265,31 @@ class MemoryNotifier:
         for watch in watches:
             watch.deliver(True)
 
-    def _register(self, slot: Slot, position: tuple[int, int], watch: Watch) -> bool:
+    @contextlib.contextmanager
+    def _watching(self, slot: Slot, position: tuple[int, int], watch: Watch) -> Iterator[bool]:
+        """``watch`` registered for the block; yields False when the record already
+        finished after ``position`` (the claim was sent), and then registers nothing."""
         with self._lock:
-            if self._heard.get(slot.name, 0) > position[1]:
-                return False  # it finished after the claim was sent
-            self._watches.setdefault(slot.name, []).append(watch)
-            return True
-
-    def _unregister(self, slot: Slot, watch: Watch) -> None:
-        with self._lock:
-            forget(self._watches, slot.name, watch)
+            finished = self._heard.get(slot.name, 0) > position[1]
+            if not finished:
+                self._watches.setdefault(slot.name, []).append(watch)
+        try:
+            yield not finished
+        finally:
+            with self._lock:
+                forget(self._watches, slot.name, watch)
 
     def wait(self, slot: Slot, position: tuple[int, int], timeout: float) -> bool:
         """Block up to ``timeout``; True when the owner finished. Either way, look again."""
         watch = Watch()
-        if not self._register(slot, position, watch):
-            return True
-        try:
-            return watch.wait(timeout)
-        finally:
-            self._unregister(slot, watch)
+        with self._watching(slot, position, watch) as registered:
+            return not registered or watch.wait(timeout)
 
     async def await_outcome(self, slot: Slot, position: tuple[int, int], timeout: float) -> bool:
         """:meth:`wait` for a coroutine."""
         watch = Watch(asyncio.get_running_loop())
-        if not self._register(slot, position, watch):
-            return True
-        try:
-            return await watch.wait_async(timeout)
-        finally:
-            self._unregister(slot, watch)
+        with self._watching(slot, position, watch) as registered:
+            return not registered or await watch.wait_async(timeout)
 
 
 class MemoryScanner:
