@@ -1,14 +1,7 @@
 """``{% load idempotency %}``: keys for HTML forms, so a double-clicked submit runs once.
 
-``{% idempotency_key_field %}`` inside a ``<form method="post">`` renders a hidden input
-holding a fresh key each time the form is rendered. Both submissions of a double click
-carry the same key; the doors read it from that field when the request has no
-``Idempotency-Key`` header, so the second one waits for the first and gets its response
-(the redirect to the result page) again. A reload renders the form with a new key.
-
-``{% idempotency_key %}`` is the bare key, for a page that submits with JavaScript and
-sends it as the header (htmx's ``hx-headers``); ``{% idempotency_key as key %}`` keeps
-it in a variable to use more than once.
+The key is fresh per rendered form: both submissions of a double click carry it, and a
+reload gets a new one.
 """
 
 from __future__ import annotations

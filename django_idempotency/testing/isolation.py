@@ -1,28 +1,10 @@
 """Each test its own, empty idempotency store, on the store the project's settings name.
 
-Django's ``TestCase`` rolls the database back after each test, but idempotency records
-live in the store, outside the database: the first test that POSTs with the key
-``"test-key"`` would leave a record that the next test (and the next run, and the
-development server sharing that Redis) gets replayed. :func:`isolated_store` gives the
-code inside it records of its own:
-
-- every engine built inside the block (the first protected request builds one; every
-  ``override_settings`` of ``IDEMPOTENCY`` builds another) writes under a key prefix of
-  its own, ``<KEY_PREFIX>:test-<random>``, on the store the settings name: the
-  in-memory store where ``IDEMPOTENCY["STORE"]`` asks for it, else the project's Redis;
-- on exit, the records it claimed are deleted (running ones too). They are remembered
-  as they are claimed, so cleaning up costs one round trip per test that wrote records,
-  not a scan of the Redis (which may hold a development server's millions of keys).
-
-Other records on that Redis (the development server's, another test run's) are neither
-seen nor touched: a record's name starts with its prefix, and listings and purges
-(``idempotency_inspect``, the admin) select ``<KEY_PREFIX>:{...}`` only. A test that
-never reaches a protected view builds no engine and never contacts the store.
-
-The pytest plugin (:mod:`.pytest_plugin`) wraps every test in it; Django's test runner
-does with ``TEST_RUNNER = "django_idempotency.testing.runner.IsolatedTestRunner"``.
-Records written in ``setUpClass``/``setUpTestData`` or by class- or session-scoped
-fixtures are made before the test's block opens, so they land in the shared store.
+Records live outside the database, so ``TestCase``'s rollback leaves them behind for the
+next test to replay. :func:`isolated_store` makes every engine built inside it (by the
+first protected request, or by an ``override_settings``) write under a prefix of its own
+and remembers each record it claims, so clean-up deletes those by name: one round trip,
+never a scan of a Redis that may hold a development server's millions of keys.
 """
 
 from __future__ import annotations
@@ -37,7 +19,7 @@ from typing import Any
 from ..conf import IdempotencySettings
 from ..engine import Engine
 from ..runtime import build_engine, engines_built_by
-from ..stores.base import ClaimReply, Slot, StoreError
+from ..stores.base import Slot, StoreError
 
 logger = logging.getLogger("django_idempotency")
 
@@ -98,7 +80,11 @@ def _whole(head: bytes) -> bool:
 
 
 class Recording:
-    """A store that remembers the name of every record claimed through it (then delegates)."""
+    """A store that remembers the name of every record claimed through it (then delegates).
+
+    One class for the sync and the asyncio store: ``claim`` hands back what the wrapped
+    store's returns, a reply or the awaitable of one.
+    """
 
     def __init__(self, store: Any, claimed: set[str]) -> None:
         self._store = store
@@ -107,29 +93,11 @@ class Recording:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def claim(self, slot: Slot, running: bytes, lease_ms: int) -> ClaimReply:
+    def claim(self, slot: Slot, running: bytes, lease_ms: int) -> Any:
         """Remember ``slot``, then claim it."""
         self._claimed.add(slot.name)
-        reply: ClaimReply = self._store.claim(slot, running, lease_ms)
-        return reply
+        return self._store.claim(slot, running, lease_ms)
 
-    def aio(self) -> AsyncRecording:
+    def aio(self) -> Recording:
         """The asyncio store, remembering its claims in the same set."""
-        return AsyncRecording(self._store.aio(), self._claimed)
-
-
-class AsyncRecording:
-    """:class:`Recording` for the asyncio store."""
-
-    def __init__(self, store: Any, claimed: set[str]) -> None:
-        self._store = store
-        self._claimed = claimed
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    async def claim(self, slot: Slot, running: bytes, lease_ms: int) -> ClaimReply:
-        """Remember ``slot``, then claim it."""
-        self._claimed.add(slot.name)
-        reply: ClaimReply = await self._store.claim(slot, running, lease_ms)
-        return reply
+        return Recording(self._store.aio(), self._claimed)

@@ -1,14 +1,7 @@
-"""pytest plugin: every test of a project using django-idempotency gets an empty store.
+"""pytest plugin (the ``pytest11`` entry point): each test its own, empty idempotency store.
 
-Loaded by the package's ``pytest11`` entry point, so installing django-idempotency is
-the whole setup. Each test runs inside
-:func:`~django_idempotency.testing.isolation.isolated_store`: its records live under a
-key prefix of its own on the store the settings name, deleted after the test.
-
-It acts only where Django is set up (pytest-django does that) and
-``"django_idempotency"`` is in ``INSTALLED_APPS``; anywhere else (another project in the
-same virtualenv, a project without Django) it does nothing and imports nothing more.
-``-p no:django_idempotency`` switches it off for a run.
+It acts only where Django is set up with ``"django_idempotency"`` installed, and imports
+nothing more otherwise: every project in the virtualenv loads it, with or without Django.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """Django's test runner with each test on its own, empty idempotency store.
 
-One line in the settings ``manage.py test`` uses::
-
-    TEST_RUNNER = "django_idempotency.testing.runner.IsolatedTestRunner"
-
-A project with a runner of its own mixes :class:`IsolatedStoreMixin` in front of it.
-Each test runs inside :func:`~django_idempotency.testing.isolation.isolated_store`,
-opened when the test starts and closed when it stops (after ``tearDown`` and its
-cleanups), in every mode of the runner: serial, ``--parallel`` (in each worker
-process), ``--debug-sql`` and ``--pdb``.
+The store opens when a test starts and closes when it stops (after ``tearDown`` and its
+cleanups). The runner's result class does this, not the suite, because that is the one
+hook every mode goes through: serial, ``--parallel`` workers, ``--debug-sql``, ``--pdb``.
 """
 
 from __future__ import annotations
@@ -49,11 +43,10 @@ _isolating: dict[type[unittest.TextTestResult], type[unittest.TextTestResult]] =
 
 def isolating(result_class: type[unittest.TextTestResult]) -> type[unittest.TextTestResult]:
     """``result_class`` with :class:`IsolatingResult` in front of it (made once per class)."""
-    made = _isolating.get(result_class)
-    if made is None:
+    if result_class not in _isolating:
         name = f"Isolating{result_class.__name__}"
-        made = _isolating[result_class] = type(name, (IsolatingResult, result_class), {})
-    return made
+        _isolating[result_class] = type(name, (IsolatingResult, result_class), {})
+    return _isolating[result_class]
 
 
 class IsolatingRemoteTestResult(IsolatingResult, RemoteTestResult):
