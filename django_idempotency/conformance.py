@@ -1,17 +1,8 @@
-"""``idempotency-conformance URL``: check a live endpoint's idempotency promises over HTTP.
+"""``idempotency-conformance URL``: the promises battery against a live endpoint over HTTP.
 
-Runs the battery of :mod:`django_idempotency.testing.promises` against any server that
-takes an ``Idempotency-Key`` header (this app, another framework's, a staging
-deployment) and prints one row per promise: pass, fail with the responses that show
-it, or not applicable. Exits 0 when nothing failed, 1 when a promise is broken, 2 on a
-usage error.
-
-It sends only to the URL it is given (redirects are reported, never followed), over the
-standard library's ``http.client``, and sends at most ``4 + --concurrency`` requests,
-each bounded by ``--timeout``. Every request carries a new key, so the server keeps
-records of two keys (the retried one and the concurrent one) until its TTL ends them;
-the first request of each runs for real, so point it at an endpoint where that is safe
-(a test account, a staging server).
+The standard library's ``http.client`` only, a connection per request, redirects
+reported and never followed. Exits 0 when nothing failed, 1 when a promise is broken,
+2 on a usage error.
 """
 
 from __future__ import annotations

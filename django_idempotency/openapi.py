@@ -1,32 +1,8 @@
 """The idempotency contract in OpenAPI schemas made by drf-spectacular (the ``openapi`` extra).
 
-One line in the settings, no decoration of any view::
-
-    SPECTACULAR_SETTINGS = {
-        "DEFAULT_GENERATOR_CLASS": "django_idempotency.openapi.SchemaGenerator",
-    }
-
-Every operation that a door protects (``IdempotencyMiddleware``, ``@idempotent_view`` or
-``IdempotentMixin``) then documents:
-
-- the ``Idempotency-Key`` request header (the ``HEADER`` setting), required where the door
-  requires a key;
-- ``400`` (malformed key; missing key where required), ``409`` (in progress, with
-  ``Retry-After``; outcome unknown where that policy refuses), ``422`` (the key reused
-  with another request; a response that cannot be replayed) and, with
-  ``ON_REDIS_ERROR = "fail_closed"``, ``503`` (with ``Retry-After``): each as
-  ``application/problem+json`` (the ``IdempotencyProblem`` component, an example per
-  problem type as the server sends it), beside whatever the view documents for that
-  status. Where ``DRF_EXCEPTION_HANDLER`` hands the DRF mixin's refusals to the project's
-  exception handler, their body is the project's: the statuses are documented without one;
-- the ``Idempotent-Replayed`` response header (``REPLAY_HEADER``) on every response the
-  view documents that the door's ``store_responses`` policy stores (all of them where the
-  policy is a callable, which only a response can answer).
-
-Operations no door protects are left as drf-spectacular made them. Which door protects an
-operation follows the doors' own rule (the one closest to the view acts; the middleware
-steps aside for views with a door of their own or marked exempt), and each door's
-options decide the methods, actions and whether the key is required.
+``SPECTACULAR_SETTINGS["DEFAULT_GENERATOR_CLASS"] = "django_idempotency.openapi.SchemaGenerator"``
+documents every operation a door protects, deciding which door acts by the doors' own
+rule, and leaves every other operation as drf-spectacular made it.
 """
 
 from __future__ import annotations
@@ -119,7 +95,7 @@ def protection(callback: Any, view: Any, method: str) -> Protection | None:
 def _acting_flow(callback: Any, view: Any) -> HttpFlow | None:
     """The flow of the door that takes requests to this view (the closest to the view)."""
     if not view_has_own_door(callback):
-        return _middleware_flow() if _middleware_installed() else None
+        return HttpFlow(Door.MIDDLEWARE, NONE) if _middleware_installed() else None
     # as_view() copies what decorators set on dispatch (method_decorator) to the callback.
     decorated: HttpFlow | None = getattr(callback, FLOW_ATTR, None)
     if decorated is not None:
@@ -127,10 +103,6 @@ def _acting_flow(callback: Any, view: Any) -> HttpFlow | None:
     if isinstance(view, IdempotentMixin):
         return type(view)._idempotency_flow
     return None  # exempt
-
-
-def _middleware_flow() -> HttpFlow:
-    return HttpFlow(Door.MIDDLEWARE, NONE)
 
 
 def _middleware_installed() -> bool:

@@ -24,6 +24,7 @@ from .promises import (
     Sender,
     Transport,
     is_json,
+    media_type,
     render,
 )
 
@@ -101,7 +102,7 @@ def encode(data: Any, content_type: str) -> bytes:
         return data.encode()
     if is_json(content_type):
         return json.dumps(data).encode()
-    if content_type.split(";")[0].strip().lower() == FORM:
+    if media_type(content_type) == FORM:
         return urlencode(data, doseq=True).encode()
     raise TypeError(
         f"assert_idempotent() encodes data as JSON or {FORM}; for {content_type!r} "

@@ -67,7 +67,7 @@ class Reply:
     @property
     def problem(self) -> bool:
         """An RFC 9457 problem details document."""
-        return self.header("content-type").split(";")[0].strip() == PROBLEM_CONTENT_TYPE
+        return media_type(self.header("content-type")) == PROBLEM_CONTENT_TYPE
 
     def differences(self, other: Reply) -> list[str]:
         """What differs from ``other``: status, content type, location, body (empty: nothing)."""
@@ -165,9 +165,14 @@ def _redacted(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: "<redacted>" if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
 
 
+def media_type(content_type: str) -> str:
+    """``content_type`` without its parameters, lower-cased."""
+    return content_type.split(";")[0].strip().lower()
+
+
 def is_json(content_type: str) -> bool:
     """Whether ``content_type`` is JSON (``application/json`` or a ``+json`` type)."""
-    media = content_type.split(";")[0].strip().lower()
+    media = media_type(content_type)
     return media == "application/json" or media.endswith("+json")
 
 
@@ -189,7 +194,7 @@ def changed_body(body: bytes, content_type: str) -> bytes | None:
             return json.dumps({**data, CHANGED_MARKER: marker}).encode()
         if isinstance(data, list):
             return json.dumps([*data, marker]).encode()
-    if content_type.split(";")[0].strip().lower() == FORM:
+    if media_type(content_type) == FORM:
         fields = parse_qsl(body.decode("latin-1"), keep_blank_values=True)
         return urlencode([*fields, (CHANGED_MARKER, marker)]).encode("latin-1")
     return body + b"\n" + marker.encode()
