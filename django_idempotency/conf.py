@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import difflib
 import re
 from collections.abc import Callable
@@ -104,14 +105,10 @@ def _encryption_keys(value: Any, where: str) -> tuple[bytes, ...]:
         raise o.bad(where, "a list of keys (urlsafe base64 of 16, 24 or 32 bytes)", value)
     keys: list[bytes] = []
     for i, item in enumerate(value):
-        raw: bytes | None = None
-        if isinstance(item, bytes) and len(item) in (16, 24, 32):
-            raw = item
-        elif isinstance(item, str):
-            try:
-                raw = base64.urlsafe_b64decode(item.encode() + b"=" * (-len(item) % 4))
-            except (binascii.Error, ValueError):
-                raw = None
+        raw = item if isinstance(item, bytes) else None
+        if isinstance(item, str):
+            with contextlib.suppress(binascii.Error, ValueError):
+                raw = base64.urlsafe_b64decode(item + "=" * (-len(item) % 4))
         if raw is None or len(raw) not in (16, 24, 32):
             raise o.InvalidOption(
                 f"{where}[{i}] must be urlsafe base64 of 16, 24 or 32 random bytes "
@@ -159,11 +156,8 @@ def setting(number: int, default: Any, validate: Validator, doc: str) -> Any:
 
 @dataclass(frozen=True)
 class IdempotencySettings:
-    """The validated settings, and the table of every key: obtain it with :func:`get_settings`.
-
-    Each field is one setting: its type (what the validator returns), its check number,
-    its default (as a user would write it), its validator and its documentation.
-    """
+    """The validated settings, and the table of every key (one :func:`setting` a field):
+    obtain it with :func:`get_settings`."""
 
     REDIS: str | Callable[[], Any] = setting(
         101,

@@ -1,18 +1,12 @@
 """One options model: every option of every door, declared once and validated once.
 
-Settings (``IDEMPOTENCY["TTL"]``), decorator arguments (``@idempotent_view(ttl=...)``),
-mixin attributes (``ChargeView.idempotency_options["ttl"]``), ``run()`` keywords and job
-attributes all go through the same validators below, with the same accepted types (a
-duration is an int, a float or a ``timedelta``), and every error names where the bad
-value came from. Doors validate when the view is decorated, the class is created or the
-call is made, never after a view ran.
-
-A door's per-view options are kept as :class:`Overrides`: the validated values it was
-given. The rest come from the settings, merged by :meth:`Overrides.http` or
-:meth:`Overrides.run` into a frozen :class:`HttpOptions` or :class:`RunOptions` at first
-use: everything a request or call needs (the settings it alone reads included, such as
-the header's name or ``fail_open``), so the lifecycles never read the settings. The
-merged object is kept until the settings change (``override_settings`` keeps working).
+Settings, decorator arguments, mixin attributes, ``run()`` keywords and job attributes go
+through the same validators, so they accept the same types and every error names where
+the bad value came from. Doors validate when the view is decorated, the class is created
+or the call is made, never after a view ran. A door keeps the options it was given as
+:class:`Overrides`, merged with the settings at first use (and again after a settings
+change) into a frozen :class:`HttpOptions` or :class:`RunOptions` that holds all a
+request needs, so the lifecycles never read the settings.
 """
 
 from __future__ import annotations

@@ -189,23 +189,18 @@ class Filters:
 
     def matches(self, entry: Entry, now: int) -> bool:
         """Whether ``entry`` passes every filter (``now`` in epoch milliseconds)."""
-        if self.states and entry.state.value not in self.states:
-            return False
-        if self.kind is not None and entry.kind.value != self.kind:
-            return False
-        if self.door is not None and (entry.door is None or entry.door.value != self.door):
-            return False
-        if self.scope is not None and entry.scope != self.scope:
-            return False
-        if self.key is not None and entry.key != self.key:
-            return False
-        if self.key_glob is not None and not fnmatch.fnmatchcase(entry.key, self.key_glob):
-            return False
-        if self.search:
-            needle = self.search.casefold()
-            if needle not in entry.key.casefold() and needle not in entry.scope.casefold():
-                return False
-        return self.older_than is None or entry.age_ms(now) > self.older_than * 1000
+        door = None if entry.door is None else entry.door.value
+        needle = (self.search or "").casefold()
+        return (
+            (not self.states or entry.state.value in self.states)
+            and (self.kind is None or entry.kind.value == self.kind)
+            and (self.door is None or door == self.door)
+            and (self.scope is None or entry.scope == self.scope)
+            and (self.key is None or entry.key == self.key)
+            and (self.key_glob is None or fnmatch.fnmatchcase(entry.key, self.key_glob))
+            and (not needle or needle in entry.key.casefold() or needle in entry.scope.casefold())
+            and (self.older_than is None or entry.age_ms(now) > self.older_than * 1000)
+        )
 
 
 @dataclass
