@@ -208,20 +208,20 @@ def _problems(
     options: HttpOptions, settings: IdempotencySettings
 ) -> dict[int, list[IdempotencyError]]:
     """The problems a protected request may get, by status."""
-    errors: list[IdempotencyError] = [InvalidKey()]
-    if options.required:
-        errors.append(KeyRequired())
-    errors.append(RequestInProgress())
-    if options.conflict == "wait":
-        errors.append(IdempotencyTimeout())
-    if options.outcome_unknown is OutcomeUnknownPolicy.REFUSE:
-        errors.append(OutcomeUnknown())
-    errors += [FingerprintMismatch(), NotReplayable()]
-    if not settings.fail_open:
-        errors.append(IdempotencyUnavailable())
+    possible: list[tuple[IdempotencyError, bool]] = [
+        (InvalidKey(), True),
+        (KeyRequired(), options.required),
+        (RequestInProgress(), True),
+        (IdempotencyTimeout(), options.conflict == "wait"),
+        (OutcomeUnknown(), options.outcome_unknown is OutcomeUnknownPolicy.REFUSE),
+        (FingerprintMismatch(), True),
+        (NotReplayable(), True),
+        (IdempotencyUnavailable(), not settings.fail_open),
+    ]
     by_status: dict[int, list[IdempotencyError]] = {}
-    for error in errors:
-        by_status.setdefault(error.status, []).append(error)
+    for error, applies in possible:
+        if applies:
+            by_status.setdefault(error.status, []).append(error)
     return by_status
 
 
