@@ -17,22 +17,13 @@ from django.utils.module_loading import import_string
 from drf_spectacular.generators import SchemaGenerator as SpectacularSchemaGenerator
 from drf_spectacular.plumbing import ComponentRegistry, ResolvedComponent
 
+from . import exceptions
 from .conf import IdempotencySettings, get_settings
 from .doors import FLOW_ATTR, view_has_own_door
 from .doors.drf import IdempotentMixin
 from .doors.middleware import IdempotencyMiddleware
 from .events import Door
-from .exceptions import (
-    FingerprintMismatch,
-    IdempotencyError,
-    IdempotencyTimeout,
-    IdempotencyUnavailable,
-    InvalidKey,
-    KeyRequired,
-    NotReplayable,
-    OutcomeUnknown,
-    RequestInProgress,
-)
+from .exceptions import IdempotencyError
 from .flows.http import HttpFlow
 from .http import PROBLEM_CONTENT_TYPE, problem_document
 from .options import NONE, HttpOptions
@@ -209,14 +200,14 @@ def _problems(
 ) -> dict[int, list[IdempotencyError]]:
     """The problems a protected request may get, by status."""
     possible: list[tuple[IdempotencyError, bool]] = [
-        (InvalidKey(), True),
-        (KeyRequired(), options.required),
-        (RequestInProgress(), True),
-        (IdempotencyTimeout(), options.conflict == "wait"),
-        (OutcomeUnknown(), options.outcome_unknown is OutcomeUnknownPolicy.REFUSE),
-        (FingerprintMismatch(), True),
-        (NotReplayable(), True),
-        (IdempotencyUnavailable(), not settings.fail_open),
+        (exceptions.InvalidKey(), True),
+        (exceptions.KeyRequired(), options.required),
+        (exceptions.RequestInProgress(), True),
+        (exceptions.IdempotencyTimeout(), options.conflict == "wait"),
+        (exceptions.OutcomeUnknown(), options.outcome_unknown is OutcomeUnknownPolicy.REFUSE),
+        (exceptions.FingerprintMismatch(), True),
+        (exceptions.NotReplayable(), True),
+        (exceptions.IdempotencyUnavailable(), not settings.fail_open),
     ]
     by_status: dict[int, list[IdempotencyError]] = {}
     for error, applies in possible:
