@@ -15,17 +15,8 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from .testing.promises import (
-    CONFLICT_MODES,
-    MAX_CONCURRENCY,
-    Battery,
-    Reply,
-    Request,
-    Result,
-    Sender,
-    Transport,
-    render,
-)
+from .testing import promises
+from .testing.promises import Battery, Reply, Request, Result, Sender, Transport, render
 
 
 def http_transport(url: str, timeout: float) -> Transport:
@@ -71,6 +62,7 @@ def http_transport(url: str, timeout: float) -> Transport:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line, validated: a usage error exits 2 with argparse's message."""
+    most = promises.MAX_CONCURRENCY
     parser = argparse.ArgumentParser(
         prog="idempotency-conformance",
         description=(
@@ -93,11 +85,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--concurrency",
         type=int,
         default=20,
-        help=f"concurrent duplicates to send, 1-{MAX_CONCURRENCY} (default: 20; 1 skips them)",
+        help=f"concurrent duplicates to send, 1-{most} (default: 20; 1 skips them)",
     )
     parser.add_argument(
         "--conflict",
-        choices=CONFLICT_MODES,
+        choices=promises.CONFLICT_MODES,
         default="wait",
         help="what duplicates arriving while the first runs should get: its response "
         "(wait, the default) or 409 (reject)",
@@ -130,8 +122,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--header must look like 'Name: value', got {raw!r}")
         headers[name.strip()] = value.strip()
     args.headers = headers
-    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
-        parser.error(f"--concurrency must be from 1 to {MAX_CONCURRENCY}, got {args.concurrency}")
+    if not 1 <= args.concurrency <= most:
+        parser.error(f"--concurrency must be from 1 to {most}, got {args.concurrency}")
     if not args.timeout > 0:
         parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if not args.method.isalpha():

@@ -14,19 +14,8 @@ from django.db import connections
 from django.test.client import AsyncRequestFactory
 
 from ..conf import get_settings
-from .promises import (
-    FORM,
-    Battery,
-    HeadersFor,
-    Reply,
-    Request,
-    Result,
-    Sender,
-    Transport,
-    is_json,
-    media_type,
-    render,
-)
+from . import promises
+from .promises import Battery, HeadersFor, Reply, Request, Result, Sender, Transport, render
 
 
 class PromiseBroken(AssertionError):
@@ -100,12 +89,12 @@ def encode(data: Any, content_type: str) -> bytes:
         return data
     if isinstance(data, str):
         return data.encode()
-    if is_json(content_type):
+    if promises.is_json(content_type):
         return json.dumps(data).encode()
-    if media_type(content_type) == FORM:
+    if promises.media_type(content_type) == promises.FORM:
         return urlencode(data, doseq=True).encode()
     raise TypeError(
-        f"assert_idempotent() encodes data as JSON or {FORM}; for {content_type!r} "
+        f"assert_idempotent() encodes data as JSON or {promises.FORM}; for {content_type!r} "
         "pass the body as bytes"
     )
 
