@@ -227,9 +227,10 @@ class Spec:
 
 
 _HTTP, _RUN = "http", "run"
-_BOTH = frozenset({_HTTP, _RUN})
+_HTTP_ONLY, _RUN_ONLY = frozenset({_HTTP}), frozenset({_RUN})
+_BOTH = _HTTP_ONLY | _RUN_ONLY
 
-#: Every per-view and per-call option. ``None`` for a setting means a fixed default.
+#: Every per-view and per-call option. With no setting, the option's default is fixed.
 SPECS: dict[str, Spec] = {
     "ttl": Spec(duration, "TTL", _BOTH),
     "lock_ttl": Spec(duration, "LOCK_TTL", _BOTH),
@@ -237,21 +238,21 @@ SPECS: dict[str, Spec] = {
     "conflict": Spec(conflict, "CONFLICT", _BOTH),
     # DURABLE is the HTTP doors' default only: a durable run() runs its action in a
     # transaction of its own, which must be asked for where the call is written.
-    "durable": Spec(boolean, "DURABLE", _BOTH, frozenset({_HTTP}), default=False),
-    "methods": Spec(methods, "METHODS", frozenset({_HTTP})),
-    "required": Spec(boolean, "REQUIRED", frozenset({_HTTP})),
-    "scope": Spec(importable, "SCOPE", frozenset({_HTTP})),
-    "fingerprint": Spec(importable, "FINGERPRINT", frozenset({_HTTP})),
-    "store_responses": Spec(store_responses, "STORE_RESPONSES", frozenset({_HTTP})),
+    "durable": Spec(boolean, "DURABLE", _BOTH, _HTTP_ONLY, default=False),
+    "methods": Spec(methods, "METHODS", _HTTP_ONLY),
+    "required": Spec(boolean, "REQUIRED", _HTTP_ONLY),
+    "scope": Spec(importable, "SCOPE", _HTTP_ONLY),
+    "fingerprint": Spec(importable, "FINGERPRINT", _HTTP_ONLY),
+    "store_responses": Spec(store_responses, "STORE_RESPONSES", _HTTP_ONLY),
     "outcome_unknown": Spec(outcome_unknown, "OUTCOME_UNKNOWN", _BOTH),
-    "namespace": Spec(namespace, None, frozenset({_RUN}), default=""),
-    "value_serializer": Spec(serializer, "VALUE_SERIALIZER", frozenset({_RUN})),
-    "error_serializer": Spec(serializer, "ERROR_SERIALIZER", frozenset({_RUN})),
-    "should_ignore_error": Spec(optional_callable, None, frozenset({_RUN})),
-    "on_action_success": Spec(optional_callable, None, frozenset({_RUN})),
-    "on_action_error": Spec(optional_callable, None, frozenset({_RUN})),
-    "on_success_replay": Spec(optional_callable, None, frozenset({_RUN})),
-    "on_error_replay": Spec(optional_callable, None, frozenset({_RUN})),
+    "namespace": Spec(namespace, None, _RUN_ONLY, default=""),
+    "value_serializer": Spec(serializer, "VALUE_SERIALIZER", _RUN_ONLY),
+    "error_serializer": Spec(serializer, "ERROR_SERIALIZER", _RUN_ONLY),
+    "should_ignore_error": Spec(optional_callable, None, _RUN_ONLY),
+    "on_action_success": Spec(optional_callable, None, _RUN_ONLY),
+    "on_action_error": Spec(optional_callable, None, _RUN_ONLY),
+    "on_success_replay": Spec(optional_callable, None, _RUN_ONLY),
+    "on_error_replay": Spec(optional_callable, None, _RUN_ONLY),
 }
 
 
