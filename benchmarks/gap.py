@@ -107,12 +107,12 @@ HTTP_PARTS = (
     STORE,
 )
 RUN_PARTS = (
-    Part("call.CallFlow", "begin", "  flow.begin", ""),
+    Part("run.RunFlow", "begin", "  flow.begin", ""),
     SIGN,
     CLAIM,
     LEASE,
-    Part("call.CallFlow", "succeeded", "  flow.succeeded", ""),
-    Part("call.CallFlow", "_value_plan", "    serialize the value", "JSON, as the floor"),
+    Part("run.RunFlow", "succeeded", "  flow.succeeded", ""),
+    Part("run.RunFlow", "_value_plan", "    serialize the value", "JSON, as the floor"),
     SEAL,
     STORE,
 )
@@ -144,14 +144,14 @@ def _resolve(owner: str) -> Any:
 
     from django_idempotency import engine, records
     from django_idempotency.doors import drf, middleware
-    from django_idempotency.flows import call, http
+    from django_idempotency.flows import http, run
     from django_idempotency.stores.redis import store
 
     modules = {
         "middleware": middleware,
         "drf": drf,
         "http": http,
-        "call": call,
+        "run": run,
         "records": records,
         "store": store,
         "engine": engine,
