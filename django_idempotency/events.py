@@ -230,11 +230,6 @@ def configure(observers: tuple[Observer, ...]) -> None:
         install(observer)
 
 
-def observed() -> bool:
-    """Whether any observer is installed (store timings are measured only then)."""
-    return bool(_observers)
-
-
 _KEYED = "idempotency key %r (scope %r): "
 #: Each outcome's signal, log level and log message (after "idempotency key ... (scope ...): ").
 _REPORTS: dict[Outcome, tuple[Any, int, str]] = {
@@ -374,6 +369,30 @@ def store_op(op: StoreOp, seconds: float) -> None:
     """Report the duration of one store operation to the observers."""
     for observer in _observers:
         observer.store_op(op, seconds)
+
+
+class _Timed:
+    """Times one store operation for the observers, however it ends."""
+
+    __slots__ = ("op", "started")
+
+    def __init__(self, op: StoreOp) -> None:
+        self.op = op
+
+    def __enter__(self) -> None:
+        self.started = time.monotonic()
+
+    def __exit__(self, *exc_info: object) -> None:
+        store_op(self.op, time.monotonic() - self.started)
+
+
+# Without observers a store call is not timed at all: the drivers' fast path.
+_UNTIMED = contextlib.nullcontext()
+
+
+def timed(op: StoreOp) -> contextlib.AbstractContextManager[None]:
+    """A context around one store operation that reports its duration (when observed)."""
+    return _Timed(op) if _observers else _UNTIMED
 
 
 @contextlib.contextmanager

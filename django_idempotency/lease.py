@@ -108,7 +108,8 @@ class LeaseKeeper:
         for store, leases in by_store.items():
             started = time.monotonic()
             try:
-                kept = store.renew([(x.slot, x.token, x.lease_ms) for x in leases])
+                with events.timed(events.StoreOp.RENEW):
+                    kept = store.renew([(x.slot, x.token, x.lease_ms) for x in leases])
             except Exception:
                 # Redis trouble: try again soon; the lease expires if it lasts.
                 logger.warning(
@@ -117,8 +118,6 @@ class LeaseKeeper:
                 for lease in leases:
                     lease.due = time.monotonic() + min(lease.interval, 1.0)
                 continue
-            if events.observed():
-                events.store_op(events.StoreOp.RENEW, time.monotonic() - started)
             for lease, ok in zip(leases, kept, strict=True):
                 lease.due = started + lease.interval
                 if not ok:

@@ -87,15 +87,8 @@ def drive(context: Context, flow: Flow[T]) -> T:
         result, error = None, None
         try:
             if isinstance(step, Call):
-                method = getattr(context.store, step.method)
-                if events.observed():
-                    started = time.monotonic()
-                    try:
-                        result = method(*step.args)
-                    finally:
-                        events.store_op(step.op, time.monotonic() - started)
-                else:
-                    result = method(*step.args)
+                with events.timed(step.op):
+                    result = getattr(context.store, step.method)(*step.args)
             elif isinstance(step, Listen):
                 result = context.notifier.wait(step.slot, step.position, step.timeout)
             elif isinstance(step, Follow):
@@ -119,15 +112,8 @@ async def adrive(context: Context, flow: Flow[T]) -> T:
         result, error = None, None
         try:
             if isinstance(step, Call):
-                method = getattr(store, step.method)
-                if events.observed():
-                    started = time.monotonic()
-                    try:
-                        result = await method(*step.args)
-                    finally:
-                        events.store_op(step.op, time.monotonic() - started)
-                else:
-                    result = await method(*step.args)
+                with events.timed(step.op):
+                    result = await getattr(store, step.method)(*step.args)
             elif isinstance(step, Listen):
                 result = await context.notifier.await_outcome(
                     step.slot, step.position, step.timeout
