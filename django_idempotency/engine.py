@@ -168,6 +168,11 @@ class Found:
     record: Record
     waited: float | None = None
 
+    @property
+    def outcome(self) -> Outcome:
+        """What replaying it reports: ``waited`` for a duplicate that waited, else ``replayed``."""
+        return Outcome.REPLAYED if self.waited is None else Outcome.WAITED
+
 
 class Engine:
     """Every rule of the contract, over one store; shared by all doors of a process."""

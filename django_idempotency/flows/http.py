@@ -321,7 +321,7 @@ class HttpFlow:
                 options.problem_type_base,
             )
         emit(
-            Outcome.REPLAYED if found.waited is None else Outcome.WAITED,
+            found.outcome,
             self.door,
             scope,
             key,

@@ -132,7 +132,7 @@ class RunFlow:
                 + record.payload.decode("utf-8", "replace")
             )
         emit(
-            Outcome.REPLAYED if found.waited is None else Outcome.WAITED,
+            found.outcome,
             self.door,
             ns,
             key,
