@@ -139,20 +139,12 @@ def fingerprint_of(method: str, path: str, query: str, body: bytes) -> bytes:
     ).digest()
 
 
-def problem_type(error: IdempotencyError, base: str | None = None) -> str:
-    """The ``type`` URI of ``error``'s problem: ``base`` + its slug.
-
-    ``base`` is ``PROBLEM_TYPE_BASE``: the doors pass it from their options; without it,
-    the current settings' is read.
-    """
-    if base is None:
-        from .conf import get_settings
-
-        base = get_settings().PROBLEM_TYPE_BASE
+def problem_type(error: IdempotencyError, base: str) -> str:
+    """The ``type`` URI of ``error``'s problem: ``base`` (``PROBLEM_TYPE_BASE``) + its slug."""
     return base + error.type_slug
 
 
-def problem_document(error: IdempotencyError, base: str | None = None) -> dict[str, Any]:
+def problem_document(error: IdempotencyError, base: str) -> dict[str, Any]:
     """The RFC 9457 members describing ``error``: type, title, status and detail."""
     return {
         "type": problem_type(error, base),
@@ -162,7 +154,7 @@ def problem_document(error: IdempotencyError, base: str | None = None) -> dict[s
     }
 
 
-def problem_response(error: IdempotencyError, base: str | None = None) -> HttpResponse:
+def problem_response(error: IdempotencyError, base: str) -> HttpResponse:
     """An RFC 9457 problem+json response describing ``error`` (``base``: as for
     :func:`problem_type`).
 

@@ -18,7 +18,6 @@ from drf_spectacular.generators import SchemaGenerator as SpectacularSchemaGener
 from drf_spectacular.plumbing import ComponentRegistry, ResolvedComponent
 
 from . import exceptions
-from .conf import IdempotencySettings, get_settings
 from .doors import FLOW_ATTR, view_has_own_door
 from .doors.drf import IdempotentMixin
 from .doors.middleware import IdempotencyMiddleware
@@ -126,10 +125,8 @@ def document(
     operation: dict[str, Any],
     protected: Protection,
     registry: ComponentRegistry,
-    settings: IdempotencySettings | None = None,
 ) -> None:
     """Add the contract of the door ``protected`` names to ``operation`` (an OpenAPI object)."""
-    settings = settings or get_settings()
     options = protected.options
     responses: dict[str, Any] = operation.setdefault("responses", {})
 
@@ -140,18 +137,18 @@ def document(
     }
     for status, response in responses.items():
         if _stored(status, options):
-            response.setdefault("headers", {})[settings.REPLAY_HEADER] = replayed
+            response.setdefault("headers", {})[options.replay_header] = replayed
 
-    header = settings.HEADER.lower()
+    header = options.header.lower()
     parameters = [
         p
         for p in operation.get("parameters", [])
         if not (p.get("in") == "header" and str(p.get("name", "")).lower() == header)
     ]
-    operation["parameters"] = [*parameters, _key_parameter(options, settings)]
+    operation["parameters"] = [*parameters, _key_parameter(options)]
 
     ref: dict[str, str] | None = None
-    if not (protected.door is Door.DRF and settings.DRF_EXCEPTION_HANDLER):
+    if not (protected.door is Door.DRF and options.drf_exception_handler):
         problem = ResolvedComponent(  # type: ignore[no-untyped-call]
             name=PROBLEM_COMPONENT,
             type=ResolvedComponent.SCHEMA,
@@ -160,8 +157,8 @@ def document(
         )
         registry.register_on_missing(problem)
         ref = problem.ref
-    for code, errors in _problems(options, settings).items():
-        _add_problem(responses.setdefault(str(code), {}), errors, ref)
+    for code, errors in _problems(options).items():
+        _add_problem(responses.setdefault(str(code), {}), errors, ref, options.problem_type_base)
 
 
 def _stored(status: str, options: HttpOptions) -> bool:
@@ -174,14 +171,14 @@ def _stored(status: str, options: HttpOptions) -> bool:
     return True  # a callable: only the response itself can tell
 
 
-def _key_parameter(options: HttpOptions, settings: IdempotencySettings) -> dict[str, Any]:
+def _key_parameter(options: HttpOptions) -> dict[str, Any]:
     if options.required:
         presence = "Required: a request without it is refused (400)."
     else:
         presence = "Optional: a request without it runs unprotected."
-    fmt = "" if settings.KEY_FORMAT is None else f", matching `{settings.KEY_FORMAT.pattern}`"
+    fmt = "" if options.key_format is None else f", matching `{options.key_format.pattern}`"
     return {
-        "name": settings.HEADER,
+        "name": options.header,
         "in": "header",
         "required": options.required,
         "schema": {"type": "string"},
@@ -189,15 +186,13 @@ def _key_parameter(options: HttpOptions, settings: IdempotencySettings) -> dict[
             "A unique key per logical operation, sent again unchanged on every retry: the "
             "first request with it runs, a retry or concurrent duplicate gets its response "
             "replayed. A Structured Field string (quoted) or a bare token of visible ASCII, "
-            f"at most {settings.MAX_KEY_LENGTH} characters{fmt}. {presence} Kept for "
-            f"{settings.TTL:g} s after the first response."
+            f"at most {options.max_key_length} characters{fmt}. {presence} Kept for "
+            f"{options.ttl:g} s after the first response."
         ),
     }
 
 
-def _problems(
-    options: HttpOptions, settings: IdempotencySettings
-) -> dict[int, list[IdempotencyError]]:
+def _problems(options: HttpOptions) -> dict[int, list[IdempotencyError]]:
     """The problems a protected request may get, by status."""
     possible: list[tuple[IdempotencyError, bool]] = [
         (exceptions.InvalidKey(), True),
@@ -207,7 +202,7 @@ def _problems(
         (exceptions.OutcomeUnknown(), options.outcome_unknown is OutcomeUnknownPolicy.REFUSE),
         (exceptions.FingerprintMismatch(), True),
         (exceptions.NotReplayable(), True),
-        (exceptions.IdempotencyUnavailable(), not settings.fail_open),
+        (exceptions.IdempotencyUnavailable(), not options.fail_open),
     ]
     by_status: dict[int, list[IdempotencyError]] = {}
     for error, applies in possible:
@@ -217,14 +212,17 @@ def _problems(
 
 
 def _add_problem(
-    response: dict[str, Any], errors: list[IdempotencyError], ref: dict[str, str] | None
+    response: dict[str, Any],
+    errors: list[IdempotencyError],
+    ref: dict[str, str] | None,
+    type_base: str,
 ) -> None:
     """The problems of one status in ``response``, beside what the view documents there.
 
     ``ref`` is the problem schema; ``None`` where the project's exception handler
     writes the body.
     """
-    documents = [problem_document(e) for e in errors]
+    documents = [problem_document(e, type_base) for e in errors]
     lines = [f"{d['title']} (problem type `{d['type']}`)." for d in documents]
     described = response.get("description", "")
     response["description"] = "\n\n".join([d for d in (described,) if d] + lines)

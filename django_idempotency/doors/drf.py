@@ -43,7 +43,7 @@ class IdempotencyAPIException(APIException):  # type: ignore[misc]  # DRF ships 
     and ``error`` the :class:`~django_idempotency.exceptions.IdempotencyError` itself.
     """
 
-    def __init__(self, error: IdempotencyError, type_base: str | None = None) -> None:
+    def __init__(self, error: IdempotencyError, type_base: str) -> None:
         super().__init__(detail=error.detail, code=error.type_slug)
         self.status_code = error.status
         self.wait = error.retry_after

@@ -14,7 +14,6 @@ from typing import Any
 
 from django.http import HttpResponse
 
-from ..conf import get_settings
 from ..runtime import get_engine
 from ..steps import adrive
 from .decide import Edge, RawRequest, body_limit, response_headers
@@ -98,7 +97,7 @@ def asgi_app(application: ASGIApp) -> ASGIApp:
             return await application(scope, receive, send)
         method = scope["method"].upper()
         # The method first: most requests are not covered, and need no headers read.
-        if method not in get_settings().METHODS:
+        if method not in edge.options().methods:
             return await application(scope, receive, send)
         meta = _meta(scope)
         if not edge.wants(method, meta):

@@ -28,12 +28,12 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
 from django.http.request import HttpHeaders
 
-from ..conf import IdempotencySettings, get_settings
 from ..engine import Found, mismatch
 from ..events import Door, Outcome, emit
 from ..exceptions import FingerprintMismatch, InvalidKey, RecordTampered
 from ..flows.http import HttpFlow, stored_fingerprint
 from ..http import default_fingerprint, fingerprint_of, parse_key, problem_response
+from ..options import HttpOptions
 from ..records import Kind, State
 from ..runtime import get_engine
 from ..steps import Flow
@@ -64,11 +64,11 @@ def _name(value: Any) -> str:
     return f"{module}.{qualname}" if module and qualname else repr(value)
 
 
-def unsupported(settings: IdempotencySettings) -> str | None:
-    """Why the edge cannot decide for a project with these settings (``None``: it can)."""
-    if from_headers(settings.SCOPE) is None:
+def unsupported(options: HttpOptions) -> str | None:
+    """Why the edge cannot decide under these options (``None``: it can)."""
+    if from_headers(options.scope) is None:
         return (
-            f'IDEMPOTENCY["SCOPE"] is {_name(settings.SCOPE)}, which is not marked as computed '
+            f'IDEMPOTENCY["SCOPE"] is {_name(options.scope)}, which is not marked as computed '
             "from request headers alone. The edge answers before Django runs, so it has no "
             "session and no request.user: the default scope (user:<pk>) and any scope that "
             "reads them can only be computed inside Django, and a replay under a scope "
@@ -76,21 +76,14 @@ def unsupported(settings: IdempotencySettings) -> str | None:
             "function decorated with @django_idempotency.edge.headers_scope (an API key, a "
             "hash of the Authorization header, or anonymous), or do not wrap the application."
         )
-    if settings.FINGERPRINT is not default_fingerprint:
+    if options.fingerprint is not default_fingerprint:
         return (
-            f'IDEMPOTENCY["FINGERPRINT"] is {_name(settings.FINGERPRINT)}; the edge computes '
+            f'IDEMPOTENCY["FINGERPRINT"] is {_name(options.fingerprint)}; the edge computes '
             "only the default fingerprint (method, path, query string and body) from the raw "
             "request, and a custom one needs Django's request. Use the default fingerprint "
             "or do not wrap the application."
         )
     return None
-
-
-def require_supported() -> None:
-    """Raise ``ImproperlyConfigured`` saying why, when the edge cannot serve this project."""
-    reason = unsupported(get_settings())
-    if reason is not None:
-        raise ImproperlyConfigured(f"django_idempotency.edge cannot start: {reason}")
 
 
 def body_limit() -> int:
@@ -106,34 +99,44 @@ def body_limit() -> int:
 
 
 class Edge:
-    """The decision for one application: shared by the ASGI and the WSGI adapter."""
+    """The decision for one application: shared by the ASGI and the WSGI adapter.
+
+    It applies the middleware's options (the settings, merged once and merged again
+    when they change), so the edge and the middleware cover the same methods and read
+    the same header, key limits and scope.
+    """
 
     def __init__(self) -> None:
-        require_supported()
         self.flow = HttpFlow(Door.EDGE)
+        reason = unsupported(self.options())
+        if reason is not None:
+            raise ImproperlyConfigured(f"django_idempotency.edge cannot start: {reason}")
 
-    @staticmethod
-    def wants(method: str, meta: dict[str, Any]) -> bool:
+    def options(self) -> HttpOptions:
+        """What the edge applies now: the settings as the middleware applies them."""
+        return self.flow.overrides.http()
+
+    def wants(self, method: str, meta: dict[str, Any]) -> bool:
         """Whether a request may be answered here at all: covered method, key header sent.
 
         Cheap, so a request the edge cannot answer does not wait for its body to be read.
         """
-        settings = get_settings()
-        return method in settings.METHODS and settings.header_meta_key in meta
+        options = self.options()
+        return method in options.methods and options.header_meta_key in meta
 
     def deciding(self, request: RawRequest) -> Flow[HttpResponse | None]:
         """The answer for ``request``, or ``None`` to hand it to Django (a flow to drive)."""
-        settings = get_settings()
-        scope_of = from_headers(settings.SCOPE)
+        options = self.options()
+        scope_of = from_headers(options.scope)
         # The settings may have changed since the edge started: then Django decides.
-        if scope_of is None or unsupported(settings) is not None:
+        if scope_of is None or unsupported(options) is not None:
             return None
-        raw_key = request.meta.get(settings.header_meta_key)
-        if request.method not in settings.METHODS or raw_key is None:
+        raw_key = request.meta.get(options.header_meta_key)
+        if request.method not in options.methods or raw_key is None:
             return None
         try:
             key = parse_key(
-                raw_key, max_length=settings.MAX_KEY_LENGTH, key_format=settings.KEY_FORMAT
+                raw_key, max_length=options.max_key_length, key_format=options.key_format
             )
         except InvalidKey:
             return None  # the door answers 400, or steps aside for an exempt view
@@ -147,10 +150,10 @@ class Edge:
         try:
             record = yield from get_engine().looking(Kind.HTTP, Door.EDGE, scope, key)
         except RecordTampered as exc:
-            return problem_response(exc)  # the engine reported it, as critical
+            return problem_response(exc, options.problem_type_base)  # reported, as critical
         except FingerprintMismatch as exc:  # another scope and key under this record id
             emit(Outcome.MISMATCH, Door.EDGE, scope, key, started=started)
-            return problem_response(exc)
+            return problem_response(exc, options.problem_type_base)
         except StoreError:
             return None
         if record is None or record.state is State.RUNNING:
@@ -164,8 +167,8 @@ class Edge:
             if record.door is not Door.MIDDLEWARE:
                 return None
             emit(Outcome.MISMATCH, Door.EDGE, scope, key, started=started)
-            return problem_response(mismatch(record))
-        return self.flow.replay(None, scope, key, started, Found(record))
+            return problem_response(mismatch(record), options.problem_type_base)
+        return self.flow.replay(None, scope, key, started, Found(record), options)
 
 
 def response_headers(response: HttpResponse) -> list[tuple[str, str]]:

@@ -302,14 +302,9 @@ class HttpFlow:
         key: str,
         started: float,
         found: Found,
-        options: HttpOptions | None = None,
+        options: HttpOptions,
     ) -> HttpResponse:
-        """The answer for a final record: its response again, or why it cannot be replayed.
-
-        ``options``: the flow's, when the caller has them at hand.
-        """
-        if options is None:
-            options = self.overrides.http()
+        """The answer for a final record: its response again, or why it cannot be replayed."""
         record = found.record
         if record.state is State.UNREPLAYABLE:
             emit(Outcome.NOT_REPLAYABLE, self.door, scope, key, request=request)
