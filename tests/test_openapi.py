@@ -111,6 +111,7 @@ urlpatterns = [
         ),
     ),
     path("dispatched/", Dispatched.as_view()),
+    path("kept-briefly/", idempotent_view(ttl=60)(Notes.as_view())),
     path("", include(router.urls)),
 ]
 
@@ -288,3 +289,17 @@ def test_the_contract_follows_the_settings(settings):
         "/charges/", b"{}", content_type="application/json", headers={"Idempotency-Key": ""}
     )
     assert response.status_code == 400 and response["Content-Type"] != PROBLEM
+
+
+def test_the_key_parameter_states_the_doors_own_ttl(settings):
+    settings.ROOT_URLCONF = __name__
+    settings.REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+    settings.IDEMPOTENCY = {**settings.IDEMPOTENCY, "TTL": 86400}
+    ops = operations(generate(SchemaGenerator))
+
+    def kept_for(op: dict[str, Any]) -> str:
+        (key,) = [p for p in op["parameters"] if p["in"] == "header"]
+        return key["description"].split("Kept for ", 1)[1].split(" s ", 1)[0]
+
+    assert kept_for(ops["/kept-briefly/", "post"]) == "60"
+    assert kept_for(ops["/decorated/", "post"]) == "86400"
