@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 #: A flight's outcome telling followers to try again themselves.
@@ -40,7 +41,8 @@ class Flight:
         self.outcome: Any = _PENDING
         # Made only when a follower comes: most flights never have one.
         self._event: threading.Event | None = None
-        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
+        # Asyncio followers by loop: each loop is woken once, however many follow in it.
+        self._futures: dict[asyncio.AbstractEventLoop, list[asyncio.Future[Any]]] = {}
 
 
 class Flights:
@@ -73,12 +75,23 @@ class Flights:
             if flight.outcome is not _PENDING:
                 return
             flight.outcome = outcome
-            event, futures, flight._futures = flight._event, flight._futures, []
+            event, futures, flight._futures = flight._event, flight._futures, {}
         if event is not None:
             event.set()
-        for loop, future in futures:
-            with contextlib.suppress(RuntimeError):  # that loop is closed
-                loop.call_soon_threadsafe(_settle, future, outcome)
+        if not futures:
+            return
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:  # not in a coroutine
+            here = None
+        for loop, waiting in futures.items():
+            if loop is here:
+                # Its own thread: settle now, rather than write to the loop's wake-up
+                # pipe and wait a turn of the loop to do it.
+                _settle(waiting, outcome)
+            else:
+                with contextlib.suppress(RuntimeError):  # that loop is closed
+                    loop.call_soon_threadsafe(_settle, waiting, outcome)
 
     def wait(self, flight: Flight, timeout: float) -> Any:
         """A follower's wait: the outcome, or ``None`` when ``timeout`` ran out."""
@@ -98,8 +111,8 @@ class Flights:
         with self._lock:
             if flight.outcome is not _PENDING:
                 return flight.outcome
-            flight._futures.append((loop, future))
-        timer = loop.call_later(max(timeout, 0), _settle, future, None)
+            flight._futures.setdefault(loop, []).append(future)
+        timer = loop.call_later(max(timeout, 0), _settle, (future,), None)
         try:
             return await future
         finally:
@@ -121,9 +134,10 @@ def _caller() -> tuple[int, int]:
     return threading.get_ident(), 0 if task is None else id(task)
 
 
-def _settle(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
+def _settle(futures: Iterable[asyncio.Future[Any]], value: Any) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(value)
 
 
 flights = Flights()
