@@ -190,7 +190,8 @@ async def _astorm(n: int, sleep_ms: int, key: str, warm: str) -> dict[str, Any]:
     await arun(warm, _aaction)
     await arun(warm, _aaction)
     go = asyncio.Event()
-    callers: list[dict[str, Any]] = []
+    # Raw, made into dicts after the storm: one caller's bookkeeping would delay the next.
+    returned: list[tuple[clock.Caller, float, bool]] = []
 
     async def slow() -> dict[str, Any]:
         await asyncio.sleep(sleep_ms / 1000)
@@ -203,13 +204,14 @@ async def _astorm(n: int, sleep_ms: int, key: str, warm: str) -> dict[str, Any]:
             got = await arun(key, slow) == PAYLOAD
         except Exception as exc:
             me.outcome, got = f"{type(exc).__name__}", False
-        callers.append({**me.as_dict(), "done": time.time(), "ok": got})
+        returned.append((me, time.time(), got))
 
     tasks = [asyncio.create_task(caller()) for _ in range(n)]
     await asyncio.sleep(0)  # every task waits on the event
     await asyncio.get_running_loop().run_in_executor(None, _ready)
     go.set()
     await asyncio.gather(*tasks)
+    callers = [{**me.as_dict(), "done": done, "ok": got} for me, done, got in returned]
     return {"pid": os.getpid(), "callers": callers}
 
 
