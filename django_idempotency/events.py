@@ -317,16 +317,17 @@ def emit(
     logs = logger.isEnabledFor(level)
     if not (_observers or signal.receivers or logs):
         return
+    # Positional: a storm's followers each build one, and keywords cost about a quarter more.
     event = Event(
-        outcome=outcome,
-        door=door,
-        scope=scope,
-        key=key,
-        duration=None if started is None else time.monotonic() - started,
-        wait=wait,
-        request=request,
-        state=state,
-        detail=detail,
+        outcome,
+        door,
+        scope,
+        key,
+        None if started is None else time.monotonic() - started,
+        wait,
+        request,
+        state,
+        detail,
     )
     if signal.receivers:
         extra: dict[str, Any] = {"state": state} if state is not None else {}
