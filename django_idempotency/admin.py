@@ -1,20 +1,20 @@
-"""Staff-only "Idempotency keys" pages in the Django admin: list, detail, purge.
+"""Staff-only "Idempotency keys" pages in the Django admin: list, detail, purge, dashboard.
 
 Records stay in the store; :class:`~django_idempotency.models.IdempotencyKey` is an
 unmanaged, table-less model that only gives the admin an entry and its permissions
 (``view_idempotencykey`` to list and open records, ``delete_idempotencykey`` to purge).
-Lists are pages of scan batches (:meth:`Inventory.page`), so a page costs the same on a
-hundred keys or millions. Purging always goes through a confirmation page, and running
-records are kept unless its "also running records" box is ticked. The first page's
-dashboard (counts by state, door, age and the top scopes of the records the filters
-select) is one more scan of the whole keyspace in bounded memory; set
-``show_dashboard = False`` on a subclass where that costs too much.
+What the pages list, show, count and purge is :mod:`django_idempotency.inventory`'s; this
+module is the glue. A list page is whole scan batches (:meth:`Inventory.page`), so it costs
+the same on a hundred keys or millions; the first page's dashboard is one more scan of
+every record the filters select (``show_dashboard = False`` on a subclass turns it off).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
@@ -26,91 +26,47 @@ from django.utils.http import urlencode
 
 from .conf import get_settings
 from .engine import now_ms
-from .events import Door
 from .inventory import (
+    DOOR_NAMES,
+    KIND_NAMES,
     RUNNING_WHY,
+    STATE_NAMES,
     Dashboard,
-    Detail,
-    Entry,
     Filters,
     Inventory,
     PurgeResult,
-    human_duration,
+    Row,
     iso_ms,
     parse_duration,
+    split_body,
+    store_down,
 )
 from .models import DurableRecord, IdempotencyKey
-from .records import STATES, IntegrityError, Kind, State, decode_http
+from .records import IntegrityError, Record
 from .runtime import get_engine
 from .stores.base import StoreError
 
 logger = logging.getLogger("django_idempotency")
 
 _RUNNING_WHY = RUNNING_WHY[0].upper() + RUNNING_WHY[1:] + "."
-_STATES = [s.value for s in STATES]
-_KINDS = sorted(k.value for k in Kind)
-# The edge only reads records: none is ever written through it.
-_DOORS = [d.value for d in Door if d is not Door.EDGE]
 _FILTER_FIELDS = ("state", "kind", "door", "scope", "q", "older")
-_STORE_DOWN = "Redis is unreachable or failed: {}"
-
-
-@dataclass(frozen=True)
-class Row:
-    """One record as the templates show it."""
-
-    id: str
-    state: str
-    status: int | None
-    age: str
-    ttl: str
-    size: int
-    kind: str
-    door: str
-    scope: str
-    key: str
-    running: bool
-
-    @classmethod
-    def of(cls, entry: Entry, now: int) -> Row:
-        """Format ``entry`` for display at time ``now`` (epoch ms)."""
-        return cls(
-            id=entry.record_id,
-            state=entry.shown_state,
-            status=entry.status,
-            age=human_duration(entry.age_ms(now)),
-            ttl=human_duration(entry.ttl_ms),
-            size=entry.size,
-            kind=entry.kind.value,
-            door="-" if entry.door is None else entry.door.value,
-            scope=entry.scope,
-            key=entry.key,
-            running=entry.state is State.RUNNING,
-        )
 
 
 def _filters(data: QueryDict) -> tuple[Filters, dict[str, str], list[str]]:
-    """Filters from request data, the values to echo back, and any errors."""
+    """Filters from request data, the values to echo back, and what is wrong with them."""
     values = {name: data.get(name, "").strip() for name in _FILTER_FIELDS}
-    errors: list[str] = []
-    older: float | None = None
-    if values["older"]:
-        try:
-            older = parse_duration(values["older"])
-        except ValueError as exc:
-            errors.append(str(exc))
-    for name, known in (("state", _STATES), ("kind", _KINDS), ("door", _DOORS)):
-        if values[name] not in known:
-            values[name] = ""  # a value no record can have: no filter
-    filters = Filters(
-        states=frozenset([values["state"]]) if values["state"] else frozenset(),
-        kind=values["kind"] or None,
-        door=values["door"] or None,
-        scope=values["scope"] or None,
-        search=values["q"] or None,
-        older_than=older,
-    )
-    return filters, values, errors
+    try:
+        filters = Filters(
+            states=frozenset([values["state"]] if values["state"] else []),
+            kind=values["kind"] or None,
+            door=values["door"] or None,
+            scope=values["scope"] or None,
+            search=values["q"] or None,
+            older_than=parse_duration(values["older"]) if values["older"] else None,
+        )
+    except ValueError as exc:
+        return Filters(), values, [str(exc)]
+    return filters, values, []
 
 
 @dataclass(frozen=True)
@@ -174,14 +130,14 @@ def age_chart(labels: list[str], counts: list[int]) -> Chart:
 def dashboard_context(board: Dashboard, top: int, scope_url: str) -> dict[str, Any]:
     """What the dashboard template shows; ``scope_url`` + a query lists one scope."""
     stats = board.stats
-    doors = [(d, stats.by_door.get(d, 0)) for d in _DOORS]
+    doors = [(d, stats.by_door.get(d, 0)) for d in DOOR_NAMES]
     if stats.by_door.get("unknown"):
         doors.append(("unknown", stats.by_door["unknown"]))
     return {
         "total": stats.total,
         "scanned": stats.scanned,
         "unreadable": stats.unreadable,
-        "states": [(s, stats.by_state.get(s, 0)) for s in _STATES],
+        "states": [(s, stats.by_state.get(s, 0)) for s in STATE_NAMES],
         "doors": doors,
         "chart": age_chart([b.label for b in board.buckets], board.by_age),
         "scopes": [
@@ -242,16 +198,26 @@ class IdempotencyKeyAdmin(_ModelAdmin):
             args=args,
         )
 
-    def _context(self, request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
-        return {
+    def _back(self, request: HttpRequest, error: str | None = None) -> HttpResponse:
+        """To the list, with ``error`` as a message."""
+        if error is not None:
+            messages.error(request, error)
+        return HttpResponseRedirect(self._url("changelist"))
+
+    def _render(
+        self, request: HttpRequest, template: str, title: str, **extra: Any
+    ) -> HttpResponse:
+        context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": title,
             "has_delete_permission": self.has_delete_permission(request),
             "changelist_url": self._url("changelist"),
             "purge_url": self._url("purge"),
+            "running_why": _RUNNING_WHY,
             **extra,
         }
+        return TemplateResponse(request, f"admin/django_idempotency/{template}", context)
 
     # -- list ----------------------------------------------------------------------------
 
@@ -262,54 +228,45 @@ class IdempotencyKeyAdmin(_ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         filters, values, errors = _filters(request.GET)
+        cursor = request.GET.get("cursor") or None
         rows: list[Row] = []
         next_cursor: str | None = None
+        dashboard = None
         if not errors:
+            inventory = self.inventory()
             try:
-                entries, next_cursor = self.inventory().page(
-                    filters,
-                    request.GET.get("cursor") or None,
-                    size=100,
-                    max_scanned=self.max_scanned,
+                entries, next_cursor = inventory.page(
+                    filters, cursor, size=100, max_scanned=self.max_scanned
                 )
                 now = now_ms()
                 rows = [Row.of(e, now) for e in entries]
-            except ValueError as exc:
+                if self.show_dashboard and cursor is None:
+                    board = inventory.dashboard(filters, ttl_seconds=get_settings().TTL)
+                    dashboard = dashboard_context(
+                        board, self.dashboard_top, self._url("changelist")
+                    )
+            except ValueError as exc:  # a page cursor that is not one
                 errors.append(str(exc))
             except StoreError as exc:
-                errors.append(_STORE_DOWN.format(exc))
-        first_page = not request.GET.get("cursor")
-        dashboard = None
-        if self.show_dashboard and first_page and not errors:
-            dashboard = self._dashboard(filters, errors)
+                errors.append(store_down(exc))
         query = {k: v for k, v in values.items() if v}
-        context = self._context(
+        return self._render(
             request,
+            "key_list.html",
             "Idempotency keys",
             rows=rows,
             errors=errors,
             values=values,
-            states=_STATES,
-            kinds=_KINDS,
-            doors=_DOORS,
+            states=STATE_NAMES,
+            kinds=KIND_NAMES,
+            doors=DOOR_NAMES,
             filtered=bool(query),
             filter_query=urlencode(query),
             next_url=("?" + urlencode({**query, "cursor": next_cursor})) if next_cursor else None,
-            first_page=first_page,
+            first_page=cursor is None,
             dashboard=dashboard,
-            running_why=_RUNNING_WHY,
             **(extra_context or {}),
         )
-        return TemplateResponse(request, "admin/django_idempotency/key_list.html", context)
-
-    def _dashboard(self, filters: Filters, errors: list[str]) -> dict[str, Any] | None:
-        """The dashboard's context, or ``None`` (and an error) when Redis fails."""
-        try:
-            board = self.inventory().dashboard(filters, ttl_seconds=get_settings().TTL)
-        except StoreError as exc:
-            errors.append(_STORE_DOWN.format(exc))
-            return None
-        return dashboard_context(board, self.dashboard_top, self._url("changelist"))
 
     # -- detail --------------------------------------------------------------------------
 
@@ -323,35 +280,21 @@ class IdempotencyKeyAdmin(_ModelAdmin):
         except ValueError:
             raise Http404("Not a record id.") from None
         except StoreError as exc:
-            messages.error(request, _STORE_DOWN.format(exc))
-            return HttpResponseRedirect(self._url("changelist"))
+            return self._back(request, store_down(exc))
         if detail is None:
             raise Http404("No such record: it may have expired or been purged.")
-        return TemplateResponse(
+        now = now_ms()
+        return self._render(
             request,
-            "admin/django_idempotency/key_detail.html",
-            self._context(request, f"Idempotency key {detail.entry.key}", **self._detail(detail)),
+            "key_detail.html",
+            f"Idempotency key {detail.entry.key}",
+            detail=detail,
+            row=Row.of(detail.entry, now),
+            fields=detail.fields(now),
+            body_text=detail.body_text(self.preview_bytes),
+            body_hex=detail.body[:256].hex(" "),
+            preview_bytes=self.preview_bytes,
         )
-
-    def _detail(self, detail: Detail) -> dict[str, Any]:
-        entry, now = detail.entry, now_ms()
-        return {
-            "row": Row.of(entry, now),
-            "entry": entry,
-            "fingerprint": entry.fingerprint,
-            "verified": detail.verified,
-            "problem": detail.problem,
-            "created_at": iso_ms(entry.created_ms),
-            "finished_at": iso_ms(entry.finished_ms),
-            "lease": human_duration(entry.lease_ms) if entry.state is State.RUNNING else "",
-            "headers": detail.headers,
-            "body_label": "Body" if detail.headers is not None else "Payload",
-            "body_size": len(detail.body),
-            "body_text": detail.body_text(self.preview_bytes),
-            "body_hex": detail.body[:256].hex(" "),
-            "body_truncated": len(detail.body) > self.preview_bytes,
-            "running_why": _RUNNING_WHY,
-        }
 
     # -- purge ---------------------------------------------------------------------------
 
@@ -363,54 +306,41 @@ class IdempotencyKeyAdmin(_ModelAdmin):
         if not self.has_delete_permission(request):
             raise PermissionDenied
         if request.method != "POST":
-            return HttpResponseRedirect(self._url("changelist"))
-        inventory = self.inventory()
-        force = request.POST.get("force") == "1"
-        all_matching = request.POST.get("all_matching") == "1"
+            return self._back(request)
         filters, values, errors = _filters(request.POST)
         if errors:
-            for error in errors:
-                messages.error(request, error)
-            return HttpResponseRedirect(self._url("changelist"))
+            return self._back(request, errors[0])
+        all_matching = request.POST.get("all_matching") == "1"
+        ids = [i for i in request.POST.getlist("_selected") if i]
+        if not all_matching and not ids:
+            messages.warning(request, "Select the records to purge first.")
+            return self._back(request)
+        inventory = self.inventory()
         try:
-            ids = [i for i in request.POST.getlist("_selected") if i]
-            keys = [inventory.name_of(i) for i in ids]
+            names = [inventory.name_of(i) for i in ids]
         except ValueError:
             raise Http404("Not a record id.") from None
-        if not all_matching and not keys:
-            messages.warning(request, "Select the records to purge first.")
-            return HttpResponseRedirect(self._url("changelist"))
-
-        def purge(force: bool, dry_run: bool) -> PurgeResult:
-            if all_matching:
-                return inventory.purge(filters, force=force, dry_run=dry_run)
-            return inventory.purge_entries(entries, force=force, dry_run=dry_run)
-
         try:
-            entries = [] if all_matching else inventory.entries(keys)
+            entries = [] if all_matching else inventory.entries(names)
+            selection = filters if all_matching else entries
             if request.POST.get("confirm") == "yes":
-                self._report(request, purge(force, dry_run=False))
-                return HttpResponseRedirect(self._url("changelist"))
-            planned = purge(False, dry_run=True)  # its page asks about running ones
+                force = request.POST.get("force") == "1"
+                self._report(request, inventory.purge(selection, force=force))
+                return self._back(request)
+            planned = inventory.purge(selection, dry_run=True)  # its page asks about running ones
         except StoreError as exc:
-            messages.error(request, _STORE_DOWN.format(exc))
-            return HttpResponseRedirect(self._url("changelist"))
+            return self._back(request, store_down(exc))
         now = now_ms()
-        context = self._context(
+        return self._render(
             request,
+            "purge_confirmation.html",
             "Are you sure?",
             rows=[Row.of(e, now) for e in entries],
             ids=ids,
             all_matching=all_matching,
             values=values,
             described=", ".join(f"{k} = {v}" for k, v in values.items() if v) or "none",
-            matched=planned.matched,
-            deletable=planned.deleted,
-            running=planned.skipped_running,
-            running_why=_RUNNING_WHY,
-        )
-        return TemplateResponse(
-            request, "admin/django_idempotency/purge_confirmation.html", context
+            planned=planned,
         )
 
     def _report(self, request: HttpRequest, result: PurgeResult) -> None:
@@ -432,20 +362,22 @@ class IdempotencyKeyAdmin(_ModelAdmin):
             )
 
 
-def _record_field(name: str, doc: str) -> Any:
-    """A read-only column showing the sealed record's ``name`` (as text)."""
+def _shown(description: str, doc: str, value: Callable[[Record], object]) -> Any:
+    """A read-only column showing ``value`` of the row's sealed record, as text."""
 
     def show(self: DurableRecordAdmin, obj: DurableRecord) -> str:
-        record = self._opened(obj)
-        if record is None:
+        try:
+            # Verified like a Redis record; a row that does not verify says so instead.
+            record = get_engine().sealer.open(bytes.fromhex(obj.rid), bytes(obj.record))
+        except (IntegrityError, ValueError):
             return "(does not verify)"
-        value = getattr(record, name)
-        if isinstance(value, bytes):
-            return value.decode("utf-8", "replace")
-        return "" if value is None else str(value)
+        shown = value(record)
+        if isinstance(shown, bytes):
+            return shown.decode("utf-8", "replace")
+        return "" if shown is None else str(shown)
 
     show.__doc__ = doc
-    return admin.display(description=name)(show)
+    return admin.display(description=description)(show)
 
 
 @admin.register(DurableRecord)
@@ -470,37 +402,20 @@ class DurableRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-igno
         """A row is the evidence of committed work: read-only."""
         return False
 
-    @staticmethod
-    def _opened(obj: DurableRecord) -> Any:
-        # Verified like a Redis record; a row that does not verify says so instead.
-        try:
-            return get_engine().sealer.open(bytes.fromhex(obj.rid), bytes(obj.record))
-        except (IntegrityError, ValueError):
-            return None
-
-    scope = _record_field("scope", "The scope, decoded from the sealed record.")
-    key = _record_field("key", "The client's key, decoded (and decrypted) from the sealed record.")
-    state = _record_field("state", "done, error or unreplayable.")
-    status = _record_field("status", "The HTTP status stored (empty for run() records).")
-
-    @admin.display(description="created")
-    def created(self, obj: DurableRecord) -> str:
-        """When the work began, from the record."""
-        record = self._opened(obj)
-        return "" if record is None else str(iso_ms(record.created_ms))
+    scope = _shown("scope", "The scope, from the sealed record.", attrgetter("scope"))
+    key = _shown("key", "The client's key, decrypted if need be.", attrgetter("key"))
+    state = _shown("state", "done, error or unreplayable.", attrgetter("state"))
+    status = _shown("status", "The HTTP status stored (empty for run()).", attrgetter("status"))
+    created = _shown(
+        "created", "When the work began, from the record.", lambda r: iso_ms(r.created_ms)
+    )
+    payload = _shown(
+        "payload",
+        "The first bytes of the stored body or value.",
+        lambda r: split_body(r)[1][: IdempotencyKeyAdmin.preview_bytes],
+    )
 
     @admin.display(description="expires", ordering="expires_ms")
     def expires(self, obj: DurableRecord) -> str:
         """When the row stops counting (UTC)."""
         return str(iso_ms(obj.expires_ms))
-
-    @admin.display(description="payload")
-    def payload(self, obj: DurableRecord) -> str:
-        """The first bytes of the stored body or value."""
-        record = self._opened(obj)
-        if record is None:
-            return "(does not verify)"
-        body = record.payload
-        if record.kind is Kind.HTTP and record.state is State.DONE:
-            body = decode_http(body)[1]
-        return bytes(body[: IdempotencyKeyAdmin.preview_bytes]).decode("utf-8", "replace")

@@ -495,7 +495,7 @@ def test_purge_never_deletes_a_record_that_turned_running_after_the_scan(redis_c
     # Meanwhile the record expires and a new request claims the key.
     _, running = sealed(RUNNING, HTTP, "u", "k", created_ms=now_ms())
     redis_client.set(redis_key, running, px=60_000)
-    result = inventory.purge_entries([entry])
+    result = inventory.purge([entry])
     assert (result.deleted, result.changed) == (0, 1)
     assert redis_client.get(redis_key) == running
 
@@ -505,7 +505,7 @@ def test_purge_counts_a_key_that_scan_returned_twice_once(varied):
     # SCAN repeats keys while Redis shrinks its table under a mass delete.
     inventory = Inventory(get_engine())
     entries = list(inventory.scan())
-    result = inventory.purge_entries(entries + entries)
+    result = inventory.purge(entries + entries)
     assert (result.deleted, result.skipped_running, result.changed) == (4, 1, 0)
 
 

@@ -1,23 +1,16 @@
-"""Read, count and purge stored records: what ``idempotency_inspect`` and the admin see.
+"""Read, count and purge stored records: the one model ``idempotency_inspect`` and the admin show.
 
 Everything streams, one store batch at a time, so memory is bounded by the batch size
 however many records exist. The store's scanner (for Redis:
 :mod:`django_idempotency.stores.redis.scan`) finds records and reads their first bytes;
-this module decodes them (:func:`~django_idempotency.records.peek`, decrypting the meta
-when encryption is on), filters, counts and decides what a purge may delete.
+this module decodes them (decrypting the meta when encryption is on), filters, counts and
+decides what a purge may delete. Filters run in Python on the *decoded* header: store
+names are hashes of kind, scope and key, so a client's key can never be a store pattern.
 
-Filters run in Python on the *decoded* header: store names are hashes of kind, scope and
-key, so a client's key or a glob of it can never be a store pattern.
-
-A scan returns every record that exists for its whole duration at least once; a record
-written or expiring meanwhile may or may not be seen, and one may be returned twice if
-the store resizes its table during the scan. Counts are therefore exact for a keyspace
-that does not change while it is counted.
-
-Purging never deletes a ``running`` record unless forced: deleting it lets a retry run
-the action a second time while the first run may still be going. Every deletion is
-checked again against a fresh read, so a record that changed in between (say it expired
-and a new request claimed it, so it is now ``running``) is left alone.
+Purging never deletes a ``running`` record unless forced: a retry would run the action a
+second time while the first run may still be going. Every deletion is checked again
+against a fresh read, so a record that changed in between (it expired and a new request
+claimed it) is left alone.
 """
 
 from __future__ import annotations
@@ -33,22 +26,42 @@ from ..records import (
     RUNNING_CHAR,
     IntegrityError,
     Kind,
-    Record,
     Sealer,
     State,
-    decode_http,
     held_ms,
     peek,
 )
 from ..stores.base import Batch, parse_record_id
 from .dashboard import SCOPE_COUNTERS, AgeBucket, Dashboard, TopScopes, age_buckets
-from .display import RUNNING_WHY, human_bytes, human_duration, iso_ms, parse_duration, printable
-from .query import Detail, Entry, Filters, PurgeResult, Stats
+from .display import (
+    RUNNING_WHY,
+    human_bytes,
+    human_duration,
+    iso_ms,
+    parse_duration,
+    printable,
+    store_down,
+)
+from .query import (
+    DOOR_NAMES,
+    KIND_NAMES,
+    STATE_NAMES,
+    Detail,
+    Entry,
+    Filters,
+    PurgeResult,
+    Row,
+    Stats,
+    split_body,
+)
 
 __all__ = [
+    "DOOR_NAMES",
+    "KIND_NAMES",
     "RUNNING_WHY",
     "SCAN_COUNT",
     "SCOPE_COUNTERS",
+    "STATE_NAMES",
     "AgeBucket",
     "Dashboard",
     "Detail",
@@ -57,6 +70,7 @@ __all__ = [
     "Inventory",
     "Progress",
     "PurgeResult",
+    "Row",
     "Stats",
     "TopScopes",
     "age_buckets",
@@ -65,6 +79,8 @@ __all__ = [
     "iso_ms",
     "parse_duration",
     "printable",
+    "split_body",
+    "store_down",
 ]
 
 #: Default keys per store round trip, and the unit of memory use.
@@ -162,14 +178,21 @@ class Inventory:
 
     # -- reading ------------------------------------------------------------------------
 
-    def _selected(self, filters: Filters) -> Iterator[tuple[Batch, list[Entry], int, int]]:
+    def _selected(
+        self, filters: Filters, progress: Progress | None
+    ) -> Iterator[tuple[Batch, list[Entry], int, int]]:
         """Each scan batch, the entries in it ``filters`` select, how many of its keys are
-        not records, and when (epoch ms) the entries were judged."""
+        not records, and when (epoch ms) the entries were judged; ``progress`` is told
+        once the caller is done with each batch."""
+        matched = 0
         for batch, _ in self.scanner.page(None, self.count, self._complete):
             entries, unreadable = self._entries(batch.heads)
             now = now_ms()
             selected = [e for e in entries if filters.matches(e, now)]
             yield batch, selected, unreadable + batch.foreign, now
+            matched += len(selected)
+            if progress is not None:
+                progress(batch.scanned, matched)
 
     def scan(
         self, filters: Filters = EVERYTHING, progress: Progress | None = None
@@ -178,13 +201,8 @@ class Inventory:
 
         ``progress(scanned, matched)`` is called after each batch.
         """
-        matched = 0
-        for batch, selected, _, _ in self._selected(filters):
-            for entry in selected:
-                matched += 1
-                yield entry
-            if progress is not None:
-                progress(batch.scanned, matched)
+        for _, selected, _, _ in self._selected(filters, progress):
+            yield from selected
 
     def page(
         self,
@@ -226,7 +244,7 @@ class Inventory:
             record = self.sealer.open(rid, raw)
         except IntegrityError as exc:
             return Detail(entry, False, None, b"", problem=str(exc))
-        return _detail(entry, record)
+        return Detail(entry, True, *split_body(record))
 
     def find(self, key: str, scope: str | None = None, kind: str | None = None) -> Iterator[Detail]:
         """The records of client key ``key``.
@@ -275,15 +293,13 @@ class Inventory:
         called for every selected record, for counts of its own (see :meth:`dashboard`).
         """
         stats = Stats()
-        for batch, selected, unreadable, now in self._selected(filters):
+        for batch, selected, unreadable, now in self._selected(filters, progress):
             stats.scanned = batch.scanned
             stats.unreadable += unreadable
             for entry in selected:
                 stats.count(entry)
                 if each is not None:
                     each(entry, now)
-            if progress is not None:
-                progress(stats.scanned, stats.total)
             wanted = selected[: max(sample - stats.memory_sampled, 0)]
             if wanted:
                 usage = self.scanner.memory_usage(batch.node, [e.name for e in wanted])
@@ -313,47 +329,42 @@ class Inventory:
 
     def purge(
         self,
-        filters: Filters = EVERYTHING,
+        selection: Filters | Iterable[Entry] = EVERYTHING,
         *,
         force: bool = False,
         dry_run: bool = False,
         progress: Progress | None = None,
     ) -> PurgeResult:
-        """Delete every record passing ``filters``; ``running`` ones only with ``force``.
+        """Delete every record passing these filters, or these listed entries (from
+        :meth:`find` or :meth:`entries`); ``running`` ones only with ``force``.
 
-        With ``dry_run`` nothing is deleted and ``deleted`` counts what would be.
+        Each record is read again just before it goes and is deleted only if it still
+        passes the filters (a listed entry: is still the same kind, scope and key) and,
+        without ``force``, is not ``running``. With ``dry_run`` nothing is deleted and
+        ``deleted`` counts what would be. ``progress`` is told after each scan batch.
         """
         result = PurgeResult()
-        for batch, selected, _, now in self._selected(filters):
+        if isinstance(selection, Filters):
+            filters = selection
 
-            def still_matches(entry: Entry, now: int = now) -> bool:
-                return filters.matches(entry, now)
+            def wanted(entry: Entry) -> bool:
+                # Ages only grow: a record old enough when selected still is.
+                return filters.matches(entry, now_ms())
 
-            self._purge_entries(selected, still_matches, force, dry_run, result)
-            if progress is not None:
-                progress(batch.scanned, result.matched)
+            batches = (selected for _, selected, _, _ in self._selected(filters, progress))
+        else:
+            entries = list(selection)
+            identity = {e.name: (e.kind, e.scope, e.key) for e in entries}
+
+            def wanted(entry: Entry) -> bool:
+                return identity.get(entry.name) == (entry.kind, entry.scope, entry.key)
+
+            batches = (entries[i : i + self.count] for i in range(0, len(entries), self.count))
+        for batch in batches:
+            self._purge_batch(batch, wanted, force, dry_run, result)
         return result
 
-    def purge_entries(
-        self, entries: Iterable[Entry], *, force: bool = False, dry_run: bool = False
-    ) -> PurgeResult:
-        """Delete these records (from ``find`` or ``entries``), re-checked as above.
-
-        A record is deleted only if, read again just before, it is still the same kind,
-        scope and key and (without ``force``) not ``running``.
-        """
-        result = PurgeResult()
-        chunk: list[Entry] = []
-        for entry in entries:
-            chunk.append(entry)
-            if len(chunk) >= self.count:
-                self._purge_entries(chunk, _same_record(chunk), force, dry_run, result)
-                chunk = []
-        if chunk:
-            self._purge_entries(chunk, _same_record(chunk), force, dry_run, result)
-        return result
-
-    def _purge_entries(
+    def _purge_batch(
         self,
         entries: list[Entry],
         still_wanted: Callable[[Entry], bool],
@@ -399,18 +410,3 @@ class Inventory:
 
         result: tuple[int, int] = self.scanner.delete_checked(node, names, wanted, self._complete)
         return result
-
-
-def _same_record(entries: list[Entry]) -> Callable[[Entry], bool]:
-    identity = {e.name: (e.kind, e.scope, e.key) for e in entries}
-    return lambda e: identity.get(e.name) == (e.kind, e.scope, e.key)
-
-
-def _detail(entry: Entry, record: Record) -> Detail:
-    if record.kind is Kind.HTTP and record.state is State.DONE:
-        try:
-            headers, body = decode_http(record.payload)
-        except (ValueError, IndexError):
-            return Detail(entry, True, None, record.payload)
-        return Detail(entry, True, headers, body)
-    return Detail(entry, True, None, record.payload)

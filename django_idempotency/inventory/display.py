@@ -1,4 +1,4 @@
-"""Display text shared by ``idempotency_inspect`` and the admin page."""
+"""Display text shared by ``idempotency_inspect`` and the admin pages."""
 
 from __future__ import annotations
 
@@ -63,3 +63,8 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return text.encode("unicode_escape").decode("ascii")
+
+
+def store_down(exc: Exception) -> str:
+    """What the command and the admin say when the store fails: one line, never empty."""
+    return "Redis is unreachable or failed: " + (" ".join(str(exc).split()) or type(exc).__name__)

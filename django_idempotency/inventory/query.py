@@ -6,13 +6,20 @@ Nothing here talks to a store: these are built from a record's first bytes (see
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import Door
-from ..records import STATES, Kind, State
-from .display import iso_ms
+from ..records import STATES, Kind, Record, State, decode_http
+from .display import human_duration, iso_ms, printable
+
+#: What the state, kind and door filters accept, in the order lists and forms show them.
+STATE_NAMES = [s.value for s in STATES]
+KIND_NAMES = sorted(k.value for k in Kind)
+# The edge only answers replays: no record is ever written through it.
+DOOR_NAMES = [d.value for d in Door if d is not Door.EDGE]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +117,50 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Row:
+    """One record as a listing shows it (``list``, the admin's pages): columns as text."""
+
+    #: The record's id in URLs (:attr:`Entry.record_id`).
+    id: str
+    state: str
+    status: str
+    age: str
+    ttl: str
+    size: int
+    kind: str
+    door: str
+    scope: str
+    key: str
+    running: bool
+
+    @classmethod
+    def of(cls, entry: Entry, now: int) -> Row:
+        """``entry`` at time ``now`` (epoch ms); scope and key safe for a terminal."""
+        return cls(
+            id=entry.record_id,
+            state=entry.shown_state,
+            status="-" if entry.status is None else str(entry.status),
+            age=human_duration(entry.age_ms(now)),
+            ttl=human_duration(entry.ttl_ms),
+            size=entry.size,
+            kind=entry.kind.value,
+            door="-" if entry.door is None else entry.door.value,
+            scope=printable(entry.scope) or '""',
+            key=printable(entry.key),
+            running=entry.state is State.RUNNING,
+        )
+
+
+def split_body(record: Record) -> tuple[list[tuple[str, str]] | None, bytes]:
+    """A record's stored headers (``None`` but for a finished HTTP response) and its body
+    or payload; a response that does not decode is shown as its raw payload."""
+    if record.kind is Kind.HTTP and record.state is State.DONE:
+        with contextlib.suppress(ValueError, IndexError):
+            return decode_http(record.payload)
+    return None, record.payload
+
+
+@dataclass(frozen=True)
 class Detail:
     """A whole record, for ``show`` and the admin detail page."""
 
@@ -121,6 +172,37 @@ class Detail:
     #: HTTP records: the response body; ``run()`` and unreplayable records: the payload.
     body: bytes
     problem: str = ""
+
+    @property
+    def body_label(self) -> str | None:
+        """``body`` (an HTTP response) or ``payload``; ``None`` while a running record has none."""
+        if self.entry.state is State.RUNNING and not self.body:
+            return None
+        return "payload" if self.headers is None else "body"
+
+    def fields(self, now: int) -> list[tuple[str, str]]:
+        """The record's header as ``(label, text)`` lines, as ``show`` and the admin print them."""
+        e, row = self.entry, Row.of(self.entry, now)
+        if e.abandoned:
+            owner = ("owner", f"{e.owner} (died unfinished; refused for {row.ttl} more)")
+        elif e.state is State.RUNNING:
+            owner = ("owner", f"{e.owner} (lease: {human_duration(e.lease_ms)} left)")
+        else:
+            owner = ("ttl", row.ttl)
+        return [
+            ("redis key", e.name),
+            ("kind", row.kind),
+            ("door", row.door),
+            ("scope", row.scope),
+            ("key", row.key),
+            ("state", row.state),
+            ("status", row.status),
+            ("fingerprint", e.fingerprint or "(not compared)"),
+            ("created", f"{iso_ms(e.created_ms)} ({row.age} ago)"),
+            ("finished", iso_ms(e.finished_ms) or "-"),
+            owner,
+            ("size", f"{e.size} bytes"),
+        ]
 
     def body_text(self, limit: int) -> str | None:
         """The first ``limit`` bytes of the body as text, or ``None`` when it is binary."""
@@ -174,12 +256,12 @@ class Filters:
     older_than: float | None = None
 
     def __post_init__(self) -> None:
-        unknown = set(self.states) - {s.value for s in STATES}
+        unknown = set(self.states) - set(STATE_NAMES)
         if unknown:
             raise ValueError(f"unknown state(s): {', '.join(sorted(unknown))}")
-        if self.kind is not None and self.kind not in {k.value for k in Kind}:
+        if self.kind is not None and self.kind not in KIND_NAMES:
             raise ValueError(f"unknown kind {self.kind!r} (http or run)")
-        if self.door is not None and self.door not in {d.value for d in Door}:
+        if self.door is not None and self.door not in DOOR_NAMES:
             raise ValueError(f"unknown door {self.door!r}")
 
     @property

@@ -1,10 +1,10 @@
 """``manage.py idempotency_inspect``: list, show, count and purge stored records.
 
 Subcommands ``list``, ``show``, ``stats`` and ``purge``; the parsers below are their
-reference (``--help``, and the docs' commands page is built from them). Every scan
-streams, one batch at a time (see :mod:`django_idempotency.inventory`). Exit codes: 0
-done; 1 unknown key, or options that do not go together; 2 usage error (argparse); 3
-Redis unreachable or failing.
+reference (``--help``, and the docs' commands page is built from them). What they select,
+print and purge is :mod:`django_idempotency.inventory`'s; this module is the glue. Exit
+codes: 0 done; 1 unknown key, or options that do not go together; 2 usage error
+(argparse); 3 Redis unreachable or failing.
 """
 
 from __future__ import annotations
@@ -13,34 +13,33 @@ import itertools
 import json
 import time
 from argparse import ArgumentParser, ArgumentTypeError
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
 from ...engine import now_ms
-from ...events import Door
 from ...inventory import (
+    DOOR_NAMES,
+    KIND_NAMES,
+    MEMORY_SAMPLE,
     RUNNING_WHY,
+    SCAN_COUNT,
+    STATE_NAMES,
     Detail,
     Entry,
     Filters,
     Inventory,
     Progress,
     PurgeResult,
+    Row,
     human_bytes,
-    human_duration,
-    iso_ms,
     parse_duration,
     printable,
+    store_down,
 )
-from ...records import STATES, Kind, State
 from ...runtime import get_engine
 from ...stores.base import StoreError
-
-_KINDS = sorted(k.value for k in Kind)
-_DOORS = [d.value for d in Door]
-_STATES = [s.value for s in STATES]
 
 _COLUMNS = "{state:<12} {status:>6} {age:>8} {ttl:>8} {size:>8}  {kind:<4}  {scope:<16} {key}"
 _HEADER = _COLUMNS.format(
@@ -93,7 +92,7 @@ class Command(BaseCommand):
             help="The scope (user:<pk>, anonymous, a run() namespace). Without it every "
             "scope is searched with a SCAN.",
         )
-        p.add_argument("--kind", choices=_KINDS, help="http or run() records (default: both).")
+        p.add_argument("--kind", choices=KIND_NAMES, help="http or run() records (default: both).")
         p.add_argument(
             "--body-bytes", type=_positive, default=2048, help="Body preview size (2048)."
         )
@@ -106,7 +105,7 @@ class Command(BaseCommand):
         p.add_argument(
             "--sample",
             type=_positive,
-            default=1000,
+            default=MEMORY_SAMPLE,
             help="How many records MEMORY USAGE is asked about (1000).",
         )
         p.add_argument("--json", action="store_true", help="Print a JSON object.")
@@ -144,17 +143,22 @@ class Command(BaseCommand):
 
     def _add_filters(self, p: ArgumentParser) -> None:
         p.add_argument(
-            "--state", action="append", choices=_STATES, help="Only this state (repeatable)."
+            "--state", action="append", choices=STATE_NAMES, help="Only this state (repeatable)."
         )
         p.add_argument("--scope", help="Only this scope (exact), e.g. user:42 or anonymous.")
         p.add_argument("--key-glob", help="Only keys matching this glob, e.g. 'order-*'.")
-        p.add_argument("--kind", choices=_KINDS, help="Only http or run() records.")
-        p.add_argument("--door", choices=_DOORS, help="Only records that came through this door.")
+        p.add_argument("--kind", choices=KIND_NAMES, help="Only http or run() records.")
+        p.add_argument(
+            "--door", choices=DOOR_NAMES, help="Only records that came through this door."
+        )
         p.add_argument(
             "--older-than", type=_duration, help="Only records created longer ago (90s, 1h, 2d)."
         )
         p.add_argument(
-            "--scan-count", type=_positive, default=1000, help="SCAN COUNT per round trip (1000)."
+            "--scan-count",
+            type=_positive,
+            default=SCAN_COUNT,
+            help="SCAN COUNT per round trip (1000).",
         )
 
     # -- dispatch ------------------------------------------------------------------------
@@ -162,7 +166,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         """Run the subcommand; Redis failures become a one-line error, exit code 3."""
         self._progress_shown = False
-        inventory = Inventory(get_engine(), count=options.get("scan_count") or 1000)
+        inventory = Inventory(get_engine(), count=options.get("scan_count") or SCAN_COUNT)
         handler: Callable[[Inventory, dict[str, Any]], None] = getattr(
             self, "_" + options["subcommand"]
         )
@@ -170,8 +174,7 @@ class Command(BaseCommand):
             handler(inventory, options)
         except StoreError as exc:
             self._end_progress()
-            message = " ".join(str(exc).split()) or type(exc).__name__
-            raise CommandError(f"Redis is unreachable or failed: {message}", returncode=3) from None
+            raise CommandError(store_down(exc), returncode=3) from None
 
     @staticmethod
     def _filters(options: dict[str, Any]) -> Filters:
@@ -190,83 +193,61 @@ class Command(BaseCommand):
         """A progress reporter for long scans, when stderr is a terminal."""
         if not self.stderr.isatty():
             return None
-        started = time.monotonic()
-        last = [0.0]
+        started, last = time.monotonic(), 0.0
 
         def report(scanned: int, matched: int) -> None:
+            nonlocal last
             now = time.monotonic()
-            if now - started < self.progress_after or now - last[0] < 0.25:
-                return
-            last[0] = now
-            self._progress_shown = True
-            self.stderr.write(
-                f"\r\033[Kscanned {scanned:,} keys, {matched:,} matching",
-                style_func=str,
-                ending="",
-            )
-            self.stderr.flush()
+            if now - started >= self.progress_after and now - last >= 0.25:
+                last, self._progress_shown = now, True
+                self._err(f"\r\033[Kscanned {scanned:,} keys, {matched:,} matching")
 
         return report
 
     def _end_progress(self) -> None:
+        """Clear the progress line: it shares the terminal with what is printed next."""
         if self._progress_shown:
-            self.stderr.write("\r\033[K", style_func=str, ending="")
-            self.stderr.flush()
             self._progress_shown = False
+            self._err("\r\033[K")
 
-    def _stream(self, entries: Iterator[Entry]) -> Iterator[Entry]:
-        # Progress and output share the terminal: clear the progress line first.
-        for entry in entries:
-            if self._progress_shown:
-                self._end_progress()
-            yield entry
-        self._end_progress()
+    def _err(self, text: str) -> None:
+        self.stderr.write(text, style_func=str, ending="")
+        self.stderr.flush()
 
     # -- list ----------------------------------------------------------------------------
 
     def _list(self, inventory: Inventory, options: dict[str, Any]) -> None:
-        entries: Iterator[Entry] = inventory.scan(self._filters(options), self._progress())
-        if options["limit"]:
-            entries = itertools.islice(entries, options["limit"])
+        scan = inventory.scan(self._filters(options), self._progress())
+        entries = itertools.islice(scan, options["limit"])
         now = now_ms()
         write = self.stdout.write
         if options["json"]:
             # A JSON array, written as it streams: never the whole list in memory.
             sep = "[\n"
-            for entry in self._stream(entries):
+            for entry in entries:
+                self._end_progress()
                 write(sep + json.dumps(entry.as_dict(now)), ending="")
                 sep = ",\n"
+            self._end_progress()
             write("[]" if sep == "[\n" else "\n]")
             return
         shown = 0
         lines: list[str] = [_HEADER]
-        for entry in self._stream(entries):
+        for entry in entries:
+            self._end_progress()
             shown += 1
-            lines.append(
-                _COLUMNS.format(
-                    state=entry.shown_state,
-                    status=entry.status if entry.status is not None else "-",
-                    age=human_duration(entry.age_ms(now)),
-                    ttl=human_duration(entry.ttl_ms),
-                    size=entry.size,
-                    kind=entry.kind.value,
-                    scope=printable(entry.scope) or '""',
-                    key=printable(entry.key),
-                )
-            )
+            lines.append(_COLUMNS.format_map(vars(Row.of(entry, now))))
             # One write per thousand lines: a write per line costs more than the scan.
             if len(lines) >= 1000:
                 write("\n".join(lines))
                 lines = []
-        if lines and shown:
-            write("\n".join(lines))
+        self._end_progress()
         if not shown:
             write("No matching records.")
+        elif lines:
+            write("\n".join(lines))
 
     # -- show ----------------------------------------------------------------------------
-
-    def _find(self, inventory: Inventory, key: str, options: dict[str, Any]) -> list[Detail]:
-        return list(inventory.find(key, options.get("scope"), options.get("kind")))
 
     @staticmethod
     def _not_found(key: str, scope: str | None) -> str:
@@ -275,7 +256,7 @@ class Command(BaseCommand):
 
     def _show(self, inventory: Inventory, options: dict[str, Any]) -> None:
         key, scope, preview = options["key"], options.get("scope"), options["body_bytes"]
-        details = self._find(inventory, key, options)
+        details = list(inventory.find(key, scope, options.get("kind")))
         if not details:
             raise CommandError(self._not_found(key, scope), returncode=1)
         now = now_ms()
@@ -283,51 +264,25 @@ class Command(BaseCommand):
             docs = [detail.as_dict(now, preview) for detail in details]
             self.stdout.write(json.dumps(docs, indent=2))
             return
-        for i, detail in enumerate(details):
-            if i:
-                self.stdout.write("")
-            self._show_one(detail, now, preview)
+        shown = ["\n".join(self._lines(detail, now, preview)) for detail in details]
+        self.stdout.write("\n\n".join(shown))
 
-    def _show_one(self, detail: Detail, now: int, preview: int) -> None:
-        e = detail.entry
-        lines = [
-            ("redis key", e.name),
-            ("kind", e.kind.value),
-            ("door", "-" if e.door is None else e.door.value),
-            ("scope", printable(e.scope) or '""'),
-            ("key", printable(e.key)),
-            ("state", e.shown_state),
-            ("status", str(e.status) if e.status is not None else "-"),
-            ("fingerprint", e.fingerprint or "(not compared)"),
-            ("created", f"{iso_ms(e.created_ms)} ({human_duration(e.age_ms(now))} ago)"),
-            ("finished", iso_ms(e.finished_ms) or "-"),
-        ]
-        if e.abandoned:
-            kept = human_duration(e.ttl_ms)
-            lines.append(("owner", f"{e.owner} (died unfinished; refused for {kept} more)"))
-        elif e.state is State.RUNNING:
-            lines.append(("owner", f"{e.owner} (lease: {human_duration(e.lease_ms)} left)"))
-        else:
-            lines.append(("ttl", human_duration(e.ttl_ms)))
-        lines.append(("size", f"{e.size} bytes"))
-        for label, value in lines:
-            self.stdout.write(f"{label + ':':<13}{value}")
+    @staticmethod
+    def _lines(detail: Detail, now: int, preview: int) -> list[str]:
+        lines = [f"{label + ':':<13}{value}" for label, value in detail.fields(now)]
         if detail.headers is not None:
-            self.stdout.write("headers:")
-            for name, value in detail.headers:
-                self.stdout.write(f"  {name}: {printable(value)}")
-        if e.state is State.RUNNING and not detail.body:
-            return
+            lines.append("headers:")
+            lines += [f"  {name}: {printable(value)}" for name, value in detail.headers]
+        if detail.body_label is None:
+            return lines
+        lines.append(f"{detail.body_label} ({len(detail.body)} bytes):")
         text = detail.body_text(preview)
-        label = "body" if detail.headers is not None else "payload"
-        self.stdout.write(f"{label} ({len(detail.body)} bytes):")
         if text is None:
-            self.stdout.write(f"  <binary> {detail.body[:64].hex(' ')}")
-        else:
-            for line in text.splitlines() or [""]:
-                self.stdout.write("  " + line)
-            if len(detail.body) > preview:
-                self.stdout.write(f"  ... ({len(detail.body) - preview} more bytes)")
+            return [*lines, f"  <binary> {detail.body[:64].hex(' ')}"]
+        lines += ["  " + line for line in text.splitlines() or [""]]
+        if len(detail.body) > preview:
+            lines.append(f"  ... ({len(detail.body) - preview} more bytes)")
+        return lines
 
     # -- stats ---------------------------------------------------------------------------
 
@@ -392,40 +347,38 @@ class Command(BaseCommand):
                 "Say what to purge: KEY..., --all, or filters "
                 "(--state, --scope, --key-glob, --kind, --door, --older-than)."
             )
-        if filters.states == {State.RUNNING.value} and not force:
+        if filters.states == {"running"} and not force:
             raise CommandError(f"Purging running records needs --force: {RUNNING_WHY}.")
 
         missing: list[str] = []
         entries: list[Entry] = []
         for key in keys:
-            found = self._find(inventory, key, options)
+            found = [d.entry for d in inventory.find(key, filters.scope, filters.kind)]
             if not found:
                 missing.append(key)
-                self.stderr.write(self._not_found(key, options.get("scope")))
-            entries += [d.entry for d in found]
+                self.stderr.write(self._not_found(key, filters.scope))
+            entries += found
+        selection = entries if keys else filters
 
-        def run(dry: bool) -> PurgeResult:
-            if keys:
-                return inventory.purge_entries(entries, force=force, dry_run=dry)
-            return inventory.purge(filters, force=force, dry_run=dry, progress=self._progress())
+        def purge(dry_run: bool) -> PurgeResult:
+            result = inventory.purge(
+                selection, force=force, dry_run=dry_run, progress=self._progress()
+            )
+            self._end_progress()
+            return result
 
         if dry_run or options["interactive"]:
-            planned = run(True)
-            self._end_progress()
+            planned = purge(dry_run=True)
             self._report_running(planned, force)
-            if dry_run:
-                self.stdout.write(f"Would delete {planned.deleted:,} record(s).")
-                self._fail_on_missing(missing)
-                return
-            if not planned.deleted:
-                self.stdout.write("Nothing to purge.")
+            if dry_run or not planned.deleted:
+                said = f"Would delete {planned.deleted:,} record(s)." if dry_run else None
+                self.stdout.write(said or "Nothing to purge.")
                 self._fail_on_missing(missing)
                 return
             if not self._confirm(planned.deleted):
                 self.stdout.write("Purge cancelled.")
                 return
-        result = run(False)
-        self._end_progress()
+        result = purge(dry_run=False)
         if not options["interactive"]:
             self._report_running(result, force)
         self.stdout.write(f"Deleted {result.deleted:,} record(s).")
@@ -456,8 +409,7 @@ class Command(BaseCommand):
         return answer.strip().lower() == "yes"
 
     @staticmethod
-    def _fail_on_missing(missing: Iterable[str]) -> None:
-        missing = list(missing)
+    def _fail_on_missing(missing: list[str]) -> None:
         if missing:
             raise CommandError(f"{len(missing)} key(s) not found.", returncode=1)
 
