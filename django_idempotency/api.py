@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .flows.run import RunFlow
-from .options import NONE, Overrides, named
+from .options import NONE, RENAMED, Overrides, named
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -27,11 +27,12 @@ def run_options(options: RunKeywords | dict[str, Any], label: str) -> Overrides:
         cache_key = tuple(sorted(options.items()))
         hash(cache_key)
     except TypeError:
-        return Overrides.validate(options, "run", named(label))
+        return Overrides.validate(options, "run", named(label), stacklevel=3)
     overrides = _validated.get(cache_key)
     if overrides is None:
-        overrides = Overrides.validate(options, "run", named(label))
-        if len(_validated) < 1024:
+        overrides = Overrides.validate(options, "run", named(label), stacklevel=3)
+        # Options under an old name are not kept: each call warns about the name.
+        if len(_validated) < 1024 and RENAMED.keys().isdisjoint(options):
             _validated[cache_key] = overrides
     return overrides
 
@@ -45,7 +46,8 @@ def run(key: str | bytes, action: Callable[[], T], **options: Unpack[RunKeywords
     is true the key is released instead, so the next call runs the action again.
 
     Options (all validated before anything runs; ``None`` means the
-    ``settings.IDEMPOTENCY`` value): ``namespace``, ``ttl``, ``lock_ttl``,
+    ``settings.IDEMPOTENCY`` value): ``scope`` (a string: equal keys in different scopes
+    are different keys; ``namespace`` is its deprecated old name), ``ttl``, ``lock_ttl``,
     ``wait_timeout``, ``conflict`` (``"wait"`` or ``"reject"``), ``outcome_unknown``
     (``"rerun"``, or ``"refuse"``: if this claim's process dies before the outcome is
     stored, later calls raise ``OutcomeUnknown`` until the record is purged), ``durable`` (the

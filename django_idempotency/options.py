@@ -12,6 +12,7 @@ request needs, so the lifecycles never read the settings.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
@@ -102,7 +103,7 @@ def text(value: Any, where: str) -> str:
     return value
 
 
-def namespace(value: Any, where: str) -> str:
+def run_scope(value: Any, where: str) -> str:
     """Any string, the empty one included."""
     if not isinstance(value, str):
         raise bad(where, "a string", value)
@@ -224,6 +225,12 @@ class Spec:
     setting_kinds: frozenset[str] | None = None
     #: The default where no setting applies.
     default: Any = None
+    #: The validator for ``run()`` and the job doors where theirs differs from :attr:`check`.
+    run_check: Callable[[Any, str], Any] | None = None
+
+    def checker(self, kind: str) -> Callable[[Any, str], Any]:
+        """The validator for a door of ``kind``."""
+        return self.run_check if kind == _RUN and self.run_check is not None else self.check
 
 
 _HTTP, _RUN = "http", "run"
@@ -241,11 +248,12 @@ SPECS: dict[str, Spec] = {
     "durable": Spec(boolean, "DURABLE", _BOTH, _HTTP_ONLY, default=False),
     "methods": Spec(methods, "METHODS", _HTTP_ONLY),
     "required": Spec(boolean, "REQUIRED", _HTTP_ONLY),
-    "scope": Spec(importable, "SCOPE", _HTTP_ONLY),
+    # The part of a record's identity that is not the key: a callable request -> str for
+    # the HTTP doors (the SCOPE setting), a string given where a call is written for run().
+    "scope": Spec(importable, "SCOPE", _BOTH, _HTTP_ONLY, default="", run_check=run_scope),
     "fingerprint": Spec(importable, "FINGERPRINT", _HTTP_ONLY),
     "store_responses": Spec(store_responses, "STORE_RESPONSES", _HTTP_ONLY),
     "outcome_unknown": Spec(outcome_unknown, "OUTCOME_UNKNOWN", _BOTH),
-    "namespace": Spec(namespace, None, _RUN_ONLY, default=""),
     "value_serializer": Spec(serializer, "VALUE_SERIALIZER", _RUN_ONLY),
     "error_serializer": Spec(serializer, "ERROR_SERIALIZER", _RUN_ONLY),
     "should_ignore_error": Spec(optional_callable, None, _RUN_ONLY),
@@ -293,7 +301,7 @@ class HttpOptions(_Common):
 class RunOptions(_Common):
     """What ``run()`` (and the job doors) apply to one call."""
 
-    namespace: str
+    scope: str
     value_serializer: ValueSerializer
     error_serializer: ErrorSerializer
     should_ignore_error: Callable[[BaseException], bool] | None
@@ -325,6 +333,8 @@ Duration = int | float | timedelta
 class RunKeywords(TypedDict, total=False):
     """The keyword options of ``run()``/``arun()`` (``None``: the setting's value)."""
 
+    scope: str
+    #: Deprecated: renamed to ``scope``; removed in the next major release.
     namespace: str
     ttl: Duration | None
     lock_ttl: Duration | None
@@ -339,6 +349,18 @@ class RunKeywords(TypedDict, total=False):
     on_action_error: Callable[[Any, BaseException], None] | None
     on_success_replay: Callable[[Any, Any], None] | None
     on_error_replay: Callable[[Any, BaseException], None] | None
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """An option's old name: it means ``new`` for the doors of ``kinds``, with a warning."""
+
+    new: str
+    kinds: frozenset[str]
+
+
+#: Old option names, accepted with a ``DeprecationWarning`` until the next major release.
+RENAMED: dict[str, Renamed] = {"namespace": Renamed("scope", _RUN_ONLY)}
 
 
 #: Bumped whenever the settings change: merged options of an older generation are stale.
@@ -364,21 +386,45 @@ class Overrides:
 
     @classmethod
     def validate(
-        cls, given: Mapping[str, Any], kind: str, where: Where, *, skip_none: bool = True
+        cls,
+        given: Mapping[str, Any],
+        kind: str,
+        where: Where,
+        *,
+        skip_none: bool = True,
+        stacklevel: int = 2,
     ) -> Overrides:
         """Check every option in ``given`` for a door of ``kind`` (``"http"``/``"run"``).
 
-        ``None`` values mean "the setting's default" unless ``skip_none`` is false.
+        ``None`` values mean "the setting's default" unless ``skip_none`` is false. An old
+        name (:data:`RENAMED`) means its new one and warns; ``stacklevel`` points the
+        warning at the code that gave the options, counted as ``warnings.warn`` counts it
+        from the caller of this method (2: the caller's caller).
         """
         checked: dict[str, Any] = {}
         for name, value in given.items():
-            spec = SPECS.get(name)
+            option, old = name, RENAMED.get(name)
+            if old is not None and kind in old.kinds:
+                if old.new in given:
+                    raise InvalidOption(
+                        f"{where(name)} and {where(old.new)} are one option, given twice "
+                        f"({name} is the old name of {old.new}): give only {where(old.new)}"
+                    )
+                warnings.warn(
+                    f"{where(name)} is renamed to {where(old.new)}; the old name will be "
+                    "removed in the next major release.",
+                    DeprecationWarning,
+                    stacklevel=stacklevel + 1,
+                )
+                option = old.new
+            spec = SPECS.get(option)
             if spec is None or kind not in spec.kinds:
                 known = ", ".join(sorted(n for n, s in SPECS.items() if kind in s.kinds))
                 raise InvalidOption(f"{where(name)} is not an option here; known: {known}")
             if value is None and skip_none:
                 continue
-            checked[name] = spec.check(value, where(name))
+            # A bad value is reported under the name it was given as.
+            checked[option] = spec.checker(kind)(value, where(name))
         return cls(checked)
 
     def _merged(self, target: type[Any]) -> tuple[int, Any]:

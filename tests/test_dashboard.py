@@ -184,14 +184,14 @@ def traffic(redis_client: Any, admin_user: Any) -> dict[str, str]:
     post(staff, "/drf/", "drf-1")
     names["drf-1"] = name_of(HTTP, f"user:{admin_user.pk}", "drf-1")
     for key in ("inv-1", "inv-2", "inv-3", "inv-4"):
-        assert django_idempotency.run(key, lambda: {"sent": True}, namespace="billing")
+        assert django_idempotency.run(key, lambda: {"sent": True}, scope="billing")
         names[key] = name_of(RUN, "billing", key)
 
     def bounce() -> None:
         raise LookupError("no such mailbox")
 
     with pytest.raises(LookupError):
-        django_idempotency.run("mail-1", bounce, namespace="mail")
+        django_idempotency.run("mail-1", bounce, scope="mail")
     names["mail-1"] = name_of(RUN, "mail", "mail-1")
     now = now_ms()
     for key, door in (("job-1", Door.CELERY), ("job-2", Door.CELERY), ("job-3", Door.TASKS)):
@@ -377,8 +377,8 @@ def test_more_scopes_than_counters_are_shown_as_lower_bounds(redis_client, admin
 @pytest.mark.topologies("single", "cluster")
 def test_counts_stay_exact_over_many_scan_batches(topology, admin_client):
     for i in range(450):
-        namespace = "bulk-a" if i % 3 else "bulk-b"
-        django_idempotency.run(f"bulk-{i:03}", lambda: "ok", namespace=namespace)
+        scope = "bulk-a" if i % 3 else "bulk-b"
+        django_idempotency.run(f"bulk-{i:03}", lambda: "ok", scope=scope)
     batches: list[int] = []
     inventory = Inventory(get_engine(), count=IdempotencyKeyAdmin.scan_count)
     direct = inventory.dashboard(
@@ -470,7 +470,7 @@ def test_an_action_in_flight_is_counted_as_running(admin_client):
         seen["during"], _ = dashboard(admin_client)
         return "sent"
 
-    assert django_idempotency.run("report-1", report, namespace="reports") == "sent"
+    assert django_idempotency.run("report-1", report, scope="reports") == "sent"
     after, _ = dashboard(admin_client)
     during = seen["during"]
     assert dict(during["states"])["running"] == 1 and dict(during["states"])["done"] == 0
@@ -479,7 +479,7 @@ def test_an_action_in_flight_is_counted_as_running(admin_client):
 
 
 def test_records_without_a_door_count_as_unknown(redis_client, admin_client):
-    django_idempotency.run("new", lambda: 1, namespace="old-and-new")
+    django_idempotency.run("new", lambda: 1, scope="old-and-new")
     # As written before records carried their door.
     name = name_of(RUN, "old-and-new", "old")
     rid = base64.urlsafe_b64decode(name[name.rindex("{") + 1 : -1] + "==")
@@ -513,7 +513,7 @@ def test_encrypted_records_are_counted_by_their_decrypted_scope(
     key = base64.urlsafe_b64encode(bytes(range(32))).decode()
     settings.IDEMPOTENCY = {**settings.IDEMPOTENCY, "ENCRYPTION_KEYS": [key]}
     for i in range(3):
-        django_idempotency.run(f"secret-{i}", lambda: "ok", namespace="tenant-secret")
+        django_idempotency.run(f"secret-{i}", lambda: "ok", scope="tenant-secret")
     assert all(b"tenant-secret" not in redis_client.get(k) for k in redis_client.keys("idem:*"))
     board, page = dashboard(admin_client)
     assert board["total"] == 3 and board["unreadable"] == 0

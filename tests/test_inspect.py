@@ -207,7 +207,7 @@ def test_purge_state_done_deletes_exactly_the_done_ones_and_running_ones_need_fo
 def some(redis_client) -> dict[str, str]:
     """A few records through the real doors: two run() results, an error, an HTTP one."""
     run("order:1", lambda: {"amount": 5})
-    run("order:*:odd", lambda: [1, 2], namespace="billing")
+    run("order:*:odd", lambda: [1, 2], scope="billing")
 
     def fail() -> None:
         raise ValueError("card declined")

@@ -247,7 +247,7 @@ def test_a_retired_encryption_key_still_reads_until_it_is_removed(settings, redi
 
 def test_run_values_are_stored_encrypted(settings, redis_client):
     _encrypted(settings, [KEY_A])
-    run("enc-value", lambda: {"iban": "DE89370400440532013000"}, namespace="billing")
+    run("enc-value", lambda: {"iban": "DE89370400440532013000"}, scope="billing")
     stored = redis_client.get(only_record(redis_client))
     assert b"DE8937" not in stored and b"billing" not in stored and b"enc-value" not in stored
 
@@ -258,7 +258,7 @@ def test_inspect_decrypts_for_display(settings, redis_client):
     from django.core.management import call_command
 
     _encrypted(settings, [KEY_A])
-    run("shown-key", lambda: {"total": 99}, namespace="shop")
+    run("shown-key", lambda: {"total": 99}, scope="shop")
     out = io.StringIO()
     call_command("idempotency_inspect", "show", "shown-key", "--scope", "shop", stdout=out)
     assert "shown-key" in out.getvalue() and '{"total":99}' in out.getvalue()

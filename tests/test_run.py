@@ -187,10 +187,10 @@ def test_distinct_keys_never_share_a_record(a, b):
 
 
 @BOTH_TOPOLOGIES
-def test_namespaces_separate_equal_keys_even_with_colons():
-    assert run("k", lambda: 1, namespace="a:b") == 1
-    assert run("b:k", lambda: 2, namespace="a") == 2
-    assert run("k", lambda: 3, namespace="a:b") == 1
+def test_scopes_separate_equal_keys_even_with_colons():
+    assert run("k", lambda: 1, scope="a:b") == 1
+    assert run("b:k", lambda: 2, scope="a") == 2
+    assert run("k", lambda: 3, scope="a:b") == 1
 
 
 @BOTH_TOPOLOGIES
@@ -401,7 +401,7 @@ def test_keeper_reports_a_lost_lease_once_with_the_signal(redis_client, caplog):
 
     try:
         with pytest.raises(ResultNotStored):
-            run("stolen", action, namespace="ns", lock_ttl=0.3)
+            run("stolen", action, scope="ns", lock_ttl=0.3)
     finally:
         signals.lease_lost.disconnect(receiver)
     assert lost == [("ns", "stolen")]

@@ -24,17 +24,20 @@ dies (SIGKILL, OOM, power loss)        waits until the owner's lease ends (``loc
 
 The job's key is the task id unless the task sets ``idempotency_key``, a callable that
 receives the task's arguments (``*args, **kwargs``, never ``self``) and returns a str:
-a business key, so two messages with different ids but the same order run once. Keys
-are namespaced by the task's name. A task called directly (``task(...)``, not through a
+a business key, so two messages with different ids but the same order run once. The
+scope is ``celery:<task name>`` unless the task sets ``idempotency_scope``, so equal keys
+of different tasks never meet. A task called directly (``task(...)``, not through a
 worker or ``apply()``) has no id: it runs unprotected unless it has ``idempotency_key``.
 
 Options are task attributes, ``idempotency_`` + the name of a ``run()`` option
 (``idempotency_ttl``, ``idempotency_lock_ttl``, ``idempotency_wait_timeout``,
-``idempotency_conflict``, ``idempotency_namespace``, the serializers and callbacks),
+``idempotency_conflict``, ``idempotency_scope``, the serializers and callbacks),
 given to ``@app.task(base=IdempotentTask, idempotency_ttl=3600)`` or set on a subclass.
 They are validated when Celery creates the task class (at import for a subclass, when
 the app finalizes for ``@app.task``; either way before any job runs): a bad value or an
 unknown ``idempotency_*`` name raises ``InvalidOption`` naming the attribute.
+``idempotency_namespace``, the old name of ``idempotency_scope``, still works and emits
+a ``DeprecationWarning``; it will be removed in the next major release.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ class IdempotentTask(Task):  # type: ignore[misc,unused-ignore]  # Celery ships 
             for name, value in vars(klass).items()
             if name.startswith(_PREFIX) and name != "idempotency_key"
         }
-        cls._idempotency_overrides = Overrides.validate(given, "run", where)
+        cls._idempotency_overrides = Overrides.validate(given, "run", where, stacklevel=2)
         key = vars(cls).get("idempotency_key")
         if key is not None:
             if isinstance(key, staticmethod):
@@ -123,11 +126,11 @@ class IdempotentTask(Task):  # type: ignore[misc,unused-ignore]  # Celery ships 
             ) from exc
 
     def _task_overrides(self) -> Overrides:
-        """The class's options, namespaced by the task's name unless one was given."""
+        """The class's options, scoped by the task's name unless a scope was given."""
         overrides: Overrides | None = self.__dict__.get("_idempotency_task_overrides")
         if overrides is None:
             values = self._idempotency_overrides.values
             # Keys of different tasks never meet: the same business key means another job.
-            overrides = Overrides({"namespace": f"celery:{self.name}", **values})
+            overrides = Overrides({"scope": f"celery:{self.name}", **values})
             self.__dict__["_idempotency_task_overrides"] = overrides
         return overrides

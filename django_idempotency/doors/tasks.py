@@ -14,7 +14,7 @@ stored and every later run of the same key gets it back (or the same exception r
 again); an exception that is not ``Exception`` (``SystemExit`` from a worker shutting
 down, ``KeyboardInterrupt``) releases the key. The key is the task result's id unless
 ``key`` is given, a callable that receives the task's arguments (never the context)
-and returns a str. Keys are namespaced by the task's module path.
+and returns a str. The scope is ``tasks:<module path>`` unless ``scope`` is given.
 
 ``@idempotent`` goes *above* ``@task`` so that everything is checked when the module
 is imported: the options through the same model as every other door, and that it
@@ -68,24 +68,25 @@ def idempotent(
 
     ``key``: ``(*args, **kwargs) -> str``, a business key instead of the result id.
     Other keywords are ``run()``'s options (``ttl``, ``lock_ttl``, ``wait_timeout``,
-    ``conflict``, ``namespace``, the serializers and callbacks), validated now.
+    ``conflict``, ``scope``, the serializers and callbacks), validated now; ``namespace``
+    is the deprecated old name of ``scope``.
     """
     tasks = _tasks_module()
     if key is not None and not callable(key):
         raise InvalidOption(
             f"{_WHERE('key')} must be a callable (*args, **kwargs) -> str, not {type(key).__name__}"
         )
-    overrides = Overrides.validate(options, "run", _WHERE)
+    overrides = Overrides.validate(options, "run", _WHERE, stacklevel=2)
 
     def wrap(task: Any) -> Any:
         if not isinstance(task, tasks.Task):
             raise ImproperlyConfigured(
                 f"@idempotent goes above @task: it got {task!r}, not a django.tasks.Task"
             )
-        namespaced = Overrides({"namespace": f"tasks:{task.module_path}", **overrides.values})
+        scoped = Overrides({"scope": f"tasks:{task.module_path}", **overrides.values})
         return dataclasses.replace(
             task,
-            func=_guarded(task.func, task.takes_context, key, namespaced, tasks.TaskContext),
+            func=_guarded(task.func, task.takes_context, key, scoped, tasks.TaskContext),
             takes_context=True,
         )
 

@@ -80,7 +80,7 @@ class RunFlow:
         claim = engine.acquiring(
             Kind.RUN,
             self.door,
-            options.namespace,
+            options.scope,
             key,
             b"",
             lock_ttl=options.lock_ttl,
@@ -92,7 +92,7 @@ class RunFlow:
         # Durable calls are blocking ones: arun() refuses durable=True.
         if options.durable:
             claim = durable.claiming(
-                engine, claim, Kind.RUN, self.door, options.namespace, key, b"", ttl=options.ttl
+                engine, claim, Kind.RUN, self.door, options.scope, key, b"", ttl=options.ttl
             )
         try:
             return (yield from claim)
@@ -109,7 +109,7 @@ class RunFlow:
             emit(
                 refused.outcome,
                 self.door,
-                options.namespace,
+                options.scope,
                 key,
                 started=started,
                 **refused.extra,
@@ -124,9 +124,9 @@ class RunFlow:
         self, key: str | bytes, found: Found, options: RunOptions, started: float | None = None
     ) -> Any:
         """The stored value, or the stored error raised again."""
-        record, ns = found.record, options.namespace
+        record, scope = found.record, options.scope
         if record.state is State.UNREPLAYABLE:
-            emit(Outcome.NOT_REPLAYABLE, self.door, ns, key, started=started)
+            emit(Outcome.NOT_REPLAYABLE, self.door, scope, key, started=started)
             raise NotReplayable(
                 "The action ran for this key, but its result cannot be replayed: "
                 + record.payload.decode("utf-8", "replace")
@@ -134,7 +134,7 @@ class RunFlow:
         emit(
             found.outcome,
             self.door,
-            ns,
+            scope,
             key,
             started=started,
             wait=found.waited,
@@ -174,16 +174,12 @@ class RunFlow:
     def _stored(
         self, key: str | bytes, options: RunOptions, state: State, started: float | None
     ) -> None:
-        emit(
-            Outcome.EXECUTED, self.door, options.namespace, key, started=started, state=state.value
-        )
+        emit(Outcome.EXECUTED, self.door, options.scope, key, started=started, state=state.value)
 
     def _not_stored(
         self, key: str | bytes, options: RunOptions, exc: ResultNotStored, started: float | None
     ) -> None:
-        emit(
-            Outcome.NOT_STORED, self.door, options.namespace, key, started=started, detail=str(exc)
-        )
+        emit(Outcome.NOT_STORED, self.door, options.scope, key, started=started, detail=str(exc))
 
     def failed(
         self,
@@ -221,7 +217,7 @@ class RunFlow:
         engine = self.engine
         if plan is None:
             if (yield from engine.releasing(claim)):
-                emit(Outcome.RELEASED, self.door, options.namespace, key, started=started)
+                emit(Outcome.RELEASED, self.door, options.scope, key, started=started)
             return
         try:
             yield from engine.completing(claim, plan[0], plan[1], ttl=options.ttl)
@@ -317,7 +313,7 @@ class RunFlow:
             # Not an outcome: the work rolled back; a retry finds the row that
             # refused this one, or runs.
             if self.engine.release(got):  # type: ignore[arg-type]
-                emit(Outcome.RELEASED, self.door, options.namespace, key, started=started)
+                emit(Outcome.RELEASED, self.door, options.scope, key, started=started)
             raise failed.error from None
         except BaseException as exc:
             self.failed(key, got, options, exc, started)
