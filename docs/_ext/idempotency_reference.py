@@ -216,7 +216,13 @@ class OptionsDirective(_Directive):
         ]
         for name, spec in SPECS.items():
             section = self.section(name, name)
-            section += _para("Accepted values: ", *_inline(_first(spec.check)).children)
+            checks = {kind: spec.checker(kind) for kind in sorted(spec.kinds)}
+            if len(set(checks.values())) == 1:
+                section += _para("Accepted values: ", *_inline(_first(spec.check)).children)
+            else:  # e.g. scope: a callable for the HTTP doors, a string for run()
+                for kind, check in checks.items():
+                    said = _inline(_first(check)).children
+                    section += _para(f"Accepted values ({kind} doors): ", *said)
             section += _para("Default: ", self._default(spec))
             items = nodes.bullet_list()
             for kind in sorted(spec.kinds):

@@ -89,8 +89,8 @@ class Command(BaseCommand):
         p.add_argument("key", help="The client's idempotency key (or run() key).")
         p.add_argument(
             "--scope",
-            help="The scope (user:<pk>, anonymous, a run() namespace). Without it every "
-            "scope is searched with a SCAN.",
+            help="The scope (user:<pk>, anonymous, a run() call's scope, celery:<task>). "
+            "Without it every scope is searched with a SCAN.",
         )
         p.add_argument("--kind", choices=KIND_NAMES, help="http or run() records (default: both).")
         p.add_argument(
