@@ -1,19 +1,15 @@
 """The Redis side of ``idempotency_inspect`` and the admin: SCAN, head reads, checked deletes.
 
-Everything streams. Records are found with ``SCAN MATCH <prefix>:{*} COUNT n`` (never
-``KEYS``), one batch at a time; each batch is read with one pipelined round trip of
-``GETRANGE 0 <n-1>`` (the record's start: header, fingerprint and meta, not the body)
-and ``PTTL`` per record, plus ``STRLEN`` for records longer than that. On Redis
-Cluster every primary is scanned in turn, through its own node client.
+Records are found with ``SCAN MATCH <prefix>:{*} COUNT n`` (never ``KEYS``), node after
+node on Redis Cluster, and each batch is read with one pipelined round trip of ``GETRANGE
+0 <n-1>`` (the record's start: header, fingerprint and meta, not the body) and ``PTTL``,
+and one more for the records longer than that. These commands are encoded here (RESP) and
+sent in one write: redis-py's per-command pipeline bookkeeping would be most of the cost.
 
-Deletes never remove a record that changed since it was judged: each group is deleted
-under ``WATCH``, after a fresh read of the heads on the watching connection, in
-``MULTI``/``EXEC``. A group whose ``WATCH`` fires is split and tried again, so steady
-writes to some records cannot starve the others. On Cluster a transaction holds the
-keys of one hash slot, so there every record is its own group.
-
-The listing commands are encoded here (RESP) and sent in one write: redis-py's
-per-command pipeline bookkeeping would be most of the cost of a scan.
+A delete never removes a record that changed since it was judged: each group is re-read
+on the connection that ``WATCH``es it and deleted in ``MULTI``/``EXEC``. A group whose
+``WATCH`` fires is split and tried again, so steady writes to some records cannot starve
+the others. On Cluster a transaction holds one hash slot's keys: a group per slot.
 """
 
 from __future__ import annotations
@@ -62,6 +58,8 @@ def _bytes(value: Any) -> bytes:
 
 def _send(conn: Any, commands: list[bytes]) -> list[Any]:
     """Write ``commands`` at once, then read one reply per command (errors as values)."""
+    if not commands:
+        return []
     conn.send_packed_command([b"".join(commands)])
     replies: list[Any] = []
     for _ in commands:
@@ -72,15 +70,40 @@ def _send(conn: Any, commands: list[bytes]) -> list[Any]:
     return replies
 
 
-def _pipeline(node: Any, commands: list[bytes]) -> list[Any]:
-    if not commands:
-        return []
+def _read(
+    conn: Any, names: Sequence[bytes], complete: Complete, listing: bool
+) -> list[tuple[Any, Any, Any]]:
+    """``(first bytes, PTTL, size)`` of each record, errors as values, in two round trips
+    at most: :data:`HEAD_BYTES` of each, then, of those cut there, the size and up to
+    :data:`LONG_HEAD_BYTES` where ``complete`` says the first read falls short. A delete's
+    re-read (``listing`` false) asks no PTTL or size: it needs the bytes only."""
+    per_record = [_HEAD_COMMAND, _PTTL_COMMAND] if listing else [_HEAD_COMMAND]
+    replies = _send(conn, [c % (len(k), k) for k in names for c in per_record])
+    heads = replies[:: len(per_record)]
+    pttls = replies[1::2] if listing else [None] * len(names)
+    sizes = [len(h) if isinstance(h, bytes) else 0 for h in heads]
+    cut = [i for i, h in enumerate(heads) if isinstance(h, bytes) and len(h) == HEAD_BYTES]
+    short = [i for i in cut if not complete(heads[i])]
+    more = [_command(b"STRLEN", names[i]) for i in cut] if listing else []
+    further = iter(_send(conn, more + [_getrange(names[i], LONG_HEAD_BYTES) for i in short]))
+    if listing:
+        for i in cut:
+            sizes[i] = next(further)
+    for i in short:
+        heads[i] = next(further)
+    return list(zip(heads, pttls, sizes, strict=True))
+
+
+@contextlib.contextmanager
+def _connection(node: Any) -> Iterator[Any]:
+    """One of ``node``'s connections, closed rather than handed back if replies may be
+    left unread on it; Redis errors raised meanwhile, as the store's own."""
     pool = node.connection_pool
     conn = pool.get_connection(*CHECKOUT_ARGS)
     try:
-        return _send(conn, commands)
+        with _translated():
+            yield conn
     except BaseException:
-        # Replies may be left unread on the socket: never hand it back as it is.
         conn.disconnect()
         raise
     finally:
@@ -123,47 +146,17 @@ class RedisScanner:
     def heads(
         self, node: Any, names: Sequence[bytes], complete: Complete
     ) -> tuple[list[RawHead], int]:
-        """The start, TTL and size of each record in one or two round trips.
-
-        ``complete(head)`` says whether a :data:`HEAD_BYTES` read of a longer record
-        holds everything listing needs; if not, up to :data:`LONG_HEAD_BYTES` are read.
-        Returns the heads and how many keys were not strings.
-        """
-        with _translated():
-            commands: list[bytes] = []
-            for k in names:
-                commands += (_HEAD_COMMAND % (len(k), k), _PTTL_COMMAND % (len(k), k))
-            replies = _pipeline(node, commands)
-            found: list[RawHead] = []
-            long: list[tuple[bytes, int, bytes]] = []
-            foreign = 0
-            for i, k in enumerate(names):
-                head, pttl = replies[2 * i], replies[2 * i + 1]
-                if isinstance(head, Exception) or isinstance(pttl, Exception):
-                    foreign += 1
-                    continue
-                if pttl == -2 or not head:
-                    continue  # expired or deleted since SCAN returned it
-                head = _bytes(head)
-                if len(head) == HEAD_BYTES:
-                    long.append((k, int(pttl), head))
-                    continue
-                found.append(RawHead(k.decode(), head, _ttl(int(pttl)), len(head)))
-            if long:
-                commands = []
-                for k, _, head in long:
-                    commands.append(_command(b"STRLEN", k))
-                    if not complete(head):
-                        commands.append(_getrange(k, LONG_HEAD_BYTES))
-                more = iter(_pipeline(node, commands))
-                for k, pttl, head in long:
-                    size = next(more)
-                    if not complete(head):
-                        head = next(more)
-                    if isinstance(size, Exception) or isinstance(head, Exception):
-                        foreign += 1
-                        continue
-                    found.append(RawHead(k.decode(), _bytes(head), _ttl(pttl), int(size)))
+        """The start, TTL and size of each record (see :func:`_read`), and how many of
+        the keys are not strings."""
+        with _connection(node) as conn:
+            read = _read(conn, names, complete, listing=True)
+        found: list[RawHead] = []
+        foreign = 0
+        for k, (head, pttl, size) in zip(names, read, strict=True):
+            if any(isinstance(r, Exception) for r in (head, pttl, size)):
+                foreign += 1
+            elif pttl != -2 and head:  # else expired or deleted since SCAN returned it
+                found.append(RawHead(k.decode(), _bytes(head), _ttl(int(pttl)), int(size)))
         return found, foreign
 
     def page(
@@ -262,22 +255,12 @@ class RedisScanner:
     ) -> tuple[int, int]:
         with node.pipeline(transaction=True) as pipe:
             pipe.watch(*names)
-            # The reads must share the watching connection, in one round trip: below
-            # redis-py's immediate mode, straight on that connection.
-            conn = pipe.connection
-            heads = _send(conn, [_HEAD_COMMAND % (len(n), n.encode()) for n in names])
-            long = [
-                i
-                for i, h in enumerate(heads)
-                if isinstance(h, bytes) and len(h) == HEAD_BYTES and not complete(h)
-            ]
-            if long:
-                longer = _send(conn, [_getrange(names[i].encode(), LONG_HEAD_BYTES) for i in long])
-                for i, head in zip(long, longer, strict=True):
-                    heads[i] = head
+            # The reads must share the watching connection: below redis-py's immediate
+            # mode, straight on that connection.
+            read = _read(pipe.connection, [n.encode() for n in names], complete, listing=False)
             confirmed: list[str] = []
             changed = 0
-            for name, head in zip(names, heads, strict=True):
+            for name, (head, _, _) in zip(names, read, strict=True):
                 if isinstance(head, Exception) or not head:
                     continue  # gone already (expired, or a SCAN duplicate we deleted)
                 if still_wanted(name, _bytes(head)):
