@@ -19,20 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import os
 import threading
-from collections.abc import Iterable
 from typing import Any
 
 #: A flight's outcome telling followers to try again themselves.
 RETRY: Any = object()
 _PENDING: Any = object()
 
+#: An asyncio follower: its deadline (its loop's time), a tie-breaker, its future.
+_Waiter = tuple[float, int, "asyncio.Future[Any]"]
+
 
 class Flight:
     """The local callers of one record id."""
 
-    __slots__ = ("_event", "_futures", "fingerprint", "leader", "outcome", "rid")
+    __slots__ = ("_event", "_futures", "_timers", "fingerprint", "leader", "outcome", "rid")
 
     def __init__(self, rid: bytes, fingerprint: bytes, leader: tuple[int, int]) -> None:
         self.rid = rid
@@ -41,8 +44,10 @@ class Flight:
         self.outcome: Any = _PENDING
         # Made only when a follower comes: most flights never have one.
         self._event: threading.Event | None = None
-        # Asyncio followers by loop: each loop is woken once, however many follow in it.
-        self._futures: dict[asyncio.AbstractEventLoop, list[asyncio.Future[Any]]] = {}
+        # Asyncio followers by loop, each a heap by deadline: however many follow in a
+        # loop, it is woken once and times them out with one timer.
+        self._futures: dict[asyncio.AbstractEventLoop, list[_Waiter]] = {}
+        self._timers: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
 
 
 class Flights:
@@ -76,6 +81,7 @@ class Flights:
                 return
             flight.outcome = outcome
             event, futures, flight._futures = flight._event, flight._futures, {}
+            timers, flight._timers = flight._timers, {}
         if event is not None:
             event.set()
         if not futures:
@@ -85,13 +91,14 @@ class Flights:
         except RuntimeError:  # not in a coroutine
             here = None
         for loop, waiting in futures.items():
+            timer = timers.get(loop)
             if loop is here:
                 # Its own thread: settle now, rather than write to the loop's wake-up
                 # pipe and wait a turn of the loop to do it.
-                _settle(waiting, outcome)
+                _settle(waiting, outcome, timer)
             else:
                 with contextlib.suppress(RuntimeError):  # that loop is closed
-                    loop.call_soon_threadsafe(_settle, waiting, outcome)
+                    loop.call_soon_threadsafe(_settle, waiting, outcome, timer)
 
     def wait(self, flight: Flight, timeout: float) -> Any:
         """A follower's wait: the outcome, or ``None`` when ``timeout`` ran out."""
@@ -104,19 +111,42 @@ class Flights:
         event.wait(max(timeout, 0))
         return None if flight.outcome is _PENDING else flight.outcome
 
-    async def await_outcome(self, flight: Flight, timeout: float) -> Any:
-        """:meth:`wait` for a coroutine (no thread)."""
+    def await_outcome(self, flight: Flight, timeout: float) -> asyncio.Future[Any]:
+        """:meth:`wait` for a coroutine (no thread): a future to await."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        deadline = loop.time() + max(timeout, 0)
         with self._lock:
             if flight.outcome is not _PENDING:
-                return flight.outcome
-            flight._futures.setdefault(loop, []).append(future)
-        timer = loop.call_later(max(timeout, 0), _settle, (future,), None)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+                future.set_result(flight.outcome)
+                return future
+            heapq.heappush(flight._futures.setdefault(loop, []), (deadline, id(future), future))
+            timer = flight._timers.get(loop)
+            if timer is None or deadline < timer.when():
+                if timer is not None:
+                    timer.cancel()
+                self._arm(flight, loop, deadline)
+        return future
+
+    def _arm(self, flight: Flight, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        flight._timers[loop] = loop.call_at(deadline, self._expire, flight, loop, deadline)
+
+    def _expire(self, flight: Flight, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Time out the followers in ``loop`` whose deadline has come (the loop's timer)."""
+        # A loop may run a timer up to its clock's resolution early.
+        now = max(loop.time(), deadline)
+        expired = []
+        with self._lock:
+            waiting = flight._futures.get(loop)
+            if flight.outcome is not _PENDING or waiting is None:
+                return
+            while waiting and waiting[0][0] <= now:
+                expired.append(heapq.heappop(waiting))
+            if waiting:
+                self._arm(flight, loop, waiting[0][0])
+            else:
+                del flight._futures[loop], flight._timers[loop]
+        _settle(expired, None, None)
 
     def reset(self) -> None:
         """Forget every flight (a forked child has none of its parent's)."""
@@ -134,8 +164,10 @@ def _caller() -> tuple[int, int]:
     return threading.get_ident(), 0 if task is None else id(task)
 
 
-def _settle(futures: Iterable[asyncio.Future[Any]], value: Any) -> None:
-    for future in futures:
+def _settle(waiting: list[_Waiter], value: Any, timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()
+    for _, _, future in waiting:
         if not future.done():
             future.set_result(value)
 
