@@ -26,21 +26,9 @@ from django.utils.http import urlencode
 
 from .conf import get_settings
 from .engine import now_ms
-from .inventory import (
-    DOOR_NAMES,
-    KIND_NAMES,
-    RUNNING_WHY,
-    STATE_NAMES,
-    Dashboard,
-    Filters,
-    Inventory,
-    PurgeResult,
-    Row,
-    iso_ms,
-    parse_duration,
-    split_body,
-    store_down,
-)
+from .inventory import Dashboard, Filters, Inventory, PurgeResult, Row
+from .inventory.display import RUNNING_WHY, iso_ms, parse_duration, store_down
+from .inventory.query import DOOR_NAMES, KIND_NAMES, STATE_NAMES, split_body
 from .models import DurableRecord, IdempotencyKey
 from .records import IntegrityError, Record
 from .runtime import get_engine

@@ -25,7 +25,8 @@ from django.test import Client
 from django_idempotency import run
 from django_idempotency.conf import get_settings
 from django_idempotency.engine import now_ms
-from django_idempotency.inventory import Filters, Inventory, parse_duration
+from django_idempotency.inventory import Filters, Inventory
+from django_idempotency.inventory.display import parse_duration
 from django_idempotency.management.commands.idempotency_inspect import Command
 from django_idempotency.records import STATES, Sealer, peek
 from django_idempotency.runtime import get_engine, sealer_for
@@ -511,7 +512,7 @@ def test_purge_counts_a_key_that_scan_returned_twice_once(varied):
 
 def test_purge_rereads_a_batch_whose_watch_fired(redis_client):
     """A write between our read and EXEC aborts the transaction; the retry sees it."""
-    inventory = Inventory(get_engine())
+    scanner = get_engine().store.scanner()
     keys = []
     for i in range(4):
         redis_key, data = sealed(DONE, RUN, "", f"k{i}", created_ms=now_ms())
@@ -520,13 +521,13 @@ def test_purge_rereads_a_batch_whose_watch_fired(redis_client):
     _, running = sealed(RUNNING, RUN, "", "k0", created_ms=now_ms())
     calls = Counter[str]()
 
-    def wanted(entry: Any) -> bool:
-        calls[entry.redis_key] += 1
-        if calls[keys[0]] == 1 and entry.redis_key == keys[0]:
+    def wanted(name: str, head: bytes) -> bool:
+        calls[name] += 1
+        if calls[keys[0]] == 1 and name == keys[0]:
             redis_client.set(keys[0], running)  # another client, inside our WATCH
-        return bool(entry.state != RUNNING)
+        return bool(peek(head).state != RUNNING)
 
-    deleted, changed = inventory.delete_checked(redis_client, keys, wanted, force=True)
+    deleted, changed = scanner.delete_checked(redis_client, keys, wanted, lambda head: True)
     assert (deleted, changed) == (3, 1)
     assert redis_client.get(keys[0]) == running
     assert calls[keys[0]] >= 2  # read again after the abort

@@ -15,7 +15,6 @@ claimed it) is left alone.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -32,55 +31,22 @@ from ..records import (
     peek,
 )
 from ..stores.base import Batch, parse_record_id
-from .dashboard import SCOPE_COUNTERS, AgeBucket, Dashboard, TopScopes, age_buckets
-from .display import (
-    RUNNING_WHY,
-    human_bytes,
-    human_duration,
-    iso_ms,
-    parse_duration,
-    printable,
-    store_down,
-)
-from .query import (
-    DOOR_NAMES,
-    KIND_NAMES,
-    STATE_NAMES,
-    Detail,
-    Entry,
-    Filters,
-    PurgeResult,
-    Row,
-    Stats,
-    split_body,
-)
+from .dashboard import SCOPE_COUNTERS, Dashboard, TopScopes, age_buckets
+from .query import Detail, Entry, Filters, PurgeResult, Row, Stats, split_body
 
+# The model the command and the admin are built on; text helpers are in .display.
 __all__ = [
-    "DOOR_NAMES",
-    "KIND_NAMES",
-    "RUNNING_WHY",
-    "SCAN_COUNT",
     "SCOPE_COUNTERS",
-    "STATE_NAMES",
-    "AgeBucket",
     "Dashboard",
     "Detail",
     "Entry",
     "Filters",
     "Inventory",
-    "Progress",
     "PurgeResult",
     "Row",
     "Stats",
     "TopScopes",
     "age_buckets",
-    "human_bytes",
-    "human_duration",
-    "iso_ms",
-    "parse_duration",
-    "printable",
-    "split_body",
-    "store_down",
 ]
 
 #: Default keys per store round trip, and the unit of memory use.
@@ -97,7 +63,7 @@ Progress = Callable[[int, int], None]
 
 def _rid(name: str) -> bytes | None:
     try:
-        return base64.urlsafe_b64decode(name[name.rindex("{") + 1 : -1].encode() + b"==")
+        return parse_record_id(name[name.rindex("{") + 1 : -1])
     except ValueError:
         return None
 
@@ -384,29 +350,18 @@ class Inventory:
             result.deleted += len(doomed)
             return
         owners = frozenset(e.owner for e in doomed if e.abandoned)
-        for node, names in self.scanner.groups([e.name for e in doomed]):
-            deleted, changed = self.delete_checked(node, names, still_wanted, force, owners)
-            result.deleted += deleted
-            result.changed += changed
-
-    def delete_checked(
-        self,
-        node: Any,
-        names: list[str],
-        still_wanted: Callable[[Entry], bool],
-        force: bool,
-        abandoned: frozenset[str] = frozenset(),
-    ) -> tuple[int, int]:
-        """Delete those of ``names`` still wanted (and not running, unless ``force``, or
-        still held by an owner in ``abandoned``, found abandoned when selected)."""
 
         def wanted(name: str, head: bytes) -> bool:
+            # Read again just before the delete: still wanted, and not running unless
+            # forced or still held by an owner found abandoned when selected.
             entry = self.entry(name, head, None, 0)
             return (
                 entry is not None
                 and still_wanted(entry)
-                and (force or entry.state is not State.RUNNING or entry.owner in abandoned)
+                and (force or entry.state is not State.RUNNING or entry.owner in owners)
             )
 
-        result: tuple[int, int] = self.scanner.delete_checked(node, names, wanted, self._complete)
-        return result
+        for node, names in self.scanner.groups([e.name for e in doomed]):
+            deleted, changed = self.scanner.delete_checked(node, names, wanted, self._complete)
+            result.deleted += deleted
+            result.changed += changed

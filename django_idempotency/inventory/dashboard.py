@@ -1,15 +1,9 @@
 """What the admin dashboard counts on top of :class:`~.query.Stats`: ages and top scopes.
 
 Both are filled during the same streamed scan as ``stats`` (see
-:meth:`~django_idempotency.inventory.Inventory.dashboard`), one entry at a time, and hold
-a fixed amount of memory however many records exist: a count per age bucket, and at most
+:meth:`~django_idempotency.inventory.Inventory.dashboard`), one entry at a time, in a
+fixed amount of memory however many records exist: a count per age bucket, and at most
 :data:`SCOPE_COUNTERS` scope counters.
-
-Age buckets are cut at 1 min, 10 min, 1 h, 6 h and 24 h, keeping the cuts shorter than
-``TTL`` and ending with one at ``TTL`` itself; a last bucket holds the records older
-than that (a ``run()`` or door given a longer ``ttl``, or a ``TTL`` lowered since). With
-the default ``TTL`` of 24 h the buckets are ``< 1 min``, ``< 10 min``, ``< 1 h``,
-``< 6 h``, ``< 24 h`` and ``>= 24 h``.
 """
 
 from __future__ import annotations
@@ -44,7 +38,9 @@ class AgeBucket:
 
 
 def age_buckets(ttl_seconds: float) -> tuple[AgeBucket, ...]:
-    """The buckets for a store whose records live ``ttl_seconds`` (see the module doc)."""
+    """The buckets for records that live ``ttl_seconds``: cut at 1 min, 10 min, 1 h, 6 h
+    and 24 h where shorter than ``TTL``, then at ``TTL``, and a last one for the records
+    older than that (a door given a longer ``ttl``, or ``TTL`` lowered since)."""
     # Rounded, not truncated: 1.001 s is 1000.999... ms as a float.
     ttl_ms = max(round(ttl_seconds * 1000), 1)
     cuts = [c * 1000 for c in AGE_CUTS if c * 1000 < ttl_ms] + [ttl_ms]

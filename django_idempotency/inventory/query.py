@@ -77,16 +77,6 @@ class Entry:
         return max(self.ttl_ms - (self.hold_ms or 0), 0)
 
     @property
-    def shown_state(self) -> str:
-        """The state as listed: ``abandoned`` for an abandoned running record."""
-        return "abandoned" if self.abandoned else self.state.value
-
-    @property
-    def record_id(self) -> str:
-        """The 16 base64url characters between the braces: the record's id in URLs."""
-        return self.name[self.name.rindex("{") + 1 : -1]
-
-    @property
     def redis_key(self) -> str:
         """The Redis key (the same as :attr:`name`)."""
         return self.name
@@ -120,8 +110,9 @@ class Entry:
 class Row:
     """One record as a listing shows it (``list``, the admin's pages): columns as text."""
 
-    #: The record's id in URLs (:attr:`Entry.record_id`).
+    #: The record's id in URLs: the base64url characters between its name's braces.
     id: str
+    #: ``abandoned`` for an abandoned running record (see :attr:`Entry.abandoned`).
     state: str
     status: str
     age: str
@@ -137,8 +128,8 @@ class Row:
     def of(cls, entry: Entry, now: int) -> Row:
         """``entry`` at time ``now`` (epoch ms); scope and key safe for a terminal."""
         return cls(
-            id=entry.record_id,
-            state=entry.shown_state,
+            id=entry.name[entry.name.rindex("{") + 1 : -1],
+            state="abandoned" if entry.abandoned else entry.state.value,
             status="-" if entry.status is None else str(entry.status),
             age=human_duration(entry.age_ms(now)),
             ttl=human_duration(entry.ttl_ms),

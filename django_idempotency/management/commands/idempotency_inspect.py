@@ -20,12 +20,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...engine import now_ms
 from ...inventory import (
-    DOOR_NAMES,
-    KIND_NAMES,
     MEMORY_SAMPLE,
-    RUNNING_WHY,
     SCAN_COUNT,
-    STATE_NAMES,
     Detail,
     Entry,
     Filters,
@@ -33,11 +29,9 @@ from ...inventory import (
     Progress,
     PurgeResult,
     Row,
-    human_bytes,
-    parse_duration,
-    printable,
-    store_down,
 )
+from ...inventory.display import RUNNING_WHY, human_bytes, parse_duration, printable, store_down
+from ...inventory.query import DOOR_NAMES, KIND_NAMES, STATE_NAMES
 from ...runtime import get_engine
 from ...stores.base import StoreError
 
