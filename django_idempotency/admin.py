@@ -279,9 +279,7 @@ class IdempotencyKeyAdmin(_ModelAdmin):
             detail=detail,
             row=Row.of(detail.entry, now),
             fields=detail.fields(now),
-            body_text=detail.body_text(self.preview_bytes),
-            body_hex=detail.body[:256].hex(" "),
-            preview_bytes=self.preview_bytes,
+            preview=detail.preview(self.preview_bytes),
         )
 
     # -- purge ---------------------------------------------------------------------------

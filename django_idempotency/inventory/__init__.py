@@ -278,16 +278,15 @@ class Inventory:
         filters: Filters = EVERYTHING,
         *,
         ttl_seconds: float,
-        scope_counters: int = SCOPE_COUNTERS,
         progress: Progress | None = None,
     ) -> Dashboard:
         """:meth:`stats` (without the memory sample), records by age and the top scopes.
 
         One scan, the same as ``stats``: memory stays bounded by the batch size and
-        ``scope_counters`` (see :class:`TopScopes`), whatever the number of records.
+        :data:`SCOPE_COUNTERS` (see :class:`TopScopes`), whatever the number of records.
         Age buckets are cut relative to ``ttl_seconds`` (see :func:`age_buckets`).
         """
-        board = Dashboard.for_ttl(ttl_seconds, scope_counters)
+        board = Dashboard.for_ttl(ttl_seconds)
         board.stats = self.stats(filters, sample=0, progress=progress, each=board.add)
         return board
 
@@ -309,11 +308,10 @@ class Inventory:
         without ``force``, is not ``running``. With ``dry_run`` nothing is deleted and
         ``deleted`` counts what would be. ``progress`` is told after each scan batch.
         """
-        result = PurgeResult()
         if isinstance(selection, Filters):
             filters = selection
 
-            def wanted(entry: Entry) -> bool:
+            def still_selected(entry: Entry) -> bool:
                 # Ages only grow: a record old enough when selected still is.
                 return filters.matches(entry, now_ms())
 
@@ -322,46 +320,37 @@ class Inventory:
             entries = list(selection)
             identity = {e.name: (e.kind, e.scope, e.key) for e in entries}
 
-            def wanted(entry: Entry) -> bool:
+            def still_selected(entry: Entry) -> bool:
                 return identity.get(entry.name) == (entry.kind, entry.scope, entry.key)
 
             batches = (entries[i : i + self.count] for i in range(0, len(entries), self.count))
-        for batch in batches:
-            self._purge_batch(batch, wanted, force, dry_run, result)
-        return result
+        # An abandoned record's owner is gone: deleting it is how an operator lets the next
+        # retry run, so it needs no force (as long as that owner still holds it).
+        abandoned: set[str] = set()
 
-    def _purge_batch(
-        self,
-        entries: list[Entry],
-        still_wanted: Callable[[Entry], bool],
-        force: bool,
-        dry_run: bool,
-        result: PurgeResult,
-    ) -> None:
-        result.matched += len(entries)
-        # An abandoned record's owner is gone: deleting it is how an operator lets the
-        # next retry run, so it needs no force.
-        doomed = [e for e in entries if force or e.state is not State.RUNNING or e.abandoned]
-        if len(doomed) < len(entries):
-            kept = {e.name for e in entries} - {e.name for e in doomed} - result._running_seen
-            result.skipped_running += len(kept)
-            result._running_seen |= kept
-        if dry_run:
-            result.deleted += len(doomed)
-            return
-        owners = frozenset(e.owner for e in doomed if e.abandoned)
-
-        def wanted(name: str, head: bytes) -> bool:
-            # Read again just before the delete: still wanted, and not running unless
-            # forced or still held by an owner found abandoned when selected.
+        def still_wanted(name: str, head: bytes) -> bool:
             entry = self.entry(name, head, None, 0)
             return (
                 entry is not None
-                and still_wanted(entry)
-                and (force or entry.state is not State.RUNNING or entry.owner in owners)
+                and still_selected(entry)
+                and (force or entry.state is not State.RUNNING or entry.owner in abandoned)
             )
 
-        for node, names in self.scanner.groups([e.name for e in doomed]):
-            deleted, changed = self.scanner.delete_checked(node, names, wanted, self._complete)
-            result.deleted += deleted
-            result.changed += changed
+        result = PurgeResult()
+        for batch in batches:
+            result.matched += len(batch)
+            doomed = [e for e in batch if force or e.state is not State.RUNNING or e.abandoned]
+            kept = {e.name for e in batch} - {e.name for e in doomed} - result._running_seen
+            result.skipped_running += len(kept)
+            result._running_seen |= kept
+            abandoned.update(e.owner for e in doomed if e.abandoned)
+            if dry_run:
+                result.deleted += len(doomed)
+                continue
+            for node, names in self.scanner.groups([e.name for e in doomed]):
+                deleted, changed = self.scanner.delete_checked(
+                    node, names, still_wanted, self._complete
+                )
+                result.deleted += deleted
+                result.changed += changed
+        return result

@@ -96,16 +96,15 @@ class Dashboard:
     buckets: tuple[AgeBucket, ...]
     stats: Stats = field(default_factory=Stats)
     scopes: TopScopes = field(default_factory=TopScopes)
-    by_age: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not self.by_age:
-            self.by_age = [0] * len(self.buckets)
+        #: Records per bucket, in the buckets' order.
+        self.by_age = [0] * len(self.buckets)
 
     @classmethod
-    def for_ttl(cls, ttl_seconds: float, scope_counters: int = SCOPE_COUNTERS) -> Dashboard:
+    def for_ttl(cls, ttl_seconds: float) -> Dashboard:
         """An empty dashboard with :func:`age_buckets` for ``ttl_seconds``."""
-        return cls(age_buckets(ttl_seconds), scopes=TopScopes(scope_counters))
+        return cls(age_buckets(ttl_seconds))
 
     def bucket_of(self, age_ms: int) -> int:
         """The index of the bucket an age falls in."""

@@ -209,6 +209,15 @@ class Detail:
             return None
         return text
 
+    def preview(self, limit: int) -> str:
+        """The body's first ``limit`` bytes as text and how many more there are, or its
+        first bytes in hex when it is binary."""
+        text = self.body_text(limit)
+        if text is None:
+            return f"<binary> {self.body[:64].hex(' ')}"
+        more = len(self.body) - limit
+        return text if more <= 0 else f"{text}\n... ({more} more bytes)"
+
     def as_dict(self, now: int, preview_bytes: int) -> dict[str, Any]:
         """Every field, with a text preview of the body (``null`` when binary) and the
         creation and finish times as ISO 8601."""

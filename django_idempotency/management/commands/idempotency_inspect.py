@@ -267,15 +267,9 @@ class Command(BaseCommand):
         if detail.headers is not None:
             lines.append("headers:")
             lines += [f"  {name}: {printable(value)}" for name, value in detail.headers]
-        if detail.body_label is None:
-            return lines
-        lines.append(f"{detail.body_label} ({len(detail.body)} bytes):")
-        text = detail.body_text(preview)
-        if text is None:
-            return [*lines, f"  <binary> {detail.body[:64].hex(' ')}"]
-        lines += ["  " + line for line in text.splitlines() or [""]]
-        if len(detail.body) > preview:
-            lines.append(f"  ... ({len(detail.body) - preview} more bytes)")
+        if detail.body_label is not None:
+            lines.append(f"{detail.body_label} ({len(detail.body)} bytes):")
+            lines += ["  " + line for line in detail.preview(preview).splitlines() or [""]]
         return lines
 
     # -- stats ---------------------------------------------------------------------------
