@@ -65,12 +65,9 @@ class Bar:
     count: int
     x: float
     y: float
-    width: float
     height: float
     #: Where the bar's labels are centred.
     middle: float
-    #: The baseline of the count written above the bar.
-    count_y: float
 
 
 @dataclass(frozen=True)
@@ -81,6 +78,7 @@ class Chart:
     height: int
     #: The y of the axis: bars stand on it, bucket labels hang below it.
     base: float
+    bar_width: float
     bars: list[Bar]
 
     @property
@@ -107,12 +105,11 @@ def age_chart(labels: list[str], counts: list[int]) -> Chart:
     bars = []
     for i, (label, count) in enumerate(zip(labels, counts, strict=True)):
         height = round(max(room * count / largest, 1.0 if count else 0.0), 2)
-        x, width = round(i * slot + slot * 0.15, 2), round(slot * 0.7, 2)
-        y = round(base - height, 2)
+        x = round(i * slot + slot * 0.15, 2)
         bars.append(
-            Bar(label, count, x, y, width, height, round(x + width / 2, 2), round(y - 5, 2))
+            Bar(label, count, x, round(base - height, 2), height, round(x + slot * 0.35, 2))
         )
-    return Chart(CHART_WIDTH, CHART_HEIGHT, base, bars)
+    return Chart(CHART_WIDTH, CHART_HEIGHT, base, round(slot * 0.7, 2), bars)
 
 
 def dashboard_context(board: Dashboard, top: int, scope_url: str) -> dict[str, Any]:
@@ -138,13 +135,26 @@ def dashboard_context(board: Dashboard, top: int, scope_url: str) -> dict[str, A
 
 
 if TYPE_CHECKING:
-    _ModelAdmin = admin.ModelAdmin[IdempotencyKey]
+    _ModelAdmin = admin.ModelAdmin[Any]
 else:  # ModelAdmin is generic only in django-stubs
     _ModelAdmin = admin.ModelAdmin
 
 
+class _ReadOnlyAdmin(_ModelAdmin):
+    """What is stored is written by the doors and is the evidence of their work: staff
+    may look at it and delete it, never add or change it."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Nothing is added by hand."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Nothing is changed by hand."""
+        return False
+
+
 @admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(_ModelAdmin):
+class IdempotencyKeyAdmin(_ReadOnlyAdmin):
     """List, inspect and purge the records in Redis; nothing here touches the database."""
 
     #: Records asked of Redis per SCAN round trip; a page holds whole batches.
@@ -157,14 +167,6 @@ class IdempotencyKeyAdmin(_ModelAdmin):
     show_dashboard = True
     #: How many scopes the dashboard ranks.
     dashboard_top = 10
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        """Records are created by requests, never by hand."""
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        """Stored responses are evidence: read-only."""
-        return False
 
     def inventory(self) -> Inventory:
         """The Redis-side view of the records."""
@@ -367,26 +369,15 @@ def _shown(description: str, doc: str, value: Callable[[Record], object]) -> Any
 
 
 @admin.register(DurableRecord)
-class DurableRecordAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-ignore]
-    """Durable mode's rows, read-only: what each says, decoded with the process's keys.
-
-    Rows are written by the doors in the work's transaction; staff may look at them and
-    delete them (``delete_durablerecord``), never add or change one.
-    """
+class DurableRecordAdmin(_ReadOnlyAdmin):
+    """Durable mode's rows, written by the doors in the work's transaction, read-only:
+    what each says, decoded with the process's keys (``delete_durablerecord`` deletes)."""
 
     list_display = ("rid", "scope", "key", "state", "status", "expires")
     search_fields = ("rid",)
     ordering = ("-expires_ms",)
     fields = ("rid", "scope", "key", "state", "status", "created", "expires", "payload")
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        """Rows are written by the doors only."""
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        """A row is the evidence of committed work: read-only."""
-        return False
 
     scope = _shown("scope", "The scope, from the sealed record.", attrgetter("scope"))
     key = _shown("key", "The client's key, decrypted if need be.", attrgetter("key"))
