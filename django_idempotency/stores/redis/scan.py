@@ -129,12 +129,6 @@ class RedisScanner:
 
     # -- topology -----------------------------------------------------------------------
 
-    def nodes(self) -> list[Any]:
-        """One plain client per primary (Cluster), or the client itself."""
-        if self.store.cluster:
-            return [self.client.get_redis_connection(n) for n in self.client.get_primaries()]
-        return [self.client]
-
     def node_for(self, name: str) -> Any:
         """The client of the node that holds key ``name``."""
         if self.store.cluster:
@@ -171,7 +165,9 @@ class RedisScanner:
                 node_index, scan_cursor = int(left), int(right)
             except ValueError:
                 raise ValueError(f"bad page cursor {cursor!r}") from None
-        nodes = self.nodes()
+        nodes = [self.client]
+        if self.store.cluster:  # one plain client per primary
+            nodes = [self.client.get_redis_connection(n) for n in self.client.get_primaries()]
         scanned = 0
         while node_index < len(nodes):
             node = nodes[node_index]
