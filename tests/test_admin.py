@@ -131,6 +131,10 @@ def test_list_filters_and_search(records, admin_client):
     assert keys(older="1m") == set(records)
     assert keys(older="1h") == set()
     assert "not a duration" in admin_client.get(LIST, {"older": "soon"}).content.decode()
+    # A value no record can have is reported, not dropped into a list of everything.
+    refused = admin_client.get(LIST, {"state": "sleeping"})
+    assert "unknown state(s): sleeping" in refused.content.decode()
+    assert refused.context["rows"] == []
 
 
 def test_list_pages_through_scan_batches_without_losing_records(redis_client, admin_client):
