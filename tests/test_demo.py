@@ -186,6 +186,16 @@ if how in ("sigint", "sigterm"):
 """
 
 
+def _ctrl_c_reaches_it() -> None:
+    """In the child before it runs: SIGINT back to its default disposition.
+
+    A test runner started in the background by a shell without job control ignores
+    SIGINT, and an ignored signal stays ignored across exec (Python then installs no
+    KeyboardInterrupt handler): the command would never see the Ctrl-C a terminal sends.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("how", ["normal", "error", "sigint", "sigterm"])
 def test_manage_py_embedded_redis_starts_and_is_gone_after_the_command(how: str) -> None:
     proc = subprocess.Popen(
@@ -196,6 +206,7 @@ def test_manage_py_embedded_redis_starts_and_is_gone_after_the_command(how: str)
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_ctrl_c_reaches_it,
     )
     try:
         assert proc.stdout is not None
