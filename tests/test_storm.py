@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from .support.load import Sampler, burst, threads_of
-from .support.servers import migrate, serve_process, server_env
+from .support.servers import eventually, migrate, serve_process, server_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db, pytest.mark.core]
 
@@ -28,6 +28,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db, pytest.mark.core]
 ONE_KEY_CONNECTIONS = 6
 #: Under ASGI, for many keys at once: the asyncio pool's size (50) plus those above.
 ASGI_CONNECTIONS = 50 + ONE_KEY_CONNECTIONS
+#: Threads a storm's server may have beyond as many requests without duplicates.
+SPARE_THREADS = 10
 
 
 def executions(db_path: Path) -> dict[str, int]:
@@ -91,6 +93,9 @@ def test_uvicorn_2000_requests_in_flight_over_100_keys_run_each_key_once(
         distinct = [str(uuid.uuid4()) for _ in range(2000)]
         with Sampler(lambda: threads_of(proc.pid)) as threads_distinct:
             alone = burst(port, [("/async-plain/?sleep=1", k) for k in distinct])
+        # Its request threads end just after their responses are sent: let them go, so
+        # the next burst's peak counts only its own.
+        eventually(lambda: threads_of(proc.pid) < 100, what="the first burst's threads to end")
         # ... and 2,000 in which 1,900 wait for another must need no more.
         keys = [str(uuid.uuid4()) for _ in range(100)]
         with (
@@ -105,8 +110,10 @@ def test_uvicorn_2000_requests_in_flight_over_100_keys_run_each_key_once(
         group = replies[i * 20 : (i + 1) * 20]
         assert len({r.body for r in group}) == 1, key
         assert sum(r.headers.get("idempotent-replayed") == "true" for r in group) == 19
-    # Waiting coroutines hold no thread and no connection of their own.
-    assert threads_storm.peak <= threads_distinct.peak + 2, (
+    # Waiting coroutines hold no thread and no connection of their own: 1,900 waiters
+    # holding one each would add about 1,900 threads. The slack is for the notifier's
+    # thread (started at the first wait) and Django's per-request threads coming and going.
+    assert threads_storm.peak <= threads_distinct.peak + SPARE_THREADS, (
         threads_distinct.peak,
         threads_storm.peak,
     )
