@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from django.db import transaction
 
-from .engine import Attempt, Claim, Engine, Found, ms
+from .engine import Claim, Engine, Found, ms
 from .events import Door
 from .exceptions import OutcomeUnknown, RecordTampered, ResultNotStored
 from .records import Kind, Record, State
@@ -81,7 +81,7 @@ def claiming(
     return got
 
 
-def _row_record(engine: Engine, who: Attempt | Claim, sealed: bytes) -> Record:
+def _row_record(engine: Engine, who: Claim, sealed: bytes) -> Record:
     record = engine.verified(who, sealed)
     if record.state is State.RUNNING:  # only final records are ever written as rows
         raise RecordTampered("The durable row for this key is not a final record.")

@@ -99,6 +99,26 @@ def mismatch(record: Record) -> FingerprintMismatch:
     return FingerprintMismatch(f"{MISMATCH_DETAIL} {first_answer(record)}")
 
 
+def _in_progress(retry_after: int) -> RequestInProgress:
+    return RequestInProgress(
+        "A request with this key is still being processed; retry later.",
+        retry_after=retry_after,
+    )
+
+
+def _timed_out(wait_timeout: float, retry_after: int, waited: float | None) -> IdempotencyTimeout:
+    return IdempotencyTimeout(
+        f"The first request with this key did not finish within {wait_timeout:g} s.",
+        retry_after=retry_after,
+        waited=waited,
+    )
+
+
+def _retry_after(lease_left_ms: int) -> int:
+    # Whole seconds, rounded up: a client told 0 would retry at once.
+    return max(1, -(-lease_left_ms // 1000))
+
+
 def now_ms() -> int:
     """Wall-clock milliseconds, as stored in records."""
     return int(time.time() * 1000)
@@ -136,29 +156,6 @@ class _Tokens:
 
 
 _new_token = _Tokens()
-
-
-@dataclass(eq=False)
-class Claim:
-    """A claimed record: the action may run; :meth:`Engine.complete` or ``release`` follows."""
-
-    slot: Slot
-    kind: Kind
-    door: Door
-    #: Scope and key as the caller gave them (str or bytes: what events and logs
-    #: report), then as stored.
-    given: tuple[str | bytes, str | bytes]
-    scope: bytes
-    key: bytes
-    fingerprint: bytes
-    token: bytes
-    lease: Lease
-    created_ms: int
-    flight: Flight | None = None
-    settled: bool = False
-    #: Whether its lost lease was reported: the keeper and a failed completion may both
-    #: find it lost, and it is reported once.
-    reported_lost: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +203,7 @@ class Engine:
 
     # -- deciding on what a claim found ---------------------------------------------------
 
-    def verified(self, who: Attempt | Claim, raw: bytes) -> Record:
+    def verified(self, who: Claim, raw: bytes) -> Record:
         """The record in ``raw``, if it verifies and belongs to ``who``'s request."""
         try:
             record = self.sealer.open(who.slot.rid, raw)
@@ -225,15 +222,15 @@ class Engine:
 
     def _judge(
         self,
-        attempt: Attempt,
+        claim: Claim,
         reply: ClaimReply,
         deadline: float,
         conflict: Conflict,
     ) -> Found | float:
         """A final record found, or how long to wait; raises the refusals."""
         assert reply.record is not None
-        record = self.verified(attempt, reply.record)
-        since = attempt.waiting_since
+        record = self.verified(claim, reply.record)
+        since = claim.waiting_since
         waited = None if since is None else time.monotonic() - since
         if record.state is not State.RUNNING:
             return Found(record, waited)
@@ -245,28 +242,20 @@ class Engine:
                 "(its process died), so whether it took effect is unknown. It is not run "
                 "again until an operator reconciles it and purges its record."
             )
-        retry_after = max(1, -(-reply.lease_left_ms // 1000))
+        retry_after = _retry_after(reply.lease_left_ms)
         if conflict is Conflict.REJECT:
-            raise RequestInProgress(
-                "A request with this key is still being processed; retry later.",
-                retry_after=retry_after,
-            )
+            raise _in_progress(retry_after)
         left = deadline - time.monotonic()
         if left <= 0:
-            raise IdempotencyTimeout(
-                "The first request with this key did not finish within "
-                f"{attempt.wait_timeout:g} s.",
-                retry_after=retry_after,
-                waited=waited,
-            )
+            raise _timed_out(claim.wait_timeout, retry_after, waited)
         if since is None:
-            self._start_waiting(attempt, retry_after)
+            self._start_waiting(claim, retry_after)
         # Every wait ends when the owner's lease would run out, so an owner that crashed
         # (and publishes nothing) is noticed then, whether or not this is the first wait:
         # a live owner has renewed by then and the waiter waits again.
         return min(left, max(reply.lease_left_ms / 1000, MIN_RECHECK))
 
-    def _start_waiting(self, attempt: Attempt, retry_after: int) -> None:
+    def _start_waiting(self, claim: Claim, retry_after: int) -> None:
         with self._lock:
             if self.max_waiters is not None and self._waiting >= self.max_waiters:
                 raise RequestInProgress(
@@ -275,64 +264,42 @@ class Engine:
                     retry_after=retry_after,
                 )
             self._waiting += 1
-        attempt.waiting_since = time.monotonic()
+        claim.waiting_since = time.monotonic()
 
-    def _stop_waiting(self, attempt: Attempt) -> None:
-        if attempt.waiting_since is not None:
-            attempt.waiting_since = None
+    def _stop_waiting(self, claim: Claim) -> None:
+        if claim.waiting_since is not None:
+            claim.waiting_since = None
             with self._lock:
                 self._waiting -= 1
 
-    def _before_following(self, attempt: Attempt, conflict: Conflict) -> float:
+    def _before_following(self, claim: Claim, conflict: Conflict) -> float:
         """A local follower about to wait: refused in reject mode or past ``MAX_WAITERS``."""
-        retry_after = max(1, -(-attempt.lease_ms // 1000))
+        retry_after = _retry_after(claim.lease_ms)
         if conflict is Conflict.REJECT:
-            raise RequestInProgress(
-                "A request with this key is still being processed; retry later.",
-                retry_after=retry_after,
-            )
-        self._start_waiting(attempt, retry_after)
-        assert attempt.waiting_since is not None
-        return attempt.waiting_since
+            raise _in_progress(retry_after)
+        self._start_waiting(claim, retry_after)
+        assert claim.waiting_since is not None
+        return claim.waiting_since
 
-    def _claimed(self, attempt: Attempt, created: int) -> Claim:
-        lease = Lease(
-            self.store,
-            attempt.slot,
-            attempt.token,
-            attempt.lease_ms,
-            on_lost=lambda: self.lease_lost(claim),
+    def _claimed(self, claim: Claim, created: int) -> Claim:
+        claim.created_ms = created
+        claim.lease = Lease(
+            self.store, claim.slot, claim.token, claim.lease_ms, lambda: self.lease_lost(claim)
         )
-        claim = Claim(
-            slot=attempt.slot,
-            kind=attempt.kind,
-            door=attempt.door,
-            given=attempt.given,
-            scope=attempt.scope,
-            key=attempt.key,
-            fingerprint=attempt.fingerprint,
-            token=attempt.token,
-            lease=lease,
-            created_ms=created,
-        )
-        self.keeper.hold(lease)
+        self.keeper.hold(claim.lease)
         return claim
 
-    def _follow_or_lead(self, attempt: Attempt) -> tuple[Flight | None, bool]:
-        joined = self.flights.join(attempt.slot.rid, attempt.fingerprint)
+    def _follow_or_lead(self, claim: Claim) -> tuple[Flight | None, bool]:
+        joined = self.flights.join(claim.slot.rid, claim.fingerprint)
         if joined is None:
             return None, True
         return joined
 
-    def _followed(self, attempt: Attempt, outcome: Any, started: float) -> Found | None:
+    def _followed(self, claim: Claim, outcome: Any, started: float) -> Found | None:
         """What a follower got from its flight: a record, or ``None`` to try again."""
         if outcome is None:
-            raise IdempotencyTimeout(
-                "The first request with this key did not finish within "
-                f"{attempt.wait_timeout:g} s.",
-                retry_after=max(1, -(-attempt.lease_ms // 1000)),
-                waited=time.monotonic() - started,
-            )
+            waited = time.monotonic() - started
+            raise _timed_out(claim.wait_timeout, _retry_after(claim.lease_ms), waited)
         if outcome is RETRY:
             return None
         return Found(outcome, time.monotonic() - started)
@@ -364,28 +331,28 @@ class Engine:
         before settling it: ``rerun``, the record goes with the lease and a retry runs
         again; ``refuse``, the record stays ``ttl`` seconds more and retries are refused.
         """
-        attempt = Attempt(self, kind, door, scope, key, fingerprint, lock_ttl, wait_timeout)
+        claim = Claim(self, kind, door, scope, key, fingerprint, lock_ttl, wait_timeout)
         if outcome_unknown is OutcomeUnknownPolicy.REFUSE:
             if ttl is None:
                 raise TypeError('outcome_unknown="refuse" needs the ttl its record is kept')
-            attempt.hold_ms = ms(ttl)
-        deadline = time.monotonic() + attempt.wait_timeout
+            claim.hold_ms = ms(ttl)
+        deadline = time.monotonic() + claim.wait_timeout
         while True:
-            flight, leading = self._follow_or_lead(attempt)
+            flight, leading = self._follow_or_lead(claim)
             if not leading:
                 assert flight is not None
-                started = self._before_following(attempt, conflict)
+                started = self._before_following(claim, conflict)
                 try:
-                    with events.span("wait", attempt.door):
+                    with events.span("wait", claim.door):
                         outcome = yield Follow(flight, deadline - started)
                 finally:
-                    self._stop_waiting(attempt)
-                found = self._followed(attempt, outcome, started)
+                    self._stop_waiting(claim)
+                found = self._followed(claim, outcome, started)
                 if found is not None:
                     return found
                 continue
             try:
-                got = yield from self._remote(attempt, deadline, conflict)
+                got = yield from self._remote(claim, deadline, conflict)
             except BaseException:
                 if flight is not None:
                     self.flights.land(flight, RETRY)
@@ -407,37 +374,37 @@ class Engine:
         ``integrity_failed`` event on failure); the fingerprint is left to the caller,
         which may not know the function a door computed it with.
         """
-        attempt = self.asking(kind, door, scope, key)
-        raw = yield Call(StoreOp.READ, "read", (attempt.slot,))
-        return None if raw is None else self.verified(attempt, raw)
+        claim = self.asking(kind, door, scope, key)
+        raw = yield Call(StoreOp.READ, "read", (claim.slot,))
+        return None if raw is None else self.verified(claim, raw)
 
     def asking(
         self, kind: Kind, door: Door, scope: str | bytes, key: str | bytes, fingerprint: bytes = b""
-    ) -> Attempt:
+    ) -> Claim:
         """One who looks at the record of ``key`` without claiming it, to :meth:`verified`
         what it finds (an empty ``fingerprint``: any request's record is its own)."""
-        return Attempt(self, kind, door, scope, key, fingerprint, 1, 0)
+        return Claim(self, kind, door, scope, key, fingerprint, 1, 0)
 
-    def _remote(self, attempt: Attempt, deadline: float, conflict: Conflict) -> Flow[Claim | Found]:
+    def _remote(self, claim: Claim, deadline: float, conflict: Conflict) -> Flow[Claim | Found]:
         notifier = self.store.notifier
         try:
             while True:
                 position = notifier.position()
                 created = now_ms()
-                with events.span("claim", attempt.door):
-                    running = attempt.running(created)
-                    claim = Call(StoreOp.CLAIM, "claim", (attempt.slot, running, attempt.lease_ms))
+                with events.span("claim", claim.door):
+                    running = claim.running(created)
+                    call = Call(StoreOp.CLAIM, "claim", (claim.slot, running, claim.lease_ms))
                     # A claim queues for a busy pool until the caller's wait deadline.
-                    reply = yield from self._patient(claim, max(deadline, time.monotonic() + 1))
+                    reply = yield from self._patient(call, max(deadline, time.monotonic() + 1))
                 if reply.claimed:
-                    return self._claimed(attempt, created)
-                decision = self._judge(attempt, reply, deadline, conflict)
+                    return self._claimed(claim, created)
+                decision = self._judge(claim, reply, deadline, conflict)
                 if isinstance(decision, Found):
                     return decision
-                with events.span("wait", attempt.door):
-                    yield Listen(attempt.slot, position, decision)
+                with events.span("wait", claim.door):
+                    yield Listen(claim.slot, position, decision)
         finally:
-            self._stop_waiting(attempt)
+            self._stop_waiting(claim)
 
     # -- settling -------------------------------------------------------------------------
 
@@ -565,27 +532,37 @@ class Engine:
             close()
 
 
-class Attempt:
-    """One caller's way through the claim: who, for what, and since when it waits.
+class Claim:
+    """One caller's claim on a key: who asks, for what, and since when it waits.
 
-    Made by the engine only (:meth:`Engine.acquiring`, :meth:`Engine.asking`).
+    The engine makes it (:meth:`Engine.acquiring`, :meth:`Engine.asking`); once the store
+    grants it, ``acquiring`` returns it with its ``lease`` and ``created_ms``, the action
+    may run, and :meth:`Engine.complete` or :meth:`Engine.release` follows.
     """
 
     __slots__ = (
+        "created_ms",
         "door",
         "engine",
         "fingerprint",
+        "flight",
         "given",
         "hold_ms",
         "key",
         "kind",
+        "lease",
         "lease_ms",
+        "reported_lost",
         "scope",
+        "settled",
         "slot",
         "token",
         "wait_timeout",
         "waiting_since",
     )
+
+    lease: Lease
+    created_ms: int
 
     def __init__(
         self,
@@ -611,6 +588,11 @@ class Attempt:
         self.wait_timeout = wait_timeout
         self.waiting_since: float | None = None
         self.hold_ms: int | None = None
+        self.flight: Flight | None = None
+        self.settled = False
+        #: Whether its lost lease was reported: the keeper and a failed completion may
+        #: both find it lost, and it is reported once.
+        self.reported_lost = False
 
     def running(self, created: int) -> bytes:
         return self.engine.sealer.running(
