@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connections, transaction
@@ -53,16 +53,18 @@ from ..steps import Flow, adrive, drive
 from .refusals import refusal
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Ticket:
-    """A claimed request: the view runs; :meth:`HttpFlow.finish` or ``abort`` follows."""
+    """A covered request with its key. Once the key is claimed (the only way a ticket
+    reaches a door) the view runs, and :meth:`HttpFlow.finish` or ``abort`` follows."""
 
-    claim: Claim
     options: HttpOptions
     request: Any
     scope: str
     key: str
+    fingerprint: bytes
     started: float
+    claim: Claim = field(init=False)
     #: The request's trace, while a tracing observer is installed.
     trace: Trace | None = None
 
@@ -109,15 +111,6 @@ def request_key(name: str = "") -> str:
 
 #: What to store for a response: its state, payload and status.
 _Plan = tuple[State, bytes, int]
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    options: HttpOptions
-    scope: str
-    key: str
-    fingerprint: bytes
-    started: float
 
 
 def stored_fingerprint(value: str | bytes) -> bytes:
@@ -179,7 +172,7 @@ class HttpFlow:
 
     # -- before the view ------------------------------------------------------------------
 
-    def _prepare(self, request: Any) -> _Request | Begin:
+    def _prepare(self, request: Any) -> Ticket | Begin:
         options = self.overrides.http()
         http_request = django_request(request)
         if http_request.method not in options.methods:
@@ -208,8 +201,9 @@ class HttpFlow:
         except InvalidKey as exc:
             emit(Outcome.INVALID_KEY, self.door, "", raw, started=started, request=request)
             return Begin(response=problem_response(exc, options.problem_type_base))
-        return _Request(
+        return Ticket(
             options,
+            request,
             str(options.scope(request)),
             key,
             stored_fingerprint(options.fingerprint(request)),
@@ -227,18 +221,18 @@ class HttpFlow:
         return await adrive(engine.context, self._begin(request, engine))
 
     def _begin(self, request: Any, engine: Engine) -> Flow[Begin]:
-        prepared = self._prepare(request)
-        if isinstance(prepared, Begin):
-            return prepared
-        o = prepared.options
+        ticket = self._prepare(request)
+        if isinstance(ticket, Begin):
+            return ticket
+        o = ticket.options
         trace = events.open_trace(self.door)
         with events.active(trace):
             claim = engine.acquiring(
                 Kind.HTTP,
                 self.door,
-                prepared.scope,
-                prepared.key,
-                prepared.fingerprint,
+                ticket.scope,
+                ticket.key,
+                ticket.fingerprint,
                 lock_ttl=o.lock_ttl,
                 wait_timeout=o.wait_timeout,
                 conflict=o.conflict,
@@ -251,47 +245,35 @@ class HttpFlow:
                     claim,
                     Kind.HTTP,
                     self.door,
-                    prepared.scope,
-                    prepared.key,
-                    prepared.fingerprint,
+                    ticket.scope,
+                    ticket.key,
+                    ticket.fingerprint,
                     ttl=o.ttl,
                 )
             try:
                 got = yield from claim
             except Exception as exc:
-                return self._refused(request, prepared, exc)
-            return self._begun(request, prepared, got, trace)
+                return self._refused(ticket, exc)
+            return self._begun(ticket, got, trace)
 
-    def _refused(self, request: Any, prepared: _Request, exc: Exception) -> Begin:
+    def _refused(self, ticket: Ticket, exc: Exception) -> Begin:
         """The answer for each way the claim can be refused."""
-        options = prepared.options
+        options = ticket.options
         refused = refusal(exc, fail_open=options.fail_open, expose=False)
         if refused.outcome is not None:
-            emit(
-                refused.outcome,
-                self.door,
-                prepared.scope,
-                prepared.key,
-                started=prepared.started,
-                request=request,
-                **refused.extra,
-            )
+            self._report(ticket, refused.outcome, **refused.extra)
         if refused.error is None:
             return PASS
         return Begin(response=problem_response(refused.error, options.problem_type_base))
 
-    def _begun(
-        self, request: Any, prepared: _Request, got: Claim | Found, trace: Trace | None
-    ) -> Begin:
+    def _begun(self, ticket: Ticket, got: Claim | Found, trace: Trace | None) -> Begin:
         if isinstance(got, Found):
             return Begin(
                 response=self.replay(
-                    request, prepared.scope, prepared.key, prepared.started, got, prepared.options
+                    ticket.request, ticket.scope, ticket.key, ticket.started, got, ticket.options
                 )
             )
-        ticket = Ticket(
-            got, prepared.options, request, prepared.scope, prepared.key, prepared.started, trace
-        )
+        ticket.claim, ticket.trace = got, trace
         _current.set(ticket)
         return Begin(ticket=ticket)
 
@@ -431,9 +413,11 @@ class HttpFlow:
                     ticket.claim, state, payload, ttl=ticket.options.ttl, status=status
                 )
             except ResultNotStored as exc:
-                self._not_stored(ticket, exc)
+                # The client still gets the true response; only later replays are at risk.
+                self._report(ticket, Outcome.NOT_STORED, detail=str(exc))
                 return
-            self._executed(ticket, record)
+            if record is not None:
+                self._report(ticket, Outcome.EXECUTED, state=record.state.value)
 
     def abort(self, ticket: Ticket) -> None:
         """The view raised (or its transaction rolled back): release the key for a retry."""
@@ -448,40 +432,20 @@ class HttpFlow:
         with events.active(ticket.trace, last=True):
             self._released(ticket, (yield from self.engine.releasing(ticket.claim)))
 
-    def _executed(self, ticket: Ticket, record: Record | None) -> None:
-        if record is not None:
-            emit(
-                Outcome.EXECUTED,
-                self.door,
-                ticket.scope,
-                ticket.key,
-                started=ticket.started,
-                request=ticket.request,
-                state=record.state.value,
-            )
-
-    def _released(self, ticket: Ticket, released: bool) -> None:
-        if released:
-            emit(
-                Outcome.RELEASED,
-                self.door,
-                ticket.scope,
-                ticket.key,
-                started=ticket.started,
-                request=ticket.request,
-            )
-
-    def _not_stored(self, ticket: Ticket, exc: ResultNotStored) -> None:
-        # The client still gets the true response; only later replays are at risk.
+    def _report(self, ticket: Ticket, outcome: Outcome, **extra: Any) -> None:
         emit(
-            Outcome.NOT_STORED,
+            outcome,
             self.door,
             ticket.scope,
             ticket.key,
             started=ticket.started,
             request=ticket.request,
-            detail=str(exc),
+            **extra,
         )
+
+    def _released(self, ticket: Ticket, released: bool) -> None:
+        if released:
+            self._report(ticket, Outcome.RELEASED)
 
     # -- a whole view call (the decorator) ------------------------------------------------
 
