@@ -65,13 +65,6 @@ class RunFlow:
         engine = self.engine
         return drive(engine.context, self._begin(engine, key, options, started))
 
-    async def abegin(
-        self, key: str | bytes, options: RunOptions, started: float | None = None
-    ) -> Claim | Found | None:
-        """:meth:`begin` for coroutines."""
-        engine = self.engine
-        return await adrive(engine.context, self._begin(engine, key, options, started))
-
     def _begin(
         self, engine: Engine, key: str | bytes, options: RunOptions, started: float | None
     ) -> Flow[Claim | Found | None]:
@@ -106,14 +99,7 @@ class RunFlow:
         """Report a refused claim and raise the caller's exception; returns for fail-open."""
         refused = refusal(exc, fail_open=options.fail_open, expose=True)
         if refused.outcome is not None:
-            emit(
-                refused.outcome,
-                self.door,
-                options.scope,
-                key,
-                started=started,
-                **refused.extra,
-            )
+            self._report(refused.outcome, key, options, started, **refused.extra)
         if refused.error is None:
             return
         if refused.error is exc:
@@ -124,21 +110,15 @@ class RunFlow:
         self, key: str | bytes, found: Found, options: RunOptions, started: float | None = None
     ) -> Any:
         """The stored value, or the stored error raised again."""
-        record, scope = found.record, options.scope
+        record = found.record
         if record.state is State.UNREPLAYABLE:
-            emit(Outcome.NOT_REPLAYABLE, self.door, scope, key, started=started)
+            self._report(Outcome.NOT_REPLAYABLE, key, options, started)
             raise NotReplayable(
                 "The action ran for this key, but its result cannot be replayed: "
                 + record.payload.decode("utf-8", "replace")
             )
-        emit(
-            found.outcome,
-            self.door,
-            scope,
-            key,
-            started=started,
-            wait=found.waited,
-        )
+        # Direct: every follower of a storm passes here.
+        emit(found.outcome, self.door, options.scope, key, started=started, wait=found.waited)
         if record.state is State.ERROR:
             error = options.error_serializer.loads(record.payload)
             if options.on_error_replay is not None:
@@ -171,15 +151,15 @@ class RunFlow:
             reason = f"The result of type {type(value).__name__} could not be serialized: {exc}"
             return State.UNREPLAYABLE, reason.encode(), reason
 
-    def _stored(
-        self, key: str | bytes, options: RunOptions, state: State, started: float | None
+    def _report(
+        self,
+        outcome: Outcome,
+        key: str | bytes,
+        options: RunOptions,
+        started: float | None,
+        **extra: Any,
     ) -> None:
-        emit(Outcome.EXECUTED, self.door, options.scope, key, started=started, state=state.value)
-
-    def _not_stored(
-        self, key: str | bytes, options: RunOptions, exc: ResultNotStored, started: float | None
-    ) -> None:
-        emit(Outcome.NOT_STORED, self.door, options.scope, key, started=started, detail=str(exc))
+        emit(outcome, self.door, options.scope, key, started=started, **extra)
 
     def failed(
         self,
@@ -217,15 +197,15 @@ class RunFlow:
         engine = self.engine
         if plan is None:
             if (yield from engine.releasing(claim)):
-                emit(Outcome.RELEASED, self.door, options.scope, key, started=started)
+                self._report(Outcome.RELEASED, key, options, started)
             return
         try:
             yield from engine.completing(claim, plan[0], plan[1], ttl=options.ttl)
         except ResultNotStored as critical:
-            self._not_stored(key, options, critical, started)
+            self._report(Outcome.NOT_STORED, key, options, started, detail=str(critical))
             critical.error = exc
             raise critical from exc
-        self._stored(key, options, State.ERROR, started)
+        self._report(Outcome.EXECUTED, key, options, started, state=State.ERROR.value)
         if options.on_action_error is not None:
             options.on_action_error(key, exc)
 
@@ -273,10 +253,10 @@ class RunFlow:
         try:
             yield from self.engine.completing(claim, state, payload, ttl=options.ttl)
         except ResultNotStored as critical:
-            self._not_stored(key, options, critical, started)
+            self._report(Outcome.NOT_STORED, key, options, started, detail=str(critical))
             critical.value = value
             raise
-        self._stored(key, options, state, started)
+        self._report(Outcome.EXECUTED, key, options, started, state=state.value)
         if reason is not None:
             raise ResultNotStored(reason, value=value)
         if options.on_action_success is not None:
@@ -288,55 +268,50 @@ class RunFlow:
     def run(self, key: str | bytes, action: Callable[[], T], options: RunOptions) -> T:
         """Run ``action()`` at most once per key; see :func:`django_idempotency.run`."""
         with events.traced(self.door):
-            return self._run(key, action, options)
-
-    def _run(self, key: str | bytes, action: Callable[[], T], options: RunOptions) -> T:
-        started = time.monotonic()
-        if options.durable:
-            durable.refuse_open_transaction()
-        got = self.begin(key, options, started)
-        if isinstance(got, Found):
-            return self.replay(key, got, options, started)  # type: ignore[no-any-return]
-        try:
-            plan = None
-            if options.durable and got is not None:
-                value, plan = durable.run(
-                    self.engine,
-                    got,
-                    action,
-                    lambda value: self._value_plan(value, options),
-                    ttl=options.ttl,
-                )
-            else:
-                value = action()
-        except durable.RowNotWritten as failed:
-            # Not an outcome: the work rolled back; a retry finds the row that
-            # refused this one, or runs.
-            if self.engine.release(got):  # type: ignore[arg-type]
-                emit(Outcome.RELEASED, self.door, options.scope, key, started=started)
-            raise failed.error from None
-        except BaseException as exc:
-            self.failed(key, got, options, exc, started)
-            raise
-        return self.succeeded(key, got, options, value, started, plan)
+            started = time.monotonic()
+            if options.durable:
+                durable.refuse_open_transaction()
+            got = self.begin(key, options, started)
+            if isinstance(got, Found):
+                return self.replay(key, got, options, started)  # type: ignore[no-any-return]
+            try:
+                plan = None
+                if options.durable and got is not None:
+                    value, plan = durable.run(
+                        self.engine,
+                        got,
+                        action,
+                        lambda value: self._value_plan(value, options),
+                        ttl=options.ttl,
+                    )
+                else:
+                    value = action()
+            except durable.RowNotWritten as failed:
+                # Not an outcome: the work rolled back; a retry finds the row that
+                # refused this one, or runs.
+                if self.engine.release(got):  # type: ignore[arg-type]
+                    self._report(Outcome.RELEASED, key, options, started)
+                raise failed.error from None
+            except BaseException as exc:
+                self.failed(key, got, options, exc, started)
+                raise
+            return self.succeeded(key, got, options, value, started, plan)
 
     async def arun(
         self, key: str | bytes, action: Callable[[], Awaitable[T]], options: RunOptions
     ) -> T:
         """Await ``action()`` at most once per key."""
+        # One coroutine deep, the driver awaited here: each follower of a storm resumes
+        # through every level on its way out.
         with events.traced(self.door):
-            return await self._arun(key, action, options)
-
-    async def _arun(
-        self, key: str | bytes, action: Callable[[], Awaitable[T]], options: RunOptions
-    ) -> T:
-        started = time.monotonic()
-        got = await self.abegin(key, options, started)
-        if isinstance(got, Found):
-            return self.replay(key, got, options, started)  # type: ignore[no-any-return]
-        try:
-            value = await action()
-        except BaseException as exc:
-            await self.afailed(key, got, options, exc, started)
-            raise
-        return await self.asucceeded(key, got, options, value, started)
+            started = time.monotonic()
+            engine = self.engine
+            got = await adrive(engine.context, self._begin(engine, key, options, started))
+            if isinstance(got, Found):
+                return self.replay(key, got, options, started)  # type: ignore[no-any-return]
+            try:
+                value = await action()
+            except BaseException as exc:
+                await self.afailed(key, got, options, exc, started)
+                raise
+            return await self.asucceeded(key, got, options, value, started)
