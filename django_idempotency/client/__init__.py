@@ -1,14 +1,10 @@
 """The client side: send one idempotency key per logical call, and retry it safely.
 
 A retry is only safe when it carries the key of the attempt it repeats: the server then
-runs the request once and replays its answer to every later attempt. The transports
-here add the key (a UUID4, or the one the caller set) to each POST and PATCH, keep it
-for every attempt of that call, and send the request again on errors where it may or
-may not have arrived, on ``409`` with ``Retry-After`` (the first attempt is still being
-processed), on ``503`` and on the ``5xx`` a server answers without keeping the key. They
-never retry ``400``, ``422`` or any other client error. They work against any server
-that follows the IETF ``Idempotency-Key`` draft, this package's or another (Stripe-style
-APIs), and need no Django settings.
+runs the request once and replays its answer to every later attempt. The transports here
+keep one key (a UUID4, or the caller's) for every attempt of a call and retry as
+:mod:`.policy` says, against any server that follows the IETF ``Idempotency-Key`` draft
+(this package's, or a Stripe-style API), without Django settings:
 
 - httpx: :class:`IdempotentTransport` and :class:`AsyncIdempotentTransport`
   (``django_idempotency.client.httpx_transport``);

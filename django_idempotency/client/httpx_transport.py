@@ -14,7 +14,6 @@ client, once a transport is given.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import anyio
 import httpx
@@ -34,10 +33,6 @@ RETRIED_ERRORS: tuple[type[Exception], ...] = (
 class HTTPXRetriesExhausted(RetriesExhausted, httpx.TransportError):
     """:class:`~.policy.RetriesExhausted`, also an ``httpx.TransportError`` (so an
     ``except httpx.HTTPError`` around the call catches it)."""
-
-    def __init__(self, message: str, *, request: httpx.Request, **details: Any) -> None:
-        super().__init__(message, **details)
-        self.request = request
 
 
 def _cut(request: httpx.Request, left: float | None) -> None:

@@ -31,7 +31,6 @@ import email.utils
 import itertools
 import logging
 import random
-import re
 import sys
 import time
 import uuid
@@ -50,9 +49,6 @@ logger = logging.getLogger("django_idempotency.client")
 #: A response of the driver's HTTP library.
 R = TypeVar("R")
 
-_DELTA_SECONDS = re.compile(r"[0-9]+")
-_RETRYING = "%s; retrying in %.2f s with the same %s %r"
-
 #: Answers the same request with the same key can only get again.
 NEVER_RETRIED = frozenset({400, 422})
 
@@ -67,13 +63,13 @@ def quoted(key: str) -> str:
     return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def retry_after(value: str | None, now: float | None = None) -> float | None:
+def retry_after(value: str | None) -> float | None:
     """Seconds a ``Retry-After`` value asks to wait (delta-seconds or an HTTP-date), or
     ``None`` when it is absent or unreadable."""
     if value is None:
         return None
     value = value.strip()
-    if _DELTA_SECONDS.fullmatch(value):
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -81,8 +77,7 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
         return None
     if when.tzinfo is None:  # an HTTP-date is GMT; a date without a zone is read as such
         when = when.replace(tzinfo=timezone.utc)
-    current = datetime.now(timezone.utc).timestamp() if now is None else now
-    return max(0.0, when.timestamp() - current)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -106,8 +101,9 @@ class RetriesExhausted(Exception):
 
     The request may have run on the server: retry later *with the same key* (``key``)
     to get its answer. ``status`` and ``response`` are the last answer (``None`` when
-    the last attempt failed with an error, which is then the ``__cause__``). The httpx
-    and requests forms of this error are also those libraries' own request errors.
+    the last attempt failed with an error, which is then the ``__cause__``); ``request``
+    the request sent. The httpx and requests forms of this error are also those
+    libraries' own request errors.
     """
 
     def __init__(
@@ -118,12 +114,14 @@ class RetriesExhausted(Exception):
         attempts: int,
         status: int | None = None,
         response: Any = None,
+        request: Any = None,
     ) -> None:
         super().__init__(message)
         self.key = key
         self.attempts = attempts
         self.status = status
         self.response = response
+        self.request = request
 
 
 #: Makes the error a transport raises on giving up (its library's form of it).
@@ -142,6 +140,7 @@ def _statuses(value: Any, where: str) -> frozenset[int]:
     return found
 
 
+@dataclass(init=False, eq=False, slots=True)
 class RetryPolicy:
     """The options of the retrying transports; every one validated here, once.
 
@@ -157,19 +156,17 @@ class RetryPolicy:
     ``new_key``: mints a key for a call that has none (default: a UUID4).
     """
 
-    __slots__ = (
-        "backoff",
-        "deadline",
-        "header",
-        "max_attempts",
-        "max_backoff",
-        "methods",
-        "new_key",
-        "quote_key",
-        "replay_header",
-        "retry_statuses",
-        "should_retry_header",
-    )
+    methods: frozenset[str]
+    header: str
+    replay_header: str
+    retry_statuses: frozenset[int]
+    max_attempts: int
+    deadline: float | None
+    backoff: float
+    max_backoff: float
+    should_retry_header: str | None
+    quote_key: bool
+    new_key: Callable[[], str]
 
     def __init__(
         self,
@@ -208,10 +205,6 @@ class RetryPolicy:
         if not callable(new_key):
             raise bad(where("new_key"), "a callable returning a key", new_key)
         self.new_key = new_key
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in sorted(self.__slots__))
-        return f"RetryPolicy({fields})"
 
     def start(self, request: Any, exhausted: Exhausted) -> Flow | None:
         """The logical call of ``request`` (httpx's or requests': its ``method``, ``url``
@@ -283,7 +276,8 @@ class RetryPolicy:
                 raise exhausted(
                     message, key=key, attempts=attempt, status=status, response=response
                 ) from error
-            logger.info(_RETRYING, head, wait, self.header, key, extra=extra)
+            retrying = "%s; retrying in %.2f s with the same %s %r"
+            logger.info(retrying, head, wait, self.header, key, extra=extra)
             if error is None:
                 yield Close(reply)
             yield Sleep(wait)

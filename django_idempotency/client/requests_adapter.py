@@ -32,10 +32,6 @@ class RequestsRetriesExhausted(RetriesExhausted, RetryError):
     """:class:`~.policy.RetriesExhausted`, also a ``requests.RequestException`` (so an
     ``except requests.RequestException`` around the call catches it)."""
 
-    def __init__(self, message: str, *, request: requests.PreparedRequest, **details: Any) -> None:
-        super().__init__(message, **details)
-        self.request = request
-
 
 def _replayable(request: requests.PreparedRequest) -> None:
     """Read a body given as a file or an iterator once, so every attempt sends it whole."""
