@@ -9,12 +9,8 @@
     # urls.py
     path("metrics", django_idempotency.observers.prometheus.metrics_view)
 
-The metrics (listed in the docs' observability reference):
-``django_idempotency_requests_total{door,outcome}``, ``django_idempotency_wait_seconds{door}``,
-``django_idempotency_store_seconds{op}`` (``op`` also ``read``, the edge's look-up),
-``django_idempotency_not_stored_total`` and ``django_idempotency_lease_lost_total``
-(``lease_lost`` happens *during* a request, so it is no ``outcome``). The client's key and
-scope are never labels (unbounded, and the key may be a secret). Several processes: set
+The metrics are listed in the docs' observability reference. The client's key and scope
+are never labels (unbounded, and the key may be a secret). Several processes: set
 ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before the server starts;
 :func:`metrics_view` then sums every process's values.
 """
@@ -85,17 +81,15 @@ class _Metrics:
 
 # One set of metrics per registry: settings are rebuilt (tests, reloads) and each build
 # makes a new observer, but a registry refuses a metric name registered twice.
-_metrics: dict[int, tuple[CollectorRegistry, _Metrics]] = {}
+_metrics: dict[CollectorRegistry, _Metrics] = {}
 _lock = threading.Lock()
 
 
 def _metrics_for(registry: CollectorRegistry) -> _Metrics:
     with _lock:
-        found = _metrics.get(id(registry))
-        if found is None or found[0] is not registry:
-            found = (registry, _Metrics(registry))
-            _metrics[id(registry)] = found
-        return found[1]
+        if registry not in _metrics:
+            _metrics[registry] = _Metrics(registry)
+        return _metrics[registry]
 
 
 class PrometheusObserver:
@@ -107,7 +101,7 @@ class PrometheusObserver:
     def event(self, event: Event) -> None:
         """Count ``event`` (and its wait, if it waited)."""
         m = self.metrics
-        if event.outcome is Outcome.LEASE_LOST:
+        if event.outcome is Outcome.LEASE_LOST:  # it happens during a request: no outcome
             m.lease_lost.inc()
             return
         door = event.door.value
