@@ -13,8 +13,6 @@ client, once a transport is given.
 
 from __future__ import annotations
 
-from functools import partial
-
 import anyio
 import httpx
 
@@ -80,7 +78,7 @@ class IdempotentTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``: once if unprotected, else until the policy has an answer."""
-        flow = self.policy.start(request, partial(HTTPXRetriesExhausted, request=request))
+        flow = self.policy.start(request, HTTPXRetriesExhausted)
         if flow is None:
             return self.transport.handle_request(request)
         request.read()  # a streamed body is buffered, so every attempt can send it
@@ -113,7 +111,7 @@ class AsyncIdempotentTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``: once if unprotected, else until the policy has an answer."""
-        flow = self.policy.start(request, partial(HTTPXRetriesExhausted, request=request))
+        flow = self.policy.start(request, HTTPXRetriesExhausted)
         if flow is None:
             return await self.transport.handle_async_request(request)
         await request.aread()  # a streamed body is buffered, so every attempt can send it

@@ -37,6 +37,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, TypeAlias, TypeVar, cast
 
 from ..exceptions import InvalidKey
@@ -210,10 +211,11 @@ class RetryPolicy:
         """The logical call of ``request`` (httpx's or requests': its ``method``, ``url``
         and ``headers`` are read) as a :meth:`flow`, or ``None`` when its method is not
         protected (send it once, as it is). The key is the caller's own header, else a new
-        one, added to the request's headers."""
+        one, added to the request's headers. Giving up raises ``exhausted``, given the request."""
         method, url, headers = str(request.method), str(request.url), request.headers
         if method.upper() not in self.methods:
             return None
+        exhausted = partial(exhausted, request=request)
         key = headers.get(self.header)
         if key is not None:
             # The caller's key, sent as they wrote it (requests allows bytes); a malformed

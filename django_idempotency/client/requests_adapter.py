@@ -10,7 +10,6 @@ performs it).
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import requests
@@ -83,7 +82,7 @@ class IdempotentAdapter(HTTPAdapter):
         proxies: dict[str, str] | None = None,
     ) -> requests.Response:
         """Send ``request``: once if unprotected, else until the policy has an answer."""
-        flow = self.policy.start(request, partial(RequestsRetriesExhausted, request=request))
+        flow = self.policy.start(request, RequestsRetriesExhausted)
         if flow is None:
             return super().send(request, stream, timeout, verify, cert, proxies)
         _replayable(request)
