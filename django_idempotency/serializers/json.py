@@ -24,7 +24,12 @@ class JSONValueSerializer:
 
     def loads(self, data: bytes) -> Any:
         """Parse JSON."""
-        return json.loads(data)
+        # UTF-8 is all ``dumps`` writes: decoding it here skips ``json.loads``'s encoding
+        # detection, a third of the parse for a small value that every storm follower pays.
+        return _decode(data.decode())
+
+
+_decode = json.JSONDecoder().decode
 
 
 def _json_safe(args: tuple[Any, ...]) -> list[Any] | None:
