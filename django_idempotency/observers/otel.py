@@ -19,6 +19,7 @@ for every retry of one key, without the key leaving the process.
 from __future__ import annotations
 
 import contextlib
+from functools import partial
 from typing import Any
 
 from django.utils.crypto import salted_hmac
@@ -58,29 +59,26 @@ class OpenTelemetryObserver:
     ) -> None:
         self.tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
         meter = metrics.get_meter(_SCOPE, meter_provider=meter_provider)
-        self.requests = meter.create_counter(
+        count = partial(meter.create_counter, unit="{request}")
+        seconds = partial(meter.create_histogram, unit="s")
+        self.requests = count(
             "django_idempotency.requests",
-            unit="{request}",
             description="Protected requests and calls, by door and by what became of them.",
         )
-        self.wait = meter.create_histogram(
+        self.wait = seconds(
             "django_idempotency.wait",
-            unit="s",
             description="Seconds a duplicate waited for the first request or call with its key.",
         )
-        self.store = meter.create_histogram(
+        self.store = seconds(
             "django_idempotency.store",
-            unit="s",
             description="Seconds per idempotency store (Redis) operation.",
         )
-        self.not_stored = meter.create_counter(
+        self.not_stored = count(
             "django_idempotency.not_stored",
-            unit="{request}",
             description="Actions that ran but whose result could not be stored.",
         )
-        self.lease_lost = meter.create_counter(
+        self.lease_lost = count(
             "django_idempotency.lease_lost",
-            unit="{request}",
             description="Running actions whose lease was lost (another caller may run them).",
         )
 
