@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .flows.run import RunFlow
-from .options import NONE, RENAMED, Overrides, named
+from .options import NONE, OLD_SCOPE, Overrides, named
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -31,8 +31,8 @@ def run_options(options: RunKeywords | dict[str, Any], label: str) -> Overrides:
     overrides = _validated.get(cache_key)
     if overrides is None:
         overrides = Overrides.validate(options, "run", named(label), stacklevel=3)
-        # Options under an old name are not kept: each call warns about the name.
-        if len(_validated) < 1024 and RENAMED.keys().isdisjoint(options):
+        # Options under the old name are not kept: each call warns about the name.
+        if len(_validated) < 1024 and OLD_SCOPE not in options:
             _validated[cache_key] = overrides
     return overrides
 

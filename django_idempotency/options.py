@@ -351,16 +351,9 @@ class RunKeywords(TypedDict, total=False):
     on_error_replay: Callable[[Any, BaseException], None] | None
 
 
-@dataclass(frozen=True)
-class Renamed:
-    """An option's old name: it means ``new`` for the doors of ``kinds``, with a warning."""
-
-    new: str
-    kinds: frozenset[str]
-
-
-#: Old option names, accepted with a ``DeprecationWarning`` until the next major release.
-RENAMED: dict[str, Renamed] = {"namespace": Renamed("scope", _RUN_ONLY)}
+#: ``scope``'s old name on the run doors, accepted with a ``DeprecationWarning`` until the
+#: next major release.
+OLD_SCOPE = "namespace"
 
 
 #: Bumped whenever the settings change: merged options of an older generation are stale.
@@ -386,45 +379,37 @@ class Overrides:
 
     @classmethod
     def validate(
-        cls,
-        given: Mapping[str, Any],
-        kind: str,
-        where: Where,
-        *,
-        skip_none: bool = True,
-        stacklevel: int = 2,
+        cls, given: Mapping[str, Any], kind: str, where: Where, *, stacklevel: int = 2
     ) -> Overrides:
         """Check every option in ``given`` for a door of ``kind`` (``"http"``/``"run"``).
 
-        ``None`` values mean "the setting's default" unless ``skip_none`` is false. An old
-        name (:data:`RENAMED`) means its new one and warns; ``stacklevel`` points the
-        warning at the code that gave the options, counted as ``warnings.warn`` counts it
-        from the caller of this method (2: the caller's caller).
+        ``None`` means "the setting's default". :data:`OLD_SCOPE` means ``scope`` on the run
+        doors and warns; ``stacklevel`` points the warning at the code that gave the options,
+        counted as ``warnings.warn`` counts it from the caller of this method.
         """
         checked: dict[str, Any] = {}
         for name, value in given.items():
-            option, old = name, RENAMED.get(name)
-            if old is not None and kind in old.kinds:
-                if old.new in given:
+            option = name
+            if name == OLD_SCOPE and kind == _RUN:
+                option = "scope"
+                if option in given:
                     raise InvalidOption(
-                        f"{where(name)} and {where(old.new)} are one option, given twice "
-                        f"({name} is the old name of {old.new}): give only {where(old.new)}"
+                        f"{where(name)} and {where(option)} are one option, given twice "
+                        f"({name} is the old name of {option}): give only {where(option)}"
                     )
                 warnings.warn(
-                    f"{where(name)} is renamed to {where(old.new)}; the old name will be "
+                    f"{where(name)} is renamed to {where(option)}; the old name will be "
                     "removed in the next major release.",
                     DeprecationWarning,
                     stacklevel=stacklevel + 1,
                 )
-                option = old.new
             spec = SPECS.get(option)
             if spec is None or kind not in spec.kinds:
                 known = ", ".join(sorted(n for n, s in SPECS.items() if kind in s.kinds))
                 raise InvalidOption(f"{where(name)} is not an option here; known: {known}")
-            if value is None and skip_none:
-                continue
-            # A bad value is reported under the name it was given as.
-            checked[option] = spec.checker(kind)(value, where(name))
+            if value is not None:
+                # A bad value is reported under the name it was given as.
+                checked[option] = spec.checker(kind)(value, where(name))
         return cls(checked)
 
     def _merged(self, target: type[Any]) -> tuple[int, Any]:
@@ -450,17 +435,15 @@ class Overrides:
 
     def http(self) -> HttpOptions:
         """What an HTTP door applies to a request, under the current settings."""
-        merged = self._http
-        if merged is None or merged[0] != _generation:
-            merged = self._http = self._merged(HttpOptions)
-        return merged[1]
+        if self._http is None or self._http[0] != _generation:
+            self._http = self._merged(HttpOptions)
+        return self._http[1]
 
     def run(self) -> RunOptions:
         """What a ``run()`` call applies, under the current settings."""
-        merged = self._run
-        if merged is None or merged[0] != _generation:
-            merged = self._run = self._merged(RunOptions)
-        return merged[1]
+        if self._run is None or self._run[0] != _generation:
+            self._run = self._merged(RunOptions)
+        return self._run[1]
 
     def refuse_durable_async(self, where: str) -> None:
         """Refuse ``durable=True`` for a coroutine (``where`` names it).
@@ -474,9 +457,6 @@ class Overrides:
                 "the result in the work's database transaction, which a coroutine cannot "
                 "hold. Make it sync, or leave durable off."
             )
-
-    def __bool__(self) -> bool:
-        return bool(self.values)
 
 
 NONE = Overrides({})
