@@ -16,19 +16,19 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _flow = RunFlow()
-_validated: dict[tuple[tuple[str, Any], ...], Overrides] = {}
+_validated: dict[tuple[tuple[str, type, Any], ...], Overrides] = {}
 
 
 def run_options(options: RunKeywords | dict[str, Any], label: str) -> Overrides:
     """``options`` validated as ``<label>(name=...)`` keywords (cached while hashable)."""
     if not options:
         return NONE
+    # Each value's type is part of the key: True == 1, but only one of them is a valid ttl.
+    cache_key = tuple(sorted((name, type(value), value) for name, value in options.items()))
     try:
-        cache_key = tuple(sorted(options.items()))
-        hash(cache_key)
-    except TypeError:
+        overrides = _validated.get(cache_key)
+    except TypeError:  # an unhashable value
         return Overrides.validate(options, "run", named(label), stacklevel=3)
-    overrides = _validated.get(cache_key)
     if overrides is None:
         overrides = Overrides.validate(options, "run", named(label), stacklevel=3)
         # Options under the old name are not kept: each call warns about the name.
