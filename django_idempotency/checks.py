@@ -1,4 +1,4 @@
-"""Django system checks for django-idempotency (ids ``django_idempotency.E00x/W00x``)."""
+"""Django system checks for django-idempotency (ids ``django_idempotency.E0NN/E1NN/W0NN``)."""
 
 from __future__ import annotations
 
@@ -74,18 +74,18 @@ def check_middleware_order(app_configs: Any = None, **kwargs: Any) -> list[check
     middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
     if MIDDLEWARE_PATH not in middleware or AUTH_MIDDLEWARE_PATH not in middleware:
         return []
+    if middleware.index(MIDDLEWARE_PATH) > middleware.index(AUTH_MIDDLEWARE_PATH):
+        return []
     if _scope_reads_headers_only():
         return []  # request.user plays no part in the scope: any place will do
-    if middleware.index(MIDDLEWARE_PATH) < middleware.index(AUTH_MIDDLEWARE_PATH):
-        return [
-            checks.Error(
-                "IdempotencyMiddleware is placed before AuthenticationMiddleware, so it "
-                "cannot scope keys by user: one user's key could replay another's response.",
-                hint=f"Move {MIDDLEWARE_PATH!r} after {AUTH_MIDDLEWARE_PATH!r} in MIDDLEWARE.",
-                id="django_idempotency.E003",
-            )
-        ]
-    return []
+    return [
+        checks.Error(
+            "IdempotencyMiddleware is placed before AuthenticationMiddleware, so it "
+            "cannot scope keys by user: one user's key could replay another's response.",
+            hint=f"Move {MIDDLEWARE_PATH!r} after {AUTH_MIDDLEWARE_PATH!r} in MIDDLEWARE.",
+            id="django_idempotency.E003",
+        )
+    ]
 
 
 @checks.register(checks.Tags.compatibility)

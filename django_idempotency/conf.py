@@ -47,13 +47,11 @@ def _observers(value: Any, where: str) -> tuple[Any, ...]:
     made = []
     for i, item in enumerate(value):
         at = f"{where}[{i}]"
-        found = o.importable(item, at) if isinstance(item, str) else item
-        if isinstance(found, type):
-            if found not in _made_observers:
-                _made_observers[found] = found()
-            observer = _made_observers[found]
-        else:
-            observer = found
+        observer = o.importable(item, at) if isinstance(item, str) else item
+        if isinstance(observer, type):
+            if observer not in _made_observers:
+                _made_observers[observer] = observer()
+            observer = _made_observers[observer]
         if not all(callable(getattr(observer, m, None)) for m in ("event", "store_op", "span")):
             raise o.bad(at, "an observer (with event(), store_op() and span())", item)
         made.append(observer)
@@ -363,8 +361,7 @@ def problems(user: Any) -> tuple[dict[str, Any], list[Problem]]:
 
     An unknown key names the closest known one, so a misspelling says what was meant.
     """
-    if user is None:
-        user = {}
+    user = {} if user is None else user
     if not isinstance(user, dict):
         return {}, [Problem(SHAPE_CHECK, f"{SETTING_NAME} must be a dict, got {user!r}")]
     found: list[Problem] = []
