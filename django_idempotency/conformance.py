@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from .testing import promises
-from .testing.promises import Battery, Reply, Request, Result, Sender, Transport, render
+from .testing.promises import Battery, Reply, Request, Sender, Transport, Verdict, render
 
 
 def http_transport(url: str, timeout: float) -> Transport:
@@ -61,7 +61,7 @@ def http_transport(url: str, timeout: float) -> Transport:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line, validated: a usage error exits 2 with argparse's message."""
+    """The command line and the battery it asks for (``args.battery``); bad usage exits 2."""
     most = promises.MAX_CONCURRENCY
     parser = argparse.ArgumentParser(
         prog="idempotency-conformance",
@@ -121,35 +121,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if not sep or not name.strip() or any(c in raw for c in "\r\n"):
             parser.error(f"--header must look like 'Name: value', got {raw!r}")
         headers[name.strip()] = value.strip()
-    args.headers = headers
-    if not 1 <= args.concurrency <= most:
-        parser.error(f"--concurrency must be from 1 to {most}, got {args.concurrency}")
     if not args.timeout > 0:
         parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    if not args.method.isalpha():
-        parser.error(f"--method must be an HTTP method such as POST, got {args.method!r}")
+    try:  # the battery refuses a bad --concurrency or --method, naming the option
+        args.battery = Battery(
+            method=args.method.upper(),
+            body=(args.data or "").encode(),
+            headers=headers,
+            key_header=args.key_header,
+            replay_header=args.replay_header,
+            concurrency=args.concurrency,
+            conflict=args.conflict,
+            barrier_timeout=args.timeout,
+        )
+    except ValueError as exc:
+        parser.error(f"--{exc}")
     return args
-
-
-def check(args: argparse.Namespace) -> list[Result]:
-    """Run the battery against ``args.url``."""
-    battery = Battery(
-        method=args.method.upper(),
-        body=(args.data or "").encode(),
-        headers=args.headers,
-        key_header=args.key_header,
-        replay_header=args.replay_header,
-        concurrency=args.concurrency,
-        conflict=args.conflict,
-        barrier_timeout=args.timeout,
-    )
-    return battery.run(http_transport(args.url, args.timeout))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: print the report; 0 if nothing failed, 1 if a promise broke."""
     args = parse_args(argv)
-    results = check(args)
+    results = args.battery.run(http_transport(args.url, args.timeout))
     failed = any(r.failed for r in results)
     if args.json:
         report = {
@@ -162,8 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"{args.method.upper()} {args.url}")
         print(render(results))
-        total = {v: sum(r.verdict.value == v for r in results) for v in ("pass", "fail")}
-        print(f"{total['pass']} passed, {total['fail']} failed")
+        passed = sum(r.verdict is Verdict.PASS for r in results)
+        print(f"{passed} passed, {sum(r.failed for r in results)} failed")
     return 1 if failed else 0
 
 

@@ -115,14 +115,13 @@ def client_transport(client: Any, path: str) -> Transport:
         own.cookies = SimpleCookie(client.cookies)
 
         def send(request: Request) -> Reply:
-            meta = {
-                "HTTP_" + name.upper().replace("-", "_"): value
-                for name, value in request.headers.items()
-                if name.lower() != "content-type"
-            }
-            content_type = next(
-                (v for k, v in request.headers.items() if k.lower() == "content-type"), ""
-            )
+            content_type = ""
+            meta: dict[str, str] = {}
+            for name, value in request.headers.items():
+                if name.lower() == "content-type":
+                    content_type = value
+                else:
+                    meta["HTTP_" + name.upper().replace("-", "_")] = value
             try:
                 response = own.generic(
                     request.method, path, data=request.body, content_type=content_type, **meta

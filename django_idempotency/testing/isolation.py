@@ -24,11 +24,6 @@ from ..stores.base import Slot, StoreError
 logger = logging.getLogger("django_idempotency")
 
 
-def prefix_for(settings: IdempotencySettings, tag: str) -> str:
-    """The key prefix of one test's records: below the project's, never matching it."""
-    return f"{settings.KEY_PREFIX}:{tag}"
-
-
 @contextlib.contextmanager
 def isolated_store() -> Iterator[None]:
     """Inside the block, idempotency records live apart, and are deleted on exit."""
@@ -40,7 +35,7 @@ def isolated_store() -> Iterator[None]:
         store = settings.STORE
         own = dataclasses.replace(
             settings,
-            KEY_PREFIX=prefix_for(settings, tag),
+            KEY_PREFIX=f"{settings.KEY_PREFIX}:{tag}",  # below the project's, never matching it
             STORE=lambda s: Recording(store(s), claimed),
         )
         engine = build_engine(own)

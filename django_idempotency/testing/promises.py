@@ -278,19 +278,19 @@ class Battery:
         key = new_key("retried")
         first = self._send(transport, "first", self.request(key))
         reply = first.reply
-        if reply.error or not reply.succeeded or reply.marked(self.replay_header):
-            if reply.error:
-                why, detail = "transport-error", reply.error
-            elif reply.marked(self.replay_header):
-                why, detail = "marked-as-replay", "a new key's response is marked as a replay"
-            else:
-                why, detail = "error-status", f"status {reply.status}, expected 2xx or 3xx"
-            result = _fail(FIRST, detail, why, (first,))
-            skip = "the first request did not succeed"
-            return result, _not_applicable(REPLAY, skip), _not_applicable(CHANGED, skip)
-        passed = _pass(FIRST, f"status {reply.status}", (first,))
-        retry = self._send(transport, "retry", self.request(key))
-        return passed, self._judge_replay(first, retry), self._changed(transport, key, first)
+        if reply.error:
+            why, detail = "transport-error", reply.error
+        elif reply.marked(self.replay_header):
+            why, detail = "marked-as-replay", "a new key's response is marked as a replay"
+        elif not reply.succeeded:
+            why, detail = "error-status", f"status {reply.status}, expected 2xx or 3xx"
+        else:
+            passed = _pass(FIRST, f"status {reply.status}", (first,))
+            retry = self._send(transport, "retry", self.request(key))
+            return passed, self._judge_replay(first, retry), self._changed(transport, key, first)
+        skip = "the first request did not succeed"
+        failed = _fail(FIRST, detail, why, (first,))
+        return failed, _not_applicable(REPLAY, skip), _not_applicable(CHANGED, skip)
 
     def _judge_replay(self, first: Exchange, retry: Exchange) -> Result:
         evidence = (first, retry)
@@ -346,8 +346,9 @@ class Battery:
             thread.start()
         for thread in threads:
             thread.join()
-        real = [e for e in raised if not isinstance(e, threading.BrokenBarrierError)]
-        if real or raised:
+        if raised:
+            # The other threads' BrokenBarrierError only echoes the failure that aborted it.
+            real = [e for e in raised if not isinstance(e, threading.BrokenBarrierError)]
             raise (real or raised)[0]
         return [e for e in exchanges if e is not None]
 

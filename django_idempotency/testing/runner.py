@@ -23,9 +23,8 @@ class IsolatingResult(unittest.TestResult):
 
     def startTest(self, test: unittest.TestCase) -> None:
         """Open the test's store, then start it."""
-        stack = contextlib.ExitStack()
-        stack.enter_context(isolated_store())
-        self._isolation = stack
+        self._isolation = contextlib.ExitStack()
+        self._isolation.enter_context(isolated_store())
         super().startTest(test)
 
     def stopTest(self, test: unittest.TestCase) -> None:
@@ -38,15 +37,9 @@ class IsolatingResult(unittest.TestResult):
                 stack.close()
 
 
-_isolating: dict[type[unittest.TextTestResult], type[unittest.TextTestResult]] = {}
-
-
 def isolating(result_class: type[unittest.TextTestResult]) -> type[unittest.TextTestResult]:
-    """``result_class`` with :class:`IsolatingResult` in front of it (made once per class)."""
-    if result_class not in _isolating:
-        name = f"Isolating{result_class.__name__}"
-        _isolating[result_class] = type(name, (IsolatingResult, result_class), {})
-    return _isolating[result_class]
+    """``result_class`` with :class:`IsolatingResult` in front of it."""
+    return type(f"Isolating{result_class.__name__}", (IsolatingResult, result_class), {})
 
 
 class IsolatingRemoteTestResult(IsolatingResult, RemoteTestResult):
