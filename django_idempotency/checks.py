@@ -137,10 +137,9 @@ def check_eviction_policy(app_configs: Any = None, **kwargs: Any) -> list[checks
     ``allkeys-*``: only ``noeviction`` (or no ``maxmemory`` at all) is safe. An evicted
     running record lets a concurrent duplicate run the action a second time.
 
-    This asks the server (``INFO memory``, allowed where ``CONFIG`` is not, as on
-    managed Redis), so it is a deployment check: ``manage.py check --deploy``. It
-    waits at most :data:`PROBE_TIMEOUT` seconds and warns, never fails, when Redis
-    does not answer. On Redis Cluster every primary is asked.
+    It asks the server (every primary of a Cluster), so it is a deployment check
+    (``manage.py check --deploy``): it waits at most :data:`PROBE_TIMEOUT` seconds, and
+    warns, never fails, when Redis does not answer.
     """
     from .conf import build
     from .stores.redis.connection import memory_policies

@@ -368,13 +368,9 @@ def problems(user: Any) -> tuple[dict[str, Any], list[Problem]]:
     for key in sorted(set(user) - set(DEFAULTS), key=str):
         close = difflib.get_close_matches(str(key).upper(), DEFAULTS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        found.append(
-            Problem(
-                SHAPE_CHECK,
-                f"{SETTING_NAME} has an unknown key {key!r}{hint} "
-                f"(known keys: {', '.join(DEFAULTS)})",
-            )
-        )
+        known = ", ".join(DEFAULTS)
+        message = f"{SETTING_NAME} has an unknown key {key!r}{hint} (known keys: {known})"
+        found.append(Problem(SHAPE_CHECK, message))
     values: dict[str, Any] = {}
     for f in SETTINGS:
         raw = user.get(f.name, f.metadata["default"])
@@ -384,13 +380,9 @@ def problems(user: Any) -> tuple[dict[str, Any], list[Problem]]:
             found.append(Problem(check_id(f.name), str(exc)))
     if values.get("STORE_SERVER_ERRORS") and values.get("STORE_RESPONSES") is not None:
         # Two answers to one question: refuse rather than let one silently win.
-        found.append(
-            Problem(
-                check_id("STORE_RESPONSES"),
-                f"{_name('STORE_RESPONSES')} and {_name('STORE_SERVER_ERRORS')} are both "
-                'set: drop STORE_SERVER_ERRORS (it means STORE_RESPONSES = "2xx-5xx")',
-            )
-        )
+        both = f"{_name('STORE_RESPONSES')} and {_name('STORE_SERVER_ERRORS')} are both set"
+        message = f'{both}: drop STORE_SERVER_ERRORS (it means STORE_RESPONSES = "2xx-5xx")'
+        found.append(Problem(check_id("STORE_RESPONSES"), message))
     if "STORE_RESPONSES" in values and values["STORE_RESPONSES"] is None:
         values["STORE_RESPONSES"] = (
             STORE_2XX_5XX if values.get("STORE_SERVER_ERRORS") else STORE_2XX_4XX
