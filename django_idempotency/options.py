@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from enum import Enum
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from django.core.exceptions import ImproperlyConfigured
@@ -26,7 +25,6 @@ from django.utils.module_loading import import_string
 from .policies import OutcomeUnknownPolicy, StatusSet, StorePolicy, status_range
 
 if TYPE_CHECKING:
-    from .conf import IdempotencySettings
     from .serializers.base import ErrorSerializer, ValueSerializer
 
 
@@ -311,18 +309,18 @@ class RunOptions(_Common):
     on_error_replay: Callable[[Any, BaseException], None] | None
 
 
-#: The fields of the merged options that no door sets: each read from the settings.
-SETTINGS_ONLY: dict[str, Callable[[IdempotencySettings], Any]] = {
-    "header": attrgetter("HEADER"),
-    "header_meta_key": attrgetter("header_meta_key"),
-    "form_field": attrgetter("FORM_FIELD"),
-    "max_key_length": attrgetter("MAX_KEY_LENGTH"),
-    "key_format": attrgetter("KEY_FORMAT"),
-    "max_body_bytes": attrgetter("MAX_BODY_BYTES"),
-    "replay_header": attrgetter("REPLAY_HEADER"),
-    "fail_open": attrgetter("fail_open"),
-    "problem_type_base": attrgetter("PROBLEM_TYPE_BASE"),
-    "drf_exception_handler": attrgetter("DRF_EXCEPTION_HANDLER"),
+#: The fields of the merged options that no door sets, with the settings attribute each is.
+SETTINGS_ONLY: dict[str, str] = {
+    "header": "HEADER",
+    "header_meta_key": "header_meta_key",
+    "form_field": "FORM_FIELD",
+    "max_key_length": "MAX_KEY_LENGTH",
+    "key_format": "KEY_FORMAT",
+    "max_body_bytes": "MAX_BODY_BYTES",
+    "replay_header": "REPLAY_HEADER",
+    "fail_open": "fail_open",
+    "problem_type_base": "PROBLEM_TYPE_BASE",
+    "drf_exception_handler": "DRF_EXCEPTION_HANDLER",
 }
 
 
@@ -424,7 +422,7 @@ class Overrides:
             if f.name in self.values:
                 values[f.name] = self.values[f.name]
             elif f.name in SETTINGS_ONLY:
-                values[f.name] = SETTINGS_ONLY[f.name](settings)
+                values[f.name] = getattr(settings, SETTINGS_ONLY[f.name])
             else:
                 spec = SPECS[f.name]
                 if spec.setting and (spec.setting_kinds is None or kind in spec.setting_kinds):
