@@ -74,10 +74,6 @@ def protection(callback: Any, view: Any, method: str) -> Protection | None:
     flow = _acting_flow(callback, view)
     if flow is None:
         return None
-    if isinstance(view, IdempotentMixin) and flow is type(view)._idempotency_flow:
-        actions = type(view)._idempotency_actions
-        if actions is not None and getattr(view, "action", None) not in actions:
-            return None
     options = flow.overrides.http()
     return Protection(flow.door, options) if method.upper() in options.methods else None
 
@@ -90,9 +86,12 @@ def _acting_flow(callback: Any, view: Any) -> HttpFlow | None:
     decorated: HttpFlow | None = getattr(callback, FLOW_ATTR, None)
     if decorated is not None:
         return decorated
-    if isinstance(view, IdempotentMixin):
-        return type(view)._idempotency_flow
-    return None  # exempt
+    if not isinstance(view, IdempotentMixin):
+        return None  # exempt
+    actions = type(view)._idempotency_actions
+    if actions is not None and getattr(view, "action", None) not in actions:
+        return None  # a viewset action the mixin leaves unprotected
+    return type(view)._idempotency_flow
 
 
 def _middleware_installed() -> bool:

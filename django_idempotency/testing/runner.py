@@ -37,11 +37,6 @@ class IsolatingResult(unittest.TestResult):
                 stack.close()
 
 
-def isolating(result_class: type[unittest.TextTestResult]) -> type[unittest.TextTestResult]:
-    """``result_class`` with :class:`IsolatingResult` in front of it."""
-    return type(f"Isolating{result_class.__name__}", (IsolatingResult, result_class), {})
-
-
 class IsolatingRemoteTestResult(IsolatingResult, RemoteTestResult):
     """The result a ``--parallel`` worker process records into, isolating each test."""
 
@@ -72,7 +67,8 @@ class IsolatedStoreMixin(_Runner):
 
     def get_resultclass(self) -> type[unittest.TextTestResult] | None:
         """The runner's own result class (``--debug-sql``, ``--pdb``), isolating."""
-        return isolating(super().get_resultclass() or unittest.TextTestResult)
+        base = super().get_resultclass() or unittest.TextTestResult
+        return type(f"Isolating{base.__name__}", (IsolatingResult, base), {})
 
 
 class IsolatedTestRunner(IsolatedStoreMixin, DiscoverRunner):
