@@ -125,7 +125,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
     try:  # the battery refuses a bad --concurrency or --method, naming the option
         args.battery = Battery(
-            method=args.method.upper(),
+            method=args.method,
             body=(args.data or "").encode(),
             headers=headers,
             key_header=args.key_header,
