@@ -31,6 +31,10 @@ from django.db import connections, router
 
 __all__ = ["DatabaseRows"]
 
+_INSERT = "INSERT INTO {table} (rid, record, expires_ms) VALUES (%s, %s, %s)"
+_SELECT = "SELECT record, expires_ms FROM {table} WHERE rid = %s"
+_DELETE_EXPIRED = "DELETE FROM {table} WHERE rid = %s AND expires_ms <= %s"
+
 
 def _model() -> Any:
     # Imported late: the engine is built before the app registry may be ready.
@@ -43,16 +47,17 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _execute(alias: str, statement: str, params: list[Any]) -> Any:
+    """Run ``statement`` (``{table}`` in it: the rows' table) on database ``alias``; the
+    first row it returns, if it returns rows (DB-API: a ``description``)."""
+    table = connections[alias].ops.quote_name(_model()._meta.db_table)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(statement.format(table=table), params)
+        return cursor.fetchone() if cursor.description is not None else None
+
+
 class DatabaseRows:
     """Durable mode's rows on Django's databases (read, insert, purge)."""
-
-    def __init__(self) -> None:
-        self._table: str | None = None
-
-    def _sql(self, alias: str, statement: str) -> str:
-        if self._table is None:
-            self._table = str(_model()._meta.db_table)
-        return statement.format(table=connections[alias].ops.quote_name(self._table))
 
     def alias(self) -> str:
         """The database Django's router writes durable rows to."""
@@ -60,34 +65,17 @@ class DatabaseRows:
 
     def write(self, rid: bytes, sealed: bytes, ttl_ms: int, using: str) -> None:
         """Insert the row for ``rid`` on ``using``, in its open transaction."""
-        with connections[using].cursor() as cursor:
-            cursor.execute(
-                self._sql(
-                    using, "INSERT INTO {table} (rid, record, expires_ms) VALUES (%s, %s, %s)"
-                ),
-                [rid.hex(), sealed, _now_ms() + ttl_ms],
-            )
+        _execute(using, _INSERT, [rid.hex(), sealed, _now_ms() + ttl_ms])
 
     def read(self, rid: bytes) -> bytes | None:
         """The committed, unexpired row for ``rid``, if any (an expired one is deleted)."""
-        alias = str(router.db_for_read(_model()))
-        with connections[alias].cursor() as cursor:
-            cursor.execute(
-                self._sql(alias, "SELECT record, expires_ms FROM {table} WHERE rid = %s"),
-                [rid.hex()],
-            )
-            found = cursor.fetchone()
+        found = _execute(str(router.db_for_read(_model())), _SELECT, [rid.hex()])
         if found is None:
             return None
         record, expires_ms = found
         if expires_ms > _now_ms():
             return bytes(record)
-        write = self.alias()
-        with connections[write].cursor() as cursor:
-            cursor.execute(
-                self._sql(write, "DELETE FROM {table} WHERE rid = %s AND expires_ms <= %s"),
-                [rid.hex(), _now_ms()],
-            )
+        _execute(self.alias(), _DELETE_EXPIRED, [rid.hex(), _now_ms()])
         return None
 
     def _rows(self, alias: str) -> Any:

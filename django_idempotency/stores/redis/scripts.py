@@ -49,7 +49,6 @@ assert (TOKEN_SLICE.start, TOKEN_SLICE.stop) == (4, 16)
 class Script:
     """One Lua script: its source and SHA1, and the EVALSHA command prefix for one key."""
 
-    name: str
     source: str
     sha: bytes
 
@@ -57,7 +56,7 @@ class Script:
     def load(cls, name: str) -> Script:
         """Read ``lua/<name>.lua`` from the package."""
         source = resources.files(__package__).joinpath(f"lua/{name}.lua").read_text()
-        return cls(name, source, hashlib.sha1(source.encode()).hexdigest().encode())
+        return cls(source, hashlib.sha1(source.encode()).hexdigest().encode())
 
     def pack(self, key: bytes, args: Sequence[bytes]) -> bytes:
         """``EVALSHA <sha> 1 <key> <args...>`` encoded as RESP, in one buffer.
@@ -78,4 +77,3 @@ CLAIM = Script.load("claim")
 COMPLETE = Script.load("complete")
 RELEASE = Script.load("release")
 RENEW = Script.load("renew")
-SCRIPTS = (CLAIM, COMPLETE, RELEASE, RENEW)
