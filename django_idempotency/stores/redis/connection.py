@@ -176,9 +176,8 @@ def async_client_from(client: Any) -> Any:
             for node in client.get_nodes()  # type: ignore[no-untyped-call,unused-ignore]
         ]
         accepted = _accepted(redis.asyncio.cluster.RedisCluster, kwargs)
-        accepted.pop("host", None)
-        accepted.pop("port", None)
-        accepted.pop("startup_nodes", None)
+        for name in ("host", "port", "startup_nodes"):  # the nodes are given below
+            accepted.pop(name, None)
         # redis-py 5.0 declares connection_pool abstract on it.
         return redis.asyncio.cluster.RedisCluster(  # type: ignore[abstract,unused-ignore]
             startup_nodes=startup, **accepted
