@@ -1,22 +1,21 @@
 """The storage seam: what the engine needs from a store, in neutral terms.
 
 The engine claims, completes, releases and renews records through a :class:`Store`
-(and an :class:`AsyncStore` for the asyncio doors) and learns of a concurrent owner's
-completion from a :class:`Notifier`. None of these types knows Redis; the Redis
-implementation lives in :mod:`django_idempotency.stores.redis`, and a new backend is
-a sibling package implementing the same protocols.
+(an :class:`AsyncStore` for the asyncio doors) and hears of a concurrent owner's
+completion from a :class:`Notifier`. None of them knows Redis: :mod:`.redis` and
+:mod:`.memory` implement them, as a new backend would.
 
 A store moves *sealed* records: opaque bytes built and checked by
-:mod:`django_idempotency.records`. It only needs to know where a running record keeps
-its fencing token (:data:`~django_idempotency.records.TOKEN_SLICE`), so a completion can
-be refused to a caller whose lease was lost.
+:mod:`django_idempotency.records`. It reads only where a running record keeps its fencing
+token (:data:`~django_idempotency.records.TOKEN_SLICE`), to refuse a completion to a
+caller whose lease was lost.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +38,12 @@ def parse_record_id(shown: str) -> bytes:
     if len(shown) != 16 or len(rid) != 12:
         raise ValueError(f"not a record id: {shown!r}")
     return rid
+
+
+#: Whether a record's first bytes hold all that listing it needs (for the scanners).
+Complete = Callable[[bytes], bool]
+#: Whether a record (name, first bytes), read again just before deleting it, may go.
+Wanted = Callable[[str, bytes], bool]
 
 
 class StoreError(Exception):

@@ -20,19 +20,15 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..records import RUNNING_CHAR, TOKEN_SLICE, WAITER_FLAG_OFFSET, held_ms
-from .base import Batch, ClaimReply, RawHead, Slot, record_name
+from .base import Batch, ClaimReply, Complete, RawHead, Slot, Wanted, record_name
 
 if TYPE_CHECKING:
     from ..conf import IdempotencySettings
 
-#: Whether a record's first bytes hold all that listing it needs.
-Complete = Callable[[bytes], bool]
-#: Whether a record (name, first bytes), read again just before deleting it, may go.
-Wanted = Callable[[str, bytes], bool]
 _WAITING = ord("w")
 #: How many completions are remembered for a waiter that registers after one.
 _HEARD_MAX = 100_000
@@ -51,13 +47,9 @@ class MemoryStore:
         self._lock = threading.Lock()
         #: name -> (record bytes, when it expires on the monotonic clock).
         self._records: dict[str, tuple[bytes, float]] = {}
-        self._notifier = MemoryNotifier()
+        #: What wakes this store's waiters.
+        self.notifier = MemoryNotifier()
         self._aio = AsyncMemoryStore(self)
-
-    @property
-    def notifier(self) -> MemoryNotifier:
-        """What wakes this store's waiters."""
-        return self._notifier
 
     def aio(self) -> AsyncMemoryStore:
         """The same store for coroutines (nothing in it blocks)."""
@@ -130,7 +122,7 @@ class MemoryStore:
             if running is None:
                 return self._get(slot.name, now) == record  # a retried completion
             self._records[slot.name] = (record, now + ttl_ms / 1000)
-        self._notifier.publish(slot.name)
+        self.notifier.publish(slot.name)
         return True
 
     def release(self, slot: Slot, token: bytes) -> bool:
@@ -139,7 +131,7 @@ class MemoryStore:
             if self._owned(slot.name, token, time.monotonic()) is None:
                 return False
             del self._records[slot.name]
-        self._notifier.publish(slot.name)
+        self.notifier.publish(slot.name)
         return True
 
     def renew(self, leases: Sequence[tuple[Slot, bytes, int]]) -> list[bool]:

@@ -18,25 +18,31 @@ and its read drops its connection, so no kept connection holds a stale reply.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 from redis.client import NEVER_DECODE
 
-from ...records import TOKEN_SLICE
 from ..base import ClaimReply, Slot
 from .connection import CHECKOUT_ARGS, is_cluster
 from .scripts import CLAIM, COMPLETE, RELEASE, Script
-from .store import RedisStore, _ms, _raw, claim_reply, demoted, get_command, translate
+from .store import (
+    RedisStore,
+    claim_reply,
+    demoted,
+    get_command,
+    kept_at_most,
+    millis,
+    raw,
+    translate,
+)
 
+_P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-#: Connections a loop's store keeps checked out of its pool between calls, at most: one
-#: per request a busy worker has at Redis at once. Kept only from a pool of at least
-#: :data:`_SPARE_FROM` connections, so the pool always has more to hand out than are kept
-#: and a coroutine queued at the pool is never left waiting behind idle kept ones.
+#: Connections a loop's store keeps checked out of its pool between calls, at most (see
+#: :func:`.store.kept_at_most`): one per request a busy worker has at Redis at once.
 _KEEP_IDLE = 8
-_SPARE_FROM = 16
 
 
 class AsyncRedisStore:
@@ -47,8 +53,7 @@ class AsyncRedisStore:
         self._sync = sync_store
         self._channel = sync_store.channel.encode()
         self._pool: Any = None if is_cluster(client) else client.connection_pool
-        spare = getattr(self._pool, "max_connections", 0) or 0
-        self._keep = _KEEP_IDLE if spare >= _SPARE_FROM else 0
+        self._keep = kept_at_most(self._pool, _KEEP_IDLE)
         self._idle: list[Any] = []
 
     def slot(self, rid: bytes) -> Slot:
@@ -62,19 +67,20 @@ class AsyncRedisStore:
             await conn.disconnect(nowait=True)
             await self._pool.release(conn)
 
-    async def _guarded(self, func: Callable[[], Awaitable[_R]]) -> _R:
+    async def _guarded(
+        self, func: Callable[_P, Awaitable[_R]], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _R:
         for retry in (False, True):
             try:
-                return await func()
+                return await func(*args, **kwargs)
             except redis.exceptions.RedisError as exc:
                 if retry or not demoted(exc):
                     raise translate(exc) from exc
             # Kept and idle connections may still point at the demoted primary;
             # reconnecting through the Sentinel finds the new one.
-            pool = getattr(self.client, "connection_pool", None)
-            if pool is not None:
+            if self._pool is not None:
                 await self._drop_idle()
-                await pool.disconnect(inuse_connections=False)
+                await self._pool.disconnect(inuse_connections=False)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(self, packed: bytes) -> Any:
@@ -85,10 +91,8 @@ class AsyncRedisStore:
             except redis.exceptions.ConnectionError as exc:
                 if demoted(exc):
                     raise
-            # A kept connection the server closed while it sat idle (a restart, its idle
-            # timeout): what the pool's check does on checkout, done after the fact. The
-            # other kept ones are likely closed too. Every script call may be sent again
-            # (see the blocking store).
+            # A kept connection the server closed while it sat idle: as the blocking
+            # store's _send does, drop them all and send again on a pooled one.
             await self._drop_idle()
         return await self._exchange(await self._pool.get_connection(*CHECKOUT_ARGS), packed)
 
@@ -137,12 +141,8 @@ class AsyncRedisStore:
 
     async def claim(self, slot: Slot, running: bytes, lease_ms: int) -> ClaimReply:
         """See :meth:`RedisStore.claim`."""
-        reply = claim_reply(
-            await self._guarded(lambda: self._eval(CLAIM, slot.name, (running, _ms(lease_ms))))
-        )
-        if reply.record is not None and reply.record[TOKEN_SLICE] == running[TOKEN_SLICE]:
-            return ClaimReply(None)
-        return reply
+        reply = await self._guarded(self._eval, CLAIM, slot.name, (running, millis(lease_ms)))
+        return claim_reply(reply, running)
 
     async def read(self, slot: Slot) -> bytes | None:
         """See :meth:`RedisStore.read`."""
@@ -154,14 +154,13 @@ class AsyncRedisStore:
             return await self.client.execute_command("GET", key, **{NEVER_DECODE: True})
 
         reply = await self._guarded(get)
-        return None if reply is None else _raw(reply)
+        return None if reply is None else raw(reply)
 
     async def complete(self, slot: Slot, token: bytes, record: bytes, ttl_ms: int) -> bool:
         """See :meth:`RedisStore.complete`."""
-        args = (token, record, _ms(ttl_ms), self._channel)
-        return bool(await self._guarded(lambda: self._eval(COMPLETE, slot.name, args)))
+        args = (token, record, millis(ttl_ms), self._channel)
+        return bool(await self._guarded(self._eval, COMPLETE, slot.name, args))
 
     async def release(self, slot: Slot, token: bytes) -> bool:
         """See :meth:`RedisStore.release`."""
-        args = (token, self._channel)
-        return bool(await self._guarded(lambda: self._eval(RELEASE, slot.name, args)))
+        return bool(await self._guarded(self._eval, RELEASE, slot.name, (token, self._channel)))

@@ -38,7 +38,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 from ..base import Slot
@@ -63,8 +63,8 @@ _live: weakref.WeakSet[RedisNotifier] = weakref.WeakSet()
 class RedisNotifier:
     """The process's subscription to one notification channel, shared by all waiters."""
 
-    def __init__(self, client_factory: Callable[[], Any], channel: str) -> None:
-        self._client_factory = client_factory
+    def __init__(self, client: Any, channel: str) -> None:
+        self._client = client
         self.channel = channel
         self._reset()
         _live.add(self)
@@ -76,7 +76,8 @@ class RedisNotifier:
         #: Waiters for the subscription itself (they look again once it is live).
         self._pending: list[Watch] = []
         self._epochs = itertools.count(1)
-        self._epoch = 0
+        #: The live subscription's number; 0 while there is none.
+        self.epoch = 0
         self._seq = 0
         self._recent: dict[str, tuple[int, float]] = {}
         self._thread: threading.Thread | None = None
@@ -84,16 +85,11 @@ class RedisNotifier:
 
     # -- the waiter's side ----------------------------------------------------------------
 
-    @property
-    def epoch(self) -> int:
-        """The live subscription's number; 0 while there is none."""
-        return self._epoch
-
     def position(self) -> Position:
         """Read before sending a claim; hand it to :meth:`wait` if the claim finds a runner."""
         if self._pid != os.getpid():
             return 0, 0  # the parent's subscription: not live in this process
-        return self._epoch, self._seq
+        return self.epoch, self._seq
 
     def _register(self, slot: Slot, position: Position, watch: Watch) -> bool:
         """Register ``watch`` for ``slot``; False when the caller must look again at once."""
@@ -104,8 +100,8 @@ class RedisNotifier:
             heard = self._recent.get(slot.name)
             if heard is not None and heard[0] > seq:
                 return False  # it finished after our claim was sent
-            if epoch == 0 or epoch != self._epoch:
-                if self._epoch == 0:
+            if epoch == 0 or epoch != self.epoch:
+                if self.epoch == 0:
                     # Not subscribed yet: the caller waits for it, then looks again.
                     self._pending.append(watch)
                 else:
@@ -114,11 +110,17 @@ class RedisNotifier:
             self._watches.setdefault(slot.name, []).append(watch)
             return True
 
-    def _unregister(self, slot: Slot, watch: Watch) -> None:
-        with self._lock:
-            forget(self._watches, slot.name, watch)
-            if watch in self._pending:
-                self._pending.remove(watch)
+    @contextlib.contextmanager
+    def _watching(self, slot: Slot, position: Position, watch: Watch) -> Iterator[bool]:
+        """``watch`` registered for the block; yields whether it waits for the owner (else
+        only, bounded, for the subscription, so that the next claim's wait is covered)."""
+        try:
+            yield self._register(slot, position, watch)
+        finally:
+            with self._lock:
+                forget(self._watches, slot.name, watch)
+                if watch in self._pending:
+                    self._pending.remove(watch)
 
     def wait(self, slot: Slot, position: Position, timeout: float) -> bool:
         """Block up to ``timeout`` seconds; True when the slot's owner finished.
@@ -127,25 +129,14 @@ class RedisNotifier:
         not live since the claim, or it dropped meanwhile).
         """
         watch = Watch()
-        if not self._register(slot, position, watch):
-            # Wait (bounded) for the subscription, so the next claim's wait is covered.
-            watch.wait(min(timeout, ANSWER_WITHIN))
-            self._unregister(slot, watch)
-            return False
-        try:
-            return watch.wait(timeout)
-        finally:
-            self._unregister(slot, watch)
+        with self._watching(slot, position, watch) as live:
+            return watch.wait(timeout if live else min(timeout, ANSWER_WITHIN)) and live
 
     async def await_outcome(self, slot: Slot, position: Position, timeout: float) -> bool:
         """:meth:`wait` for a coroutine: it holds neither a thread nor a connection."""
         watch = Watch(asyncio.get_running_loop())
-        live = self._register(slot, position, watch)
-        try:
-            notified = await watch.wait_async(timeout if live else min(timeout, ANSWER_WITHIN))
-            return notified and live
-        finally:
-            self._unregister(slot, watch)
+        with self._watching(slot, position, watch) as live:
+            return await watch.wait_async(timeout if live else min(timeout, ANSWER_WITHIN)) and live
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -181,11 +172,11 @@ class RedisNotifier:
         while not self._stop:
             pubsub: Any = None
             try:
-                pubsub = self._client_factory().pubsub()
+                pubsub = self._client.pubsub()
                 pubsub.subscribe(self.channel)
                 self._await_confirmation(pubsub)
                 with self._lock:
-                    self._epoch = next(self._epochs)
+                    self.epoch = next(self._epochs)
                     pending, self._pending = self._pending, []
                 for watch in pending:
                     watch.deliver(False)
@@ -255,7 +246,7 @@ class RedisNotifier:
     def _drop_all(self) -> None:
         """The subscription ended: every waiter looks again (messages may be lost)."""
         with self._lock:
-            self._epoch = 0
+            self.epoch = 0
             everyone = [w for ws in self._watches.values() for w in ws] + self._pending
             self._watches, self._pending = {}, []
         for watch in everyone:

@@ -15,20 +15,16 @@ the others. On Cluster a transaction holds one hash slot's keys: a group per slo
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis
 from redis.crc import key_slot
 
-from ..base import Batch, RawHead, StoreError
+from ..base import Batch, Complete, RawHead, StoreError, Wanted
 from .connection import CHECKOUT_ARGS
-from .store import RedisStore, record_pattern, translate
+from .store import RedisStore, raw, record_pattern, send_all, translate
 
-#: Whether a record's first bytes hold all that listing it needs.
-Complete = Callable[[bytes], bool]
-#: Whether a record (name, first bytes), read again just before deleting it, may go.
-Wanted = Callable[[str, bytes], bool]
 #: Bytes read per record for listing: header, fingerprint, meta and the payload's start.
 HEAD_BYTES = 600
 #: Re-read size for the rare record whose meta is longer than :data:`HEAD_BYTES`.
@@ -49,27 +45,6 @@ _HEAD_COMMAND = _getrange(b"%b", HEAD_BYTES).replace(b"$2\r\n%b", b"$%d\r\n%b")
 _PTTL_COMMAND = _command(b"PTTL", b"%b").replace(b"$2\r\n%b", b"$%d\r\n%b")
 
 
-def _bytes(value: Any) -> bytes:
-    # A client built with decode_responses=True hands back str.
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
-    return bytes(value)
-
-
-def _send(conn: Any, commands: list[bytes]) -> list[Any]:
-    """Write ``commands`` at once, then read one reply per command (errors as values)."""
-    if not commands:
-        return []
-    conn.send_packed_command([b"".join(commands)])
-    replies: list[Any] = []
-    for _ in commands:
-        try:
-            replies.append(conn.read_response(disable_decoding=True))
-        except redis.exceptions.ResponseError as exc:
-            replies.append(exc)
-    return replies
-
-
 def _read(
     conn: Any, names: Sequence[bytes], complete: Complete, listing: bool
 ) -> list[tuple[Any, Any, Any]]:
@@ -78,14 +53,14 @@ def _read(
     :data:`LONG_HEAD_BYTES` where ``complete`` says the first read falls short. A delete's
     re-read (``listing`` false) asks no PTTL or size: it needs the bytes only."""
     per_record = [_HEAD_COMMAND, _PTTL_COMMAND] if listing else [_HEAD_COMMAND]
-    replies = _send(conn, [c % (len(k), k) for k in names for c in per_record])
+    replies = send_all(conn, [c % (len(k), k) for k in names for c in per_record])
     heads = replies[:: len(per_record)]
     pttls = replies[1::2] if listing else [None] * len(names)
     sizes = [len(h) if isinstance(h, bytes) else 0 for h in heads]
     cut = [i for i, h in enumerate(heads) if isinstance(h, bytes) and len(h) == HEAD_BYTES]
     short = [i for i in cut if not complete(heads[i])]
     more = [_command(b"STRLEN", names[i]) for i in cut] if listing else []
-    further = iter(_send(conn, more + [_getrange(names[i], LONG_HEAD_BYTES) for i in short]))
+    further = iter(send_all(conn, more + [_getrange(names[i], LONG_HEAD_BYTES) for i in short]))
     if listing:
         for i in cut:
             sizes[i] = next(further)
@@ -150,7 +125,7 @@ class RedisScanner:
             if any(isinstance(r, Exception) for r in (head, pttl, size)):
                 foreign += 1
             elif pttl != -2 and head:  # else expired or deleted since SCAN returned it
-                found.append(RawHead(k.decode(), _bytes(head), _ttl(int(pttl)), int(size)))
+                found.append(RawHead(k.decode(), raw(head), _ttl(int(pttl)), int(size)))
         return found, foreign
 
     def page(
@@ -176,7 +151,7 @@ class RedisScanner:
                     cursor=scan_cursor, match=self.pattern, count=count
                 )
             scan_cursor = int(after_scan)
-            keys = [_bytes(k) for k in raw_keys]
+            keys = [raw(k) for k in raw_keys]
             heads, foreign = self.heads(node, keys, complete) if keys else ([], 0)
             scanned += len(keys)
             if scan_cursor == 0:
@@ -190,8 +165,8 @@ class RedisScanner:
             pipe = self.node_for(name).pipeline(transaction=False)
             pipe.get(name)
             pipe.pttl(name)
-            raw, pttl = pipe.execute()
-        return None if raw is None else (_bytes(raw), _ttl(int(pttl)))
+            record, pttl = pipe.execute()
+        return None if record is None else (raw(record), _ttl(int(pttl)))
 
     def memory_usage(self, node: Any, names: Sequence[str]) -> list[int]:
         """``MEMORY USAGE`` of each record that still exists."""
@@ -259,7 +234,7 @@ class RedisScanner:
             for name, (head, _, _) in zip(names, read, strict=True):
                 if isinstance(head, Exception) or not head:
                     continue  # gone already (expired, or a SCAN duplicate we deleted)
-                if still_wanted(name, _bytes(head)):
+                if still_wanted(name, raw(head)):
                     confirmed.append(name)
                 else:
                     changed += 1

@@ -20,7 +20,7 @@ import asyncio
 import os
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import redis
 from redis.client import NEVER_DECODE
@@ -35,13 +35,12 @@ from .scripts import CLAIM, COMPLETE, RELEASE, RENEW, Script
 if TYPE_CHECKING:
     from .aio import AsyncRedisStore
 
+_P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 #: Connections the fast path keeps checked out of the client's pool between calls, at
-#: most, and only from a pool of at least :data:`_SPARE_FROM` connections, so the rest
-#: of the application always finds the pool as it sized it.
+#: most (see :func:`kept_at_most`).
 _KEEP_IDLE = 2
-_SPARE_FROM = 16
 
 
 def record_pattern(prefix: str) -> str:
@@ -52,6 +51,13 @@ def record_pattern(prefix: str) -> str:
 def channel_name(prefix: str) -> str:
     """The pub/sub channel completions under ``prefix`` are announced on."""
     return f"{prefix}:notify"
+
+
+def kept_at_most(pool: Any, most: int) -> int:
+    """How many connections a store keeps out of ``pool`` between calls: ``most``, and
+    only from a pool of at least 16, so the rest of the application always finds the
+    pool as it sized it (and a caller queued at it never waits behind kept ones)."""
+    return most if (getattr(pool, "max_connections", 0) or 0) >= 16 else 0
 
 
 def demoted(exc: BaseException) -> bool:
@@ -84,13 +90,14 @@ def translate(exc: redis.exceptions.RedisError) -> StoreError:
     return StoreUnavailable(text or type(exc).__name__)
 
 
-def claim_reply(reply: Any) -> ClaimReply:
-    """Decode the claim script's reply (see :mod:`.scripts`)."""
-    if isinstance(reply, list):
-        return ClaimReply(_raw(reply[0]), max(int(reply[1]), 0))
+def claim_reply(reply: Any, running: bytes) -> ClaimReply:
+    """Decode the claim script's reply (see :mod:`.scripts`) to a claim of ``running``."""
     if isinstance(reply, int):
         return ClaimReply(None)
-    return ClaimReply(_raw(reply))
+    record, left = (raw(reply[0]), int(reply[1])) if isinstance(reply, list) else (raw(reply), 0)
+    if record[TOKEN_SLICE] == running[TOKEN_SLICE]:
+        return ClaimReply(None)  # a retried claim whose first reply was lost found its own
+    return ClaimReply(record, max(left, 0))
 
 
 def get_command(key: bytes) -> bytes:
@@ -98,11 +105,33 @@ def get_command(key: bytes) -> bytes:
     return b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key)
 
 
-def _raw(value: Any) -> bytes:
+def send_all(conn: Any, packed: Sequence[bytes], *, raise_error: bool = False) -> list[Any]:
+    """Write encoded commands at once, then read one reply each, errors as values (or the
+    first raised, with ``raise_error``): every reply is read, so the connection stays in
+    step."""
+    if not packed:
+        return []
+    conn.send_packed_command([packed[0] if len(packed) == 1 else b"".join(packed)])
+    replies: list[Any] = []
+    error: redis.exceptions.ResponseError | None = None
+    for _ in packed:
+        try:
+            replies.append(conn.read_response(disable_decoding=True))
+        except redis.exceptions.ResponseError as exc:
+            error = error or exc
+            replies.append(exc)
+    if raise_error and error is not None:
+        raise error
+    return replies
+
+
+def raw(value: Any) -> bytes:
+    """A reply as bytes (a client built with ``decode_responses=True`` hands back str)."""
     return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
 
 
-def _ms(value: int) -> bytes:
+def millis(value: int) -> bytes:
+    """A TTL or lease argument: whole milliseconds, at least 1."""
     return b"%d" % max(value, 1)
 
 
@@ -128,21 +157,16 @@ class RedisStore:
         # socket to make sure it holds no stale reply. The fast path keeps the one or
         # two connections it just used (they hold no stale reply: a call that did not
         # read its replies disconnects) and checks the pool again only after a fork.
-        spare = getattr(self._pool, "max_connections", 0) or 0
-        self._keep = _KEEP_IDLE if spare >= _SPARE_FROM else 0
+        self._keep = kept_at_most(self._pool, _KEEP_IDLE)
         self._idle: list[Any] = []
         #: The process the kept connections and asyncio clients belong to.
         self._pid = os.getpid()
-        self._notifier = RedisNotifier(lambda: self.client, self.channel)
-
-    @property
-    def notifier(self) -> RedisNotifier:
-        """The process-wide subscription that wakes this store's waiters."""
-        return self._notifier
+        #: The process-wide subscription that wakes this store's waiters.
+        self.notifier = RedisNotifier(client, self.channel)
 
     def close(self) -> None:
         """Stop the notifier thread (it restarts on demand); give kept connections back."""
-        self._notifier.close()
+        self.notifier.close()
         self._drop_idle(disconnect=False)
 
     def _drop_idle(self, *, disconnect: bool) -> None:
@@ -181,20 +205,19 @@ class RedisStore:
 
     # -- sending --------------------------------------------------------------------------
 
-    def _guarded(self, func: Callable[[], _R]) -> _R:
-        """``func()``, once more after a demoted primary refused it; errors made neutral."""
+    def _guarded(self, func: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """``func(...)``, once more after a demoted primary refused it; errors made neutral."""
         for retry in (False, True):
             try:
-                return func()
+                return func(*args, **kwargs)
             except redis.exceptions.RedisError as exc:
                 if retry or not demoted(exc):
                     raise translate(exc) from exc
             # Idle connections may still point at the demoted primary; reconnecting
             # through the Sentinel finds the new one.
-            pool = getattr(self.client, "connection_pool", None)
-            if pool is not None:
+            if self._pool is not None:
                 self._drop_idle(disconnect=True)
-                pool.disconnect(inuse_connections=False)
+                self._pool.disconnect(inuse_connections=False)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connection(self) -> tuple[Any, bool]:
@@ -204,7 +227,7 @@ class RedisStore:
                 return self._idle.pop(), True
             except IndexError:  # another thread took the last one
                 pass
-        return self._pooled(), False
+        return self._pool.get_connection(*CHECKOUT_ARGS), False
 
     def _own_process(self) -> bool:
         """False, after forgetting them, when the kept connections are a parent's.
@@ -219,15 +242,6 @@ class RedisStore:
         self._pid = os.getpid()
         return False
 
-    def _pooled(self) -> Any:
-        return self._pool.get_connection(*CHECKOUT_ARGS)
-
-    def _release(self, conn: Any) -> None:
-        if len(self._idle) < self._keep:
-            self._idle.append(conn)
-        else:
-            self._pool.release(conn)
-
     def _send(self, packed: Sequence[bytes]) -> list[Any]:
         """Write already-encoded commands at once and read one reply each (errors raised)."""
         conn, kept = self._connection()
@@ -241,29 +255,14 @@ class RedisStore:
         # The other kept ones are likely closed too. Every script call may be sent again
         # (see the module docstring).
         self._drop_idle(disconnect=True)
-        return self._exchange(self._pooled(), packed)
+        return self._exchange(self._pool.get_connection(*CHECKOUT_ARGS), packed)
 
     def _exchange(self, conn: Any, packed: Sequence[bytes]) -> list[Any]:
-        def exchange() -> list[Any]:
-            conn.send_packed_command([packed[0] if len(packed) == 1 else b"".join(packed)])
-            replies: list[Any] = []
-            error: redis.exceptions.ResponseError | None = None
-            for _ in packed:
-                # Read every reply, errors included, so the connection stays in step.
-                try:
-                    replies.append(conn.read_response(disable_decoding=True))
-                except redis.exceptions.ResponseError as exc:
-                    error = error or exc
-                    replies.append(exc)
-            if error is not None:
-                raise error
-            return replies
-
-        def failed(_error: Exception) -> None:
-            conn.disconnect()
-
         try:
-            replies: list[Any] = conn.retry.call_with_retry(exchange, failed)
+            replies: list[Any] = conn.retry.call_with_retry(
+                lambda: send_all(conn, packed, raise_error=True),
+                lambda _error: conn.disconnect(),
+            )
             return replies
         except BaseException as exc:
             if not isinstance(exc, redis.exceptions.ResponseError):
@@ -271,7 +270,10 @@ class RedisStore:
                 conn.disconnect()
             raise
         finally:
-            self._release(conn)
+            if len(self._idle) < self._keep:
+                self._idle.append(conn)
+            else:
+                self._pool.release(conn)
 
     def _eval(self, script: Script, name: str, args: Sequence[bytes]) -> Any:
         key = name.encode()
@@ -293,13 +295,8 @@ class RedisStore:
 
     def claim(self, slot: Slot, running: bytes, lease_ms: int) -> ClaimReply:
         """Create ``running`` with a lease, or return what is there (one round trip)."""
-        reply = claim_reply(
-            self._guarded(lambda: self._eval(CLAIM, slot.name, (running, _ms(lease_ms))))
-        )
-        # A retry of a claim whose reply was lost finds the record it created.
-        if reply.record is not None and reply.record[TOKEN_SLICE] == running[TOKEN_SLICE]:
-            return ClaimReply(None)
-        return reply
+        reply = self._guarded(self._eval, CLAIM, slot.name, (running, millis(lease_ms)))
+        return claim_reply(reply, running)
 
     def read(self, slot: Slot) -> bytes | None:
         """The record in ``slot`` (a plain ``GET``: one round trip, nothing written)."""
@@ -311,31 +308,27 @@ class RedisStore:
             return self.client.execute_command("GET", key, **{NEVER_DECODE: True})
 
         reply = self._guarded(get)
-        return None if reply is None else _raw(reply)
+        return None if reply is None else raw(reply)
 
     def complete(self, slot: Slot, token: bytes, record: bytes, ttl_ms: int) -> bool:
         """Store ``record`` if ``token`` still owns the slot; publish if someone waits."""
-        args = (token, record, _ms(ttl_ms), self._channel)
-        return bool(self._guarded(lambda: self._eval(COMPLETE, slot.name, args)))
+        args = (token, record, millis(ttl_ms), self._channel)
+        return bool(self._guarded(self._eval, COMPLETE, slot.name, args))
 
     def release(self, slot: Slot, token: bytes) -> bool:
         """Delete the running record if ``token`` owns it; publish if someone waits."""
-        args = (token, self._channel)
-        return bool(self._guarded(lambda: self._eval(RELEASE, slot.name, args)))
+        return bool(self._guarded(self._eval, RELEASE, slot.name, (token, self._channel)))
 
     def renew(self, leases: Sequence[tuple[Slot, bytes, int]]) -> list[bool]:
         """Extend many leases in one round trip (one per lease on Cluster)."""
         if self._pool is None or len(leases) == 1:
-
-            def renew_one(slot: Slot, token: bytes, lease_ms: int) -> bool:
-                return bool(
-                    self._guarded(lambda: self._eval(RENEW, slot.name, (token, _ms(lease_ms))))
-                )
-
-            return [renew_one(s, t, ms) for s, t, ms in leases]
+            return [
+                bool(self._guarded(self._eval, RENEW, s.name, (t, millis(ms))))
+                for s, t, ms in leases
+            ]
 
         def pipelined() -> list[bool]:
-            packed = [RENEW.pack(s.name.encode(), (t, _ms(ms))) for s, t, ms in leases]
+            packed = [RENEW.pack(s.name.encode(), (t, millis(ms))) for s, t, ms in leases]
             try:
                 return [bool(r) for r in self._send(packed)]
             except redis.exceptions.NoScriptError:
