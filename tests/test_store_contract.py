@@ -184,6 +184,28 @@ def test_a_waiting_thread_is_woken_by_the_completion(engine, store):
     assert woken == [True] and time.monotonic() - started < 15
 
 
+def test_a_waiter_registering_after_the_completion_is_told_at_once(engine, store):
+    slot = _slot(store)
+    store.claim(slot, _running(engine, slot, OWNER), 60_000)
+    notifier = store.notifier
+    notifier.start()
+    eventually(lambda: notifier.position()[0], 10, "a live subscription")
+    position = notifier.position()
+    assert not store.claim(slot, _running(engine, slot, OTHER), 60_000).claimed
+    store.complete(slot, OWNER, _final(engine, slot), 60_000)
+    # The completion reaches this process before the duplicate waits: the Redis
+    # notifier hears it on its own thread, the in-memory one as it happens.
+    heard = notifier._recent if isinstance(store, RedisStore) else notifier._heard
+    eventually(lambda: slot.name in heard, 10, "the completion heard")
+    # Told the owner finished, not left to wait out a notification already received.
+    assert notifier.wait(slot, position, 3600) is True
+
+    async def main() -> bool:
+        return await notifier.await_outcome(slot, position, 3600)
+
+    assert asyncio.run(main()) is True
+
+
 def test_a_waiting_coroutine_is_woken_by_the_release(engine, store):
     slot = _slot(store)
     store.claim(slot, _running(engine, slot, OWNER), 60_000)

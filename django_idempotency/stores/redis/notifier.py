@@ -99,7 +99,10 @@ class RedisNotifier:
             self._ensure_thread()
             heard = self._recent.get(slot.name)
             if heard is not None and heard[0] > seq:
-                return False  # it finished after our claim was sent
+                # It finished after our claim was sent: the waiter is told so at once,
+                # rather than waiting for a notification already received.
+                watch.deliver(True)
+                return True
             if epoch == 0 or epoch != self.epoch:
                 if self.epoch == 0:
                     # Not subscribed yet: the caller waits for it, then looks again.
