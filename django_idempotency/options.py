@@ -433,15 +433,19 @@ class Overrides:
 
     def http(self) -> HttpOptions:
         """What an HTTP door applies to a request, under the current settings."""
-        if self._http is None or self._http[0] != _generation:
-            self._http = self._merged(HttpOptions)
-        return self._http[1]
+        # One read of the slot: another thread may replace it meanwhile.
+        merged = self._http
+        if merged is None or merged[0] != _generation:
+            merged = self._http = self._merged(HttpOptions)
+        return merged[1]
 
     def run(self) -> RunOptions:
         """What a ``run()`` call applies, under the current settings."""
-        if self._run is None or self._run[0] != _generation:
-            self._run = self._merged(RunOptions)
-        return self._run[1]
+        # One read of the slot: another thread may replace it meanwhile.
+        merged = self._run
+        if merged is None or merged[0] != _generation:
+            merged = self._run = self._merged(RunOptions)
+        return merged[1]
 
     def refuse_durable_async(self, where: str) -> None:
         """Refuse ``durable=True`` for a coroutine (``where`` names it).
