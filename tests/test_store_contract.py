@@ -166,12 +166,18 @@ def test_a_final_record_expires_after_its_ttl(engine, store):
     eventually(lambda: store.claim(slot, _running(engine, slot, OTHER), 5000).claimed, 10)
 
 
-def test_a_waiting_thread_is_woken_by_the_completion(engine, store):
+def _owned_and_listening(engine: Engine, store: Store) -> tuple[Slot, Any]:
+    """A slot its owner holds, and the store's notifier once its subscription is live."""
     slot = _slot(store)
     store.claim(slot, _running(engine, slot, OWNER), 60_000)
     notifier = store.notifier
     notifier.start()
     eventually(lambda: notifier.position()[0], 10, "a live subscription")
+    return slot, notifier
+
+
+def test_a_waiting_thread_is_woken_by_the_completion(engine, store):
+    slot, notifier = _owned_and_listening(engine, store)
     woken: list[bool] = []
     position = notifier.position()
     assert not store.claim(slot, _running(engine, slot, OTHER), 60_000).claimed
@@ -185,11 +191,7 @@ def test_a_waiting_thread_is_woken_by_the_completion(engine, store):
 
 
 def test_a_waiter_registering_after_the_completion_is_told_at_once(engine, store):
-    slot = _slot(store)
-    store.claim(slot, _running(engine, slot, OWNER), 60_000)
-    notifier = store.notifier
-    notifier.start()
-    eventually(lambda: notifier.position()[0], 10, "a live subscription")
+    slot, notifier = _owned_and_listening(engine, store)
     position = notifier.position()
     assert not store.claim(slot, _running(engine, slot, OTHER), 60_000).claimed
     store.complete(slot, OWNER, _final(engine, slot), 60_000)
@@ -207,11 +209,7 @@ def test_a_waiter_registering_after_the_completion_is_told_at_once(engine, store
 
 
 def test_a_waiting_coroutine_is_woken_by_the_release(engine, store):
-    slot = _slot(store)
-    store.claim(slot, _running(engine, slot, OWNER), 60_000)
-    notifier = store.notifier
-    notifier.start()
-    eventually(lambda: notifier.position()[0], 10, "a live subscription")
+    slot, notifier = _owned_and_listening(engine, store)
 
     async def main() -> bool:
         position = notifier.position()
