@@ -92,7 +92,9 @@ class RedisNotifier:
         return self.epoch, self._seq
 
     def _register(self, slot: Slot, position: Position, watch: Watch) -> bool:
-        """Register ``watch`` for ``slot``; False when the caller must look again at once."""
+        """Register ``watch`` for ``slot``: True when it waits for the owner (or was told at
+        once that the owner finished); False when the subscription was not live since the
+        claim, and the caller waits only for that, then looks again."""
         epoch, seq = position
         self._own_process()
         with self._lock:
